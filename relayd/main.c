@@ -1,1 +1,389 @@
-/* placeholder: being written */
+/*
+ * main: relayd's start-up, signals and shutdown. It parses the command line,
+ * loads the configuration snapshot, binds the listeners and opens the queue
+ * while still root, drops privileges, runs the one libuv loop, and on
+ * SIGHUP swaps in a new snapshot; on SIGTERM it stops accepting, lets
+ * messages in DATA finish (bounded) and commits before exiting 0.
+ * It does no protocol work itself.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "server.h"
+#include "smtpd_session.h"
+#include "spool.h"
+#include "store.h"
+#include "tls.h"
+
+struct relayd_main {
+    struct server srv;
+    const char *config_path;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t shutdown_timer;
+    int shutdown_timer_open;
+};
+
+static void usage(FILE *fp)
+{
+    fprintf(fp, "usage: relayd [-dntV] [-f file]\n"
+                "  -f file  configuration file (default " CONFIG_DEFAULT_PATH ")\n"
+                "  -d       stay in the foreground, log to stderr\n"
+                "  -n       print the effective configuration and exit\n"
+                "  -t       check the configuration and exit\n"
+                "  -V       print the version and exit\n");
+}
+
+/* Make the directory that will hold the queue, if it is missing. */
+static int make_parent_dir(const char *path)
+{
+    char dir[PATH_MAX];
+    char *slash;
+
+    if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
+        return -1;
+    slash = strrchr(dir, '/');
+    if (slash == NULL || slash == dir)
+        return 0;
+    *slash = '\0';
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+/* The queue files must stay writable after the switch to the unprivileged
+ * user: they were created as root a moment ago. */
+static void chown_queue(const struct server *srv, const char *db, uid_t uid, gid_t gid)
+{
+    const char *suffixes[] = {"", "-wal", "-shm"};
+    char p[PATH_MAX];
+    size_t i;
+
+    for (i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        snprintf(p, sizeof(p), "%s%s", db, suffixes[i]);
+        if (chown(p, uid, gid) != 0 && errno != ENOENT)
+            log_warn("cannot chown %s: %s", p, strerror(errno));
+    }
+    if (chown(srv->spool_dir, uid, gid) != 0)
+        log_warn("cannot chown %s: %s", srv->spool_dir, strerror(errno));
+    snprintf(p, sizeof(p), "%s", db);
+    {
+        char *slash = strrchr(p, '/');
+        if (slash != NULL && slash != p) {
+            *slash = '\0';
+            if (chown(p, uid, gid) != 0)
+                log_warn("cannot chown %s: %s", p, strerror(errno));
+        }
+    }
+}
+
+static int drop_privileges(const struct server *srv, const char *user)
+{
+    struct passwd *pw;
+
+    if (user == NULL || geteuid() != 0)
+        return 0;
+    pw = getpwnam(user);
+    if (pw == NULL) {
+        log_error("unknown user %s", user);
+        return -1;
+    }
+    chown_queue(srv, srv->cfg->database, pw->pw_uid, pw->pw_gid);
+    /* glibc applies set*id to every thread, the store thread included */
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0) {
+        log_error("cannot switch to user %s: %s", user, strerror(errno));
+        return -1;
+    }
+    if (setuid(0) == 0) {
+        log_error("privileges could be regained after dropping them");
+        return -1;
+    }
+    log_info("running as user %s", user);
+    return 0;
+}
+
+/* systemd Type=notify (sd_notify protocol), without linking libsystemd. */
+static void notify_systemd(const char *msg)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sun;
+    socklen_t len;
+    int fd;
+
+    if (path == NULL || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(sun.sun_path))
+        return;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, path, strlen(path));
+    if (sun.sun_path[0] == '@')
+        sun.sun_path[0] = '\0';
+    len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return;
+    (void)sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sun, len);
+    close(fd);
+}
+
+static int same_str(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL)
+        return a == b;
+    return strcmp(a, b) == 0;
+}
+
+static struct tls_ctx *load_tls(const struct config *cfg, char *err, size_t errlen)
+{
+    if (cfg->tls_cert == NULL)
+        return NULL;
+    return tls_ctx_new_server(cfg->tls_cert, cfg->tls_key, err, errlen);
+}
+
+static void reload(struct relayd_main *m)
+{
+    struct server *srv = &m->srv;
+    struct config *ncfg = NULL, *old = srv->cfg;
+    char err[512];
+    size_t i;
+    int listen_changed = old->nlisten != 0;
+
+    if (config_load(m->config_path, &ncfg, err, sizeof(err)) != 0) {
+        log_warn("reload failed: %s; keeping the old configuration", err);
+        return;
+    }
+    if (!same_str(ncfg->tls_cert, old->tls_cert) || !same_str(ncfg->tls_key, old->tls_key)) {
+        struct tls_ctx *t = NULL;
+        if (ncfg->tls_cert != NULL && (t = load_tls(ncfg, err, sizeof(err))) == NULL) {
+            log_warn("reload failed: TLS: %s; keeping the old configuration", err);
+            config_unref(ncfg);
+            return;
+        }
+        if (srv->tls != NULL) {
+            /* sessions in TLS may still use it: keep it until exit */
+            struct tls_ctx **r = realloc(srv->tls_retired, (srv->ntls_retired + 1) * sizeof(*r));
+            if (r != NULL) {
+                srv->tls_retired = r;
+                r[srv->ntls_retired++] = srv->tls;
+            }
+        }
+        srv->tls = t;
+    }
+    if (ncfg->nlisten == old->nlisten) {
+        listen_changed = 0;
+        for (i = 0; i < ncfg->nlisten; i++)
+            if (strcmp(ncfg->listen[i].text, old->listen[i].text) != 0)
+                listen_changed = 1;
+    } else {
+        listen_changed = 1;
+    }
+    if (listen_changed)
+        log_warn("reload: listen addresses changed; restart relayd to apply");
+    if (strcmp(ncfg->database, old->database) != 0)
+        log_warn("reload: database changed; restart relayd to apply");
+    if (!same_str(ncfg->user, old->user))
+        log_warn("reload: user changed; restart relayd to apply");
+    srv->cfg = ncfg;
+    config_unref(old);
+    log_set_level(ncfg->log_level);
+    log_info("configuration reloaded from %s (%zu domains)", m->config_path, ncfg->ndomains);
+}
+
+static void close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Every session is gone: commit what is pending and let the loop end. */
+static void finish_shutdown(struct server *srv)
+{
+    struct relayd_main *m = (struct relayd_main *)srv;
+
+    srv->on_sessions_gone = NULL;
+    if (m->shutdown_timer_open) {
+        m->shutdown_timer_open = 0;
+        close_handle((uv_handle_t *)&m->shutdown_timer);
+    }
+    close_handle((uv_handle_t *)&m->sig_term);
+    close_handle((uv_handle_t *)&m->sig_int);
+    close_handle((uv_handle_t *)&m->sig_hup);
+    store_close(srv->store);
+    srv->store = NULL;
+}
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+    struct relayd_main *m = t->data;
+
+    log_warn("shutdown: sessions still busy after shutdown_timeout; closing them");
+    smtpd_session_abort_all(&m->srv);
+}
+
+static void begin_shutdown(struct relayd_main *m, const char *why)
+{
+    struct server *srv = &m->srv;
+
+    if (srv->stopping)
+        return;
+    srv->stopping = 1;
+    log_info("relayd stopping (%s)", why);
+    notify_systemd("STOPPING=1");
+    listener_stop(srv->listener);
+    srv->on_sessions_gone = finish_shutdown;
+    smtpd_session_shutdown_all(srv);
+    if (srv->nsessions == 0) {
+        finish_shutdown(srv);
+        return;
+    }
+    uv_timer_init(srv->loop, &m->shutdown_timer);
+    m->shutdown_timer.data = m;
+    m->shutdown_timer_open = 1;
+    uv_timer_start(&m->shutdown_timer, on_shutdown_timeout, srv->cfg->shutdown_timeout, 0);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct relayd_main *m = h->data;
+
+    if (signum == SIGHUP) {
+        if (!m->srv.stopping)
+            reload(m);
+        return;
+    }
+    begin_shutdown(m, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+int main(int argc, char **argv)
+{
+    struct relayd_main m;
+    struct server *srv = &m.srv;
+    char err[1024];
+    int foreground = 0, check_only = 0, print_only = 0;
+    int ch, i;
+
+    memset(&m, 0, sizeof(m));
+    m.config_path = CONFIG_DEFAULT_PATH;
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("relayd %s\n", PACKAGE_VERSION);
+            return 0;
+        }
+        if (strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+    }
+    while ((ch = getopt(argc, argv, "df:ntVh")) != -1) {
+        switch (ch) {
+        case 'd':
+            foreground = 1;
+            break;
+        case 'f':
+            m.config_path = optarg;
+            break;
+        case 'n':
+            print_only = 1;
+            break;
+        case 't':
+            check_only = 1;
+            break;
+        case 'V':
+            printf("relayd %s\n", PACKAGE_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return EX_USAGE;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return EX_USAGE;
+    }
+    log_open("relayd", foreground || check_only || print_only);
+
+    if (config_load(m.config_path, &srv->cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "relayd: %s\n", err);
+        return EX_CONFIG;
+    }
+    if (print_only) {
+        config_print(srv->cfg, stdout);
+        config_unref(srv->cfg);
+        return 0;
+    }
+    if (srv->cfg->tls_cert != NULL && (srv->tls = load_tls(srv->cfg, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "relayd: %s: TLS: %s\n", m.config_path, err);
+        config_unref(srv->cfg);
+        return EX_CONFIG;
+    }
+    if (check_only) {
+        fprintf(stderr, "relayd: configuration %s is valid\n", m.config_path);
+        tls_ctx_free(srv->tls);
+        config_unref(srv->cfg);
+        return 0;
+    }
+    log_set_level(srv->cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    srv->loop = uv_default_loop();
+    if (listener_start(srv, &srv->listener, err, sizeof(err)) != 0)
+        log_fatal(EX_OSERR, "%s", err);
+    if (make_parent_dir(srv->cfg->database) != 0)
+        log_fatal(EX_CANTCREAT, "cannot create the directory of %s: %s", srv->cfg->database,
+                  strerror(errno));
+    if (spool_dir_init(srv->cfg->database, srv->spool_dir, sizeof(srv->spool_dir)) != 0)
+        log_fatal(EX_CANTCREAT, "cannot set up the spool directory for %s", srv->cfg->database);
+    if (store_open(srv->loop, srv->cfg->database, &srv->store, err, sizeof(err)) != 0)
+        log_fatal(EX_SOFTWARE, "cannot open the queue %s: %s", srv->cfg->database, err);
+    if (drop_privileges(srv, srv->cfg->user) != 0)
+        log_fatal(EX_NOPERM, "cannot drop privileges");
+
+    uv_signal_init(srv->loop, &m.sig_term);
+    uv_signal_init(srv->loop, &m.sig_int);
+    uv_signal_init(srv->loop, &m.sig_hup);
+    m.sig_term.data = m.sig_int.data = m.sig_hup.data = &m;
+    uv_signal_start(&m.sig_term, on_signal, SIGTERM);
+    uv_signal_start(&m.sig_int, on_signal, SIGINT);
+    uv_signal_start(&m.sig_hup, on_signal, SIGHUP);
+
+    {
+        char addrs[512] = "";
+        size_t n = 0, k;
+        for (k = 0; k < srv->cfg->nlisten && n < sizeof(addrs); k++)
+            n += (size_t)snprintf(addrs + n, sizeof(addrs) - n, "%s%s", k ? ", " : "",
+                                  srv->cfg->listen[k].text);
+        log_info("relayd ready: version %s, listening on %s, queue %s", PACKAGE_VERSION, addrs,
+                 srv->cfg->database);
+    }
+    notify_systemd("READY=1");
+
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+
+    listener_free(srv->listener);
+    uv_run(srv->loop, UV_RUN_DEFAULT); /* let the listener's close callbacks run */
+    if (uv_loop_close(srv->loop) != 0)
+        log_warn("loop closed with handles still open");
+    tls_ctx_free(srv->tls);
+    for (size_t k = 0; k < srv->ntls_retired; k++)
+        tls_ctx_free(srv->tls_retired[k]);
+    free(srv->tls_retired);
+    config_unref(srv->cfg);
+    log_info("relayd stopped");
+    return 0;
+}

@@ -12,9 +12,9 @@
 #include "smtp_parse.h"
 
 struct policy_reply {
-    int code;          /* 250 when accepted */
-    const char *enh;   /* "2.1.5", "5.7.1", ... */
-    char text[160];    /* human part of the reply, also logged */
+    int code;        /* 250 when accepted */
+    const char *enh; /* "2.1.5", "5.7.1", ... */
+    char text[160];  /* human part of the reply, also logged */
 };
 
 /* Decide on RCPT. On acceptance returns 0, sets *dom to the relay domain and

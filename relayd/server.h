@@ -1,0 +1,34 @@
+/*
+ * server: the one context object of the daemon, passed to every part that
+ * needs the loop, the current configuration snapshot or the queue. There are
+ * no other globals. Owned by main.c.
+ */
+#ifndef RELAYD_SERVER_H
+#define RELAYD_SERVER_H
+
+#include <limits.h>
+#include <uv.h>
+
+struct config;
+struct store;
+struct tls_ctx;
+struct listener;
+struct smtpd_session;
+
+struct server {
+    uv_loop_t *loop;
+    struct config *cfg; /* current snapshot; sessions hold their own ref */
+    struct store *store;
+    struct tls_ctx *tls;          /* server TLS context, NULL when no tls_cert */
+    struct tls_ctx **tls_retired; /* contexts replaced by a reload, freed at exit */
+    size_t ntls_retired;
+    struct listener *listener;
+    char spool_dir[PATH_MAX];
+    struct smtpd_session *sessions; /* every live session, for shutdown */
+    unsigned nsessions;
+    unsigned long long next_session_id;
+    int stopping;                                 /* SIGTERM seen: no new work */
+    void (*on_sessions_gone)(struct server *srv); /* set during shutdown */
+};
+
+#endif

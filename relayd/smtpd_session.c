@@ -1,1 +1,714 @@
-/* placeholder: being written */
+/*
+ * smtpd_session: one inbound SMTP connection (RFC 5321) as an explicit state
+ * machine over a conn byte stream, plain or TLS (the session never knows
+ * which, except to say so in Received:). It owns the input buffer, the
+ * timers, the DATA decoding into a spool and the hand-over to the store.
+ * Command semantics live in smtpd_cmd.c; relay policy in policy.c; this file
+ * must not block: disk work goes through spool (thread pool) and store
+ * (its own thread).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "conn.h"
+#include "listener.h"
+#include "log.h"
+#include "server.h"
+#include "smtpd.h"
+#include "smtpd_session.h"
+#include "spool.h"
+
+/* Unprocessed input is bounded: past this we stop reading until the session
+ * has caught up (pipelining floods, or input while a commit is pending). */
+#define SMTPD_IN_MAX   (256 * 1024)
+#define SMTPD_IN_PAUSE (64 * 1024)
+
+static const char *const state_names[SMTPD_NSTATES] = {
+    [SMTPD_GREETED] = "GREETED", [SMTPD_READY] = "READY",     [SMTPD_MAIL] = "MAIL",
+    [SMTPD_RCPT] = "RCPT",       [SMTPD_DATA] = "DATA",       [SMTPD_COMMIT] = "COMMIT",
+    [SMTPD_TLS] = "TLS",         [SMTPD_CLOSING] = "CLOSING",
+};
+
+#define B(s) SMTPD_STATE_BIT(SMTPD_##s)
+/* Allowed transitions (dqlite-style checked state machine). Any state may go
+ * to CLOSING; everything else is listed. */
+static const unsigned state_next[SMTPD_NSTATES] = {
+    [SMTPD_GREETED] = B(GREETED) | B(READY) | B(TLS),
+    [SMTPD_READY] = B(READY) | B(MAIL) | B(TLS),
+    [SMTPD_MAIL] = B(READY) | B(RCPT),
+    [SMTPD_RCPT] = B(READY) | B(RCPT) | B(DATA),
+    [SMTPD_DATA] = B(READY) | B(COMMIT),
+    [SMTPD_COMMIT] = B(READY),
+    [SMTPD_TLS] = B(GREETED),
+    [SMTPD_CLOSING] = 0,
+};
+#undef B
+
+static const struct conn_cbs session_cbs;
+static void process_input(struct smtpd_session *s);
+static void session_maybe_free(struct smtpd_session *s);
+
+void smtpd_enter_state(struct smtpd_session *s, enum smtpd_state next)
+{
+    if (next != SMTPD_CLOSING && !(state_next[s->state] & SMTPD_STATE_BIT(next))) {
+        /* a bug, not a peer's doing: say so loudly and end the session */
+        log_error("session %s: illegal transition %s -> %s", s->id, state_names[s->state],
+                  state_names[next]);
+        next = SMTPD_CLOSING;
+    }
+    if (s->state != next)
+        log_debug("session %s: %s -> %s", s->id, state_names[s->state], state_names[next]);
+    s->state = next;
+}
+
+static void timer_arm(struct smtpd_session *s)
+{
+    uint64_t ms;
+
+    if (!s->timer_open || s->state == SMTPD_CLOSING)
+        return;
+    if (s->state == SMTPD_COMMIT) {
+        /* waiting for our own disk, not for the client */
+        uv_timer_stop(&s->timer);
+        return;
+    }
+    ms = s->state == SMTPD_DATA ? s->cfg->data_timeout : s->cfg->command_timeout;
+    uv_timer_start(&s->timer, s->timer.timer_cb, ms, 0);
+}
+
+static void session_close(struct smtpd_session *s)
+{
+    if (s->closed)
+        return;
+    smtpd_enter_state(s, SMTPD_CLOSING);
+    s->closed = 1;
+    if (s->timer_open)
+        uv_timer_stop(&s->timer);
+    conn_close(s->conn);
+}
+
+void smtpd_reply_raw(struct smtpd_session *s, const char *line)
+{
+    int rc;
+
+    if (s->closed)
+        return;
+    rc = conn_write(s->conn, line, strlen(line));
+    if (rc != 0) {
+        /* the client does not read its replies: nothing sensible is left */
+        log_warn("write to %s failed: %s", s->peer,
+                 rc == -ENOBUFS ? "output backlog" : uv_strerror(rc));
+        s->closed = 1;
+        smtpd_enter_state(s, SMTPD_CLOSING);
+        if (s->timer_open)
+            uv_timer_stop(&s->timer);
+        conn_abort(s->conn);
+    }
+}
+
+void smtpd_reply(struct smtpd_session *s, int code, const char *enh, const char *fmt, ...)
+{
+    char line[1024];
+    size_t n;
+    va_list ap;
+
+    if (enh != NULL)
+        n = (size_t)snprintf(line, sizeof(line), "%d %s ", code, enh);
+    else
+        n = (size_t)snprintf(line, sizeof(line), "%d ", code);
+    va_start(ap, fmt);
+    vsnprintf(line + n, sizeof(line) - n - 2, fmt, ap);
+    va_end(ap);
+    n = strlen(line);
+    memcpy(line + n, "\r\n", 3);
+    smtpd_reply_raw(s, line);
+}
+
+void smtpd_close_421(struct smtpd_session *s, const char *enh, const char *text)
+{
+    smtpd_reply(s, 421, enh, "%s %s", s->cfg->hostname, text);
+    session_close(s);
+}
+
+void smtpd_protocol_error(struct smtpd_session *s)
+{
+    s->n.errors++;
+    if (s->n.errors >= s->cfg->max_errors && !s->closed) {
+        log_warn("too many errors from %s", s->peer);
+        smtpd_close_421(s, "4.7.0", "Error: too many errors");
+    }
+}
+
+void smtpd_log_reject(struct smtpd_session *s, const char *cmd, const char *reply, const char *to)
+{
+    const char *proto = s->esmtp ? "ESMTP" : "SMTP";
+
+    log_info("NOQUEUE: reject: %s from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>", cmd, s->peer,
+             reply, s->txn.msg.sender != NULL ? s->txn.msg.sender : "", to != NULL ? to : "", proto,
+             s->helo);
+}
+
+static void txn_free_fields(struct smtpd_txn *t)
+{
+    size_t i;
+
+    for (i = 0; i < t->msg.nrcpts; i++) {
+        free(t->msg.rcpts[i].address);
+        free(t->msg.rcpts[i].domain);
+        free(t->msg.rcpts[i].orcpt);
+    }
+    free(t->msg.rcpts);
+    free(t->msg.sender);
+    free(t->msg.envid);
+    free(t->msg.client_addr);
+    free(t->msg.client_helo);
+    free(t->msg.body_mem);
+    free(t->msg.spool_path); /* the store removed the file; only the name is ours */
+    spool_free(t->spool);
+    memset(t, 0, sizeof(*t));
+}
+
+void smtpd_txn_reset(struct smtpd_session *s)
+{
+    txn_free_fields(&s->txn);
+}
+
+/* ---- DATA ------------------------------------------------------------------------ */
+
+static void format_date(char *out, size_t outlen)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+
+    localtime_r(&now, &tm);
+    /* RFC 5322 §3.3 date-time */
+    strftime(out, outlen, "%a, %d %b %Y %H:%M:%S %z", &tm);
+}
+
+/*
+ * The trace header (RFC 5321 §4.4): who handed us the message, when, and how
+ * (protocol, TLS parameters), so the site can trace every hop.
+ */
+static int write_received(struct smtpd_session *s)
+{
+    struct buf h;
+    char date[64];
+    const char *proto;
+    int rc = 0;
+
+    buf_init(&h, 4096);
+    format_date(date, sizeof(date));
+    proto = !s->esmtp ? "SMTP" : s->tls ? "ESMTPS" : "ESMTP";
+    rc |= buf_appendf(&h, "Received: from %s ([%s])\r\n", s->helo, s->addr);
+    if (s->tls)
+        rc |=
+            buf_appendf(&h, "\t(using %s with cipher %s (%d bits))\r\n", conn_tls_version(s->conn),
+                        conn_tls_cipher(s->conn), conn_tls_bits(s->conn));
+    rc |= buf_appendf(&h, "\tby %s (relayd) with %s id %s", s->cfg->hostname, proto,
+                      s->txn.msg.queue_id);
+    if (s->txn.msg.nrcpts == 1)
+        rc |= buf_appendf(&h, "\r\n\tfor <%s>", s->txn.msg.rcpts[0].address);
+    rc |= buf_appendf(&h, "; %s\r\n", date);
+    if (rc == 0)
+        rc = spool_append(s->txn.spool, h.data, h.len);
+    buf_free(&h);
+    return rc;
+}
+
+int smtpd_data_begin(struct smtpd_session *s)
+{
+    struct smtpd_txn *t = &s->txn;
+
+    t->spool = spool_new(s->srv->loop, s->srv->spool_dir, t->msg.queue_id);
+    if (t->spool == NULL || write_received(s) != 0) {
+        smtpd_reply(s, 451, "4.3.0", "Error: queue file write error");
+        smtpd_txn_reset(s);
+        smtpd_enter_state(s, SMTPD_READY);
+        return -1;
+    }
+    smtp_data_init(&t->dec);
+    t->body_bytes = 0;
+    smtpd_enter_state(s, SMTPD_DATA);
+    smtpd_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+    return 0;
+}
+
+static void data_done_reply(struct smtpd_session *s, int code, const char *enh, const char *text)
+{
+    char reply[256];
+
+    snprintf(reply, sizeof(reply), "%d %s %s", code, enh, text);
+    smtpd_reply(s, code, enh, "%s", text);
+    smtpd_log_reject(s, "DATA", reply, s->txn.msg.nrcpts > 0 ? s->txn.msg.rcpts[0].address : NULL);
+    smtpd_txn_reset(s);
+    smtpd_enter_state(s, SMTPD_READY);
+}
+
+static void commit_done(struct store_msg *msg, int status, void *arg)
+{
+    struct smtpd_session *s = arg;
+
+    s->commit_pending = 0;
+    if (status == STORE_OK) {
+        s->n.data_ok++;
+        log_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queued)", msg->queue_id, msg->sender,
+                 (unsigned long long)msg->size, msg->nrcpts);
+        if (!s->closed)
+            smtpd_reply(s, 250, "2.0.0", "Ok: queued as %s", msg->queue_id);
+    } else if (!s->closed) {
+        if (status == STORE_ERR_FULL)
+            smtpd_reply(s, 452, "4.3.1", "Insufficient system storage");
+        else
+            smtpd_reply(s, 451, "4.3.0", "Error: queue file write error");
+        log_warn("%s: not queued: %s", msg->queue_id,
+                 status == STORE_ERR_FULL ? "queue storage full" : "queue write error");
+    }
+    smtpd_txn_reset(s);
+    if (s->closed) {
+        session_maybe_free(s);
+        return;
+    }
+    smtpd_enter_state(s, SMTPD_READY);
+    if (s->close_after_commit) {
+        smtpd_close_421(s, "4.3.2", "Service shutting down");
+        return;
+    }
+    timer_arm(s);
+    process_input(s);
+}
+
+static void spool_ready(void *arg, int status)
+{
+    struct smtpd_session *s = arg;
+    struct smtpd_txn *t = &s->txn;
+    struct store_msg *m = &t->msg;
+
+    if (status == 0)
+        status = spool_take(t->spool, &m->body_mem, &m->spool_path);
+    if (status == 0) {
+        m->size = spool_size(t->spool);
+        spool_free(t->spool);
+        t->spool = NULL;
+        m->arrival = (int64_t)time(NULL);
+        if (m->client_addr == NULL)
+            m->client_addr = strdup(s->addr);
+        if (m->client_helo == NULL)
+            m->client_helo = strdup(s->helo);
+        if (m->client_addr == NULL || m->client_helo == NULL)
+            status = -ENOMEM;
+    }
+    if (status == 0)
+        status = store_submit(s->srv->store, m, commit_done, s);
+    if (status != 0) {
+        s->commit_pending = 1;
+        commit_done(m, STORE_ERR_IO, s);
+        return;
+    }
+    s->commit_pending = 1;
+}
+
+/* The terminating <CRLF>.<CRLF> arrived: decide, then commit or refuse. */
+static void data_finish(struct smtpd_session *s)
+{
+    struct smtpd_txn *t = &s->txn;
+
+    s->n.data++;
+    if (t->too_big) {
+        data_done_reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
+        smtpd_protocol_error(s);
+        return;
+    }
+    if (smtp_data_received_count(&t->dec) > s->cfg->hopcount_limit) {
+        /* RFC 5321 §6.3: a loop; refusing is better than feeding it */
+        data_done_reply(s, 554, "5.4.6", "Too many hops");
+        return;
+    }
+    if (t->write_error) {
+        data_done_reply(s, 451, "4.3.0", "Error: queue file write error");
+        return;
+    }
+    smtpd_enter_state(s, SMTPD_COMMIT);
+    timer_arm(s);
+    spool_when_ready(t->spool, spool_ready, s);
+}
+
+/* Feed buffered input to the DATA decoder. Returns 1 to go on processing. */
+static int data_consume(struct smtpd_session *s)
+{
+    struct smtpd_txn *t = &s->txn;
+    size_t chunk = s->in.len < SMTPD_DATA_CHUNK ? s->in.len : SMTPD_DATA_CHUNK;
+    size_t out_len = 0, used;
+    int done = 0;
+
+    if (spool_busy(t->spool))
+        return 0; /* resumed from spool_resume() */
+    used = smtp_data_feed(&t->dec, s->in.data, chunk, s->data_out, &out_len, &done);
+    buf_consume(&s->in, used);
+    if (out_len > 0 && !t->too_big) {
+        t->body_bytes += out_len;
+        if (t->body_bytes > s->cfg->max_message_size)
+            t->too_big = 1; /* keep reading to the end, store nothing more */
+        else if (!t->write_error && spool_append(t->spool, s->data_out, out_len) != 0)
+            t->write_error = 1;
+    }
+    if (done)
+        data_finish(s);
+    return 1;
+}
+
+/* ---- input ----------------------------------------------------------------------- */
+
+static void update_reading(struct smtpd_session *s)
+{
+    int want;
+
+    if (s->closed)
+        return;
+    want = s->state != SMTPD_COMMIT && s->state != SMTPD_CLOSING && s->in.len < SMTPD_IN_PAUSE &&
+           !(s->state == SMTPD_DATA && spool_busy(s->txn.spool));
+    if (want && s->read_paused) {
+        s->read_paused = 0;
+        conn_read_start(s->conn);
+    } else if (!want && !s->read_paused && s->state != SMTPD_TLS) {
+        s->read_paused = 1;
+        conn_read_stop(s->conn);
+    }
+}
+
+static void spool_resume(void *arg)
+{
+    process_input(arg);
+}
+
+/*
+ * Work through buffered input: command lines one at a time (pipelined
+ * commands are answered in order because each reply is queued before the
+ * next command is looked at), or message bytes during DATA. Stops when the
+ * session must wait (commit, TLS handshake, spool write) or is closing.
+ */
+static void process_input(struct smtpd_session *s)
+{
+    char line[SMTPD_LINE_MAX + 1];
+
+    if (s->processing)
+        return;
+    s->processing = 1;
+    while (s->in.len > 0 && !s->closed) {
+        const char *nl;
+        size_t len;
+
+        if (s->state == SMTPD_DATA) {
+            if (!data_consume(s)) {
+                /* spool write in flight: continue when it is done */
+                spool_on_drain(s->txn.spool, spool_resume, s);
+                break;
+            }
+            continue;
+        }
+        if (s->state != SMTPD_GREETED && s->state != SMTPD_READY && s->state != SMTPD_MAIL &&
+            s->state != SMTPD_RCPT)
+            break;
+        nl = memchr(s->in.data, '\n', s->in.len);
+        if (s->discarding_line) {
+            if (nl == NULL) {
+                buf_reset(&s->in);
+                break;
+            }
+            buf_consume(&s->in, (size_t)(nl - s->in.data) + 1);
+            s->discarding_line = 0;
+            smtpd_reply(s, 500, "5.5.2", "Error: line too long");
+            smtpd_protocol_error(s);
+            continue;
+        }
+        if (nl == NULL) {
+            if (s->in.len > SMTPD_LINE_MAX) {
+                s->discarding_line = 1;
+                buf_reset(&s->in);
+            }
+            break;
+        }
+        len = (size_t)(nl - s->in.data);
+        if (len > SMTPD_LINE_MAX) {
+            buf_consume(&s->in, len + 1);
+            smtpd_reply(s, 500, "5.5.2", "Error: line too long");
+            smtpd_protocol_error(s);
+            continue;
+        }
+        /* a command ends at CRLF; a bare LF is tolerated as Postfix does, the
+         * CR before it is not part of the command */
+        memcpy(line, s->in.data, len);
+        buf_consume(&s->in, len + 1);
+        if (len > 0 && line[len - 1] == '\r')
+            len--;
+        line[len] = '\0';
+        smtpd_cmd_dispatch(s, line, len);
+    }
+    s->processing = 0;
+    timer_arm(s);
+    update_reading(s);
+}
+
+static void on_data(struct conn *c, const char *data, size_t len)
+{
+    struct smtpd_session *s = conn_udata(c);
+
+    if (s->closed || s->state == SMTPD_CLOSING)
+        return;
+    if (buf_append(&s->in, data, len) != 0) {
+        /* cannot happen while update_reading() pauses in time; be safe */
+        smtpd_close_421(s, "4.7.0", "Error: too much pipelined input");
+        return;
+    }
+    timer_arm(s);
+    process_input(s);
+}
+
+static void on_eof(struct conn *c, int status)
+{
+    struct smtpd_session *s = conn_udata(c);
+
+    if (s->closed)
+        return;
+    if (s->state == SMTPD_DATA)
+        log_info("lost connection after DATA (%llu bytes) from %s",
+                 (unsigned long long)s->txn.body_bytes, s->peer);
+    else if (status != UV_EOF)
+        log_info("lost connection from %s: %s", s->peer, uv_strerror(status));
+    session_close(s);
+}
+
+void smtpd_starttls_begin(struct smtpd_session *s)
+{
+    /* RFC 3207 §4.2 and CVE-2011-0411: nothing the client sent before the
+     * handshake may be taken as a command afterwards. */
+    buf_reset(&s->in);
+    smtpd_enter_state(s, SMTPD_TLS);
+    if (conn_starttls(s->conn, s->srv->tls, 1, NULL) != 0) {
+        log_warn("STARTTLS setup failed for %s", s->peer);
+        session_close(s);
+    }
+}
+
+static void on_tls(struct conn *c, int status)
+{
+    struct smtpd_session *s = conn_udata(c);
+
+    if (s->closed)
+        return;
+    if (status != 0) {
+        log_warn("TLS handshake with %s failed", s->peer);
+        session_close(s);
+        return;
+    }
+    s->tls = 1;
+    /* RFC 3207 §4.2: forget everything learnt before; the client must EHLO */
+    s->helo[0] = '\0';
+    s->esmtp = 0;
+    smtpd_txn_reset(s);
+    smtpd_enter_state(s, SMTPD_GREETED);
+    log_info("TLS connection established from %s: %s with cipher %s (%d bits)", s->peer,
+             conn_tls_version(c), conn_tls_cipher(c), conn_tls_bits(c));
+    timer_arm(s);
+    process_input(s);
+}
+
+void smtpd_quit(struct smtpd_session *s)
+{
+    smtpd_reply(s, 221, "2.0.0", "Bye");
+    session_close(s);
+}
+
+static void log_disconnect(struct smtpd_session *s)
+{
+    char line[512];
+    size_t n = 0;
+    const struct smtpd_counts *k = &s->n;
+
+#define ADD(name, v)                                                                               \
+    if ((v) > 0 && n < sizeof(line))                                                               \
+    n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%u", name, (v))
+#define ADD2(name, ok, v)                                                                          \
+    if ((v) > 0 && n < sizeof(line)) {                                                             \
+        if ((ok) == (v))                                                                           \
+            n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%u", name, (v));                \
+        else                                                                                       \
+            n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%u/%u", name, (ok), (v));       \
+    }
+    line[0] = '\0';
+    ADD("helo", k->helo);
+    ADD("ehlo", k->ehlo);
+    ADD("starttls", k->starttls);
+    ADD2("mail", k->mail_ok, k->mail);
+    ADD2("rcpt", k->rcpt_ok, k->rcpt);
+    ADD2("data", k->data_ok, k->data);
+    ADD("rset", k->rset);
+    ADD("noop", k->noop);
+    ADD("vrfy", k->vrfy);
+    ADD("quit", k->quit);
+    ADD("unknown", k->unknown);
+    ADD("commands", k->commands);
+#undef ADD
+#undef ADD2
+    log_info("disconnect from %s%s", s->peer, line);
+}
+
+static void session_maybe_free(struct smtpd_session *s)
+{
+    struct server *srv = s->srv;
+
+    if (!s->conn_gone || s->timer_open || s->commit_pending)
+        return;
+    if (s->admitted) {
+        listener_release(srv->listener, s->addr);
+        log_disconnect(s);
+    }
+    txn_free_fields(&s->txn);
+    buf_free(&s->in);
+    free(s->data_out);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        srv->sessions = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    srv->nsessions--;
+    config_unref(s->cfg);
+    free(s);
+    if (srv->nsessions == 0 && srv->on_sessions_gone != NULL)
+        srv->on_sessions_gone(srv);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct smtpd_session *s = h->data;
+
+    s->timer_open = 0;
+    session_maybe_free(s);
+}
+
+static void on_closed(struct conn *c)
+{
+    struct smtpd_session *s = conn_udata(c);
+
+    s->closed = 1;
+    s->conn_gone = 1;
+    if (s->timer_open)
+        uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+    else
+        session_maybe_free(s);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct smtpd_session *s = t->data;
+
+    if (s->closed)
+        return;
+    log_info("timeout after %s from %s", state_names[s->state], s->peer);
+    smtpd_close_421(s, "4.4.2", "Error: timeout exceeded");
+}
+
+static const struct conn_cbs session_cbs = {
+    .on_data = on_data,
+    .on_eof = on_eof,
+    .on_tls = on_tls,
+    .on_drain = NULL,
+    .on_closed = on_closed,
+};
+
+void smtpd_session_accept(struct server *srv, uv_stream_t *stream)
+{
+    struct smtpd_session *s = calloc(1, sizeof(*s));
+    enum listener_verdict v;
+    int rc;
+
+    if (s == NULL) {
+        log_warn("out of memory accepting a connection");
+        return;
+    }
+    s->srv = srv;
+    s->cfg = config_ref(srv->cfg);
+    snprintf(s->id, sizeof(s->id), "%llx", ++srv->next_session_id);
+    buf_init(&s->in, SMTPD_IN_MAX);
+    rc = conn_accept(srv->loop, stream, &session_cbs, s, &s->conn);
+    if (rc != 0) {
+        log_warn("accept failed: %s", uv_strerror(rc));
+        config_unref(s->cfg);
+        free(s);
+        return;
+    }
+    snprintf(s->addr, sizeof(s->addr), "%s", conn_peer_addr(s->conn));
+    snprintf(s->peer, sizeof(s->peer), "[%s]:%d", s->addr, conn_peer_port(s->conn));
+    s->next = srv->sessions;
+    if (srv->sessions != NULL)
+        srv->sessions->prev = s;
+    srv->sessions = s;
+    srv->nsessions++;
+
+    uv_timer_init(srv->loop, &s->timer);
+    s->timer.data = s;
+    s->timer_open = 1;
+    uv_timer_start(&s->timer, on_timeout, s->cfg->command_timeout, 0);
+
+    if (srv->stopping) {
+        smtpd_close_421(s, "4.3.2", "Service shutting down");
+        return;
+    }
+    v = listener_admit(srv->listener, s->addr);
+    if (v != LISTENER_ADMIT) {
+        log_warn("%s from %s",
+                 v == LISTENER_TOO_MANY ? "too many connections"
+                                        : "too many connections from one address",
+                 s->peer);
+        smtpd_close_421(s, "4.7.0",
+                        v == LISTENER_TOO_MANY ? "Error: too many connections"
+                                               : "Error: too many connections from your address");
+        return;
+    }
+    s->admitted = 1;
+    s->data_out = malloc(SMTP_DATA_OUT_MAX(SMTPD_DATA_CHUNK));
+    if (s->data_out == NULL) {
+        smtpd_close_421(s, "4.3.0", "Error: out of memory");
+        return;
+    }
+    log_info("connect from %s", s->peer);
+    smtpd_reply(s, 220, NULL, "%s ESMTP relayd", s->cfg->hostname);
+}
+
+void smtpd_session_shutdown_all(struct server *srv)
+{
+    struct smtpd_session *s, *next;
+
+    for (s = srv->sessions; s != NULL; s = next) {
+        next = s->next;
+        if (s->closed)
+            continue;
+        if (s->state == SMTPD_DATA || s->state == SMTPD_COMMIT)
+            s->close_after_commit = 1;
+        else if (s->state == SMTPD_TLS)
+            session_close(s);
+        else
+            smtpd_close_421(s, "4.3.2", "Service shutting down");
+    }
+}
+
+void smtpd_session_abort_all(struct server *srv)
+{
+    struct smtpd_session *s;
+
+    for (s = srv->sessions; s != NULL; s = s->next) {
+        if (!s->closed) {
+            log_warn("shutdown: dropping session %s in state %s", s->peer, state_names[s->state]);
+            s->closed = 1;
+            smtpd_enter_state(s, SMTPD_CLOSING);
+            if (s->timer_open)
+                uv_timer_stop(&s->timer);
+            conn_abort(s->conn);
+        }
+    }
+}

@@ -20,13 +20,15 @@ struct spool;
 /* A new, empty body. dir: the spool directory (created by spool_dir_init).
  * NULL on allocation failure. */
 struct spool *spool_new(uv_loop_t *loop, const char *dir, const char *queue_id);
-/* Append bytes (copied). 0, or < 0 after a write error (sticky). When a file
- * write is in flight spool_busy() is true; the caller should stop reading
- * until the ready callback runs. */
+/* Append bytes (copied). 0, or < 0 after a write error (sticky). */
 int spool_append(struct spool *sp, const void *data, size_t len);
+/* True when the disk is behind: SPOOL_MEM_MAX bytes wait for the write in
+ * flight. The caller stops reading until spool_on_drain's callback runs. */
 int spool_busy(const struct spool *sp);
-/* Call cb(arg) once every byte appended so far is written (at once, via the
- * loop, if nothing is in flight). */
+/* Call cb(arg) once, when spool_busy() is no longer true. */
+void spool_on_drain(struct spool *sp, void (*cb)(void *arg), void *arg);
+/* Call cb(arg, status) once every byte appended so far is written and the
+ * file closed. When the body is in memory only, cb runs before this returns. */
 void spool_when_ready(struct spool *sp, void (*cb)(void *arg, int status), void *arg);
 uint64_t spool_size(const struct spool *sp);
 /* Hand the body over: either *mem (malloc'd, caller frees) or *path (malloc'd,
