@@ -13,12 +13,10 @@
 #include <stddef.h>
 
 struct smtp_data_dec {
-    int state;          /* private */
-    int in_headers;     /* private: still in the header section */
-    int hdr_state;      /* private: position within a header line's name */
+    int state;          /* private: where the input stands (line start, CR pending, ...) */
+    int hdr_state;      /* private: header-section scan over the decoded output */
+    unsigned hdr_match; /* private: bytes of "Received" matched on the current line */
     unsigned received;  /* Received: fields seen in the header section */
-    char hdr_name[16];  /* private */
-    size_t hdr_name_len;
 };
 
 void smtp_data_init(struct smtp_data_dec *d);
