@@ -26,8 +26,6 @@
  */
 #include "smtp_data.h"
 
-#include <stdint.h>
-
 /* Input side: what has been seen that still decides how the next byte reads. */
 enum dstate {
     DS_BOL = 0, /* at the start of a real line (stream start or after real CRLF) */
