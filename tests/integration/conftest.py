@@ -1,0 +1,137 @@
+# conftest: pytest fixtures for the integration suite. `relayd_factory` starts
+# real relayd processes (see relayd_fixture.py) and, at teardown, stops exactly
+# those (by PID) and fails the test if one crashed or a sanitizer spoke.
+# Every test also gets a hard time limit so a hung daemon cannot hang `make check`.
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+
+import pytest
+
+from relayd_fixture import Relayd, relayd_binary
+
+DEFAULT_TIME_LIMIT = 90
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "time_limit(seconds): hard limit for one test")
+
+
+@pytest.fixture(autouse=True)
+def _time_limit(request):
+    """SIGALRM raises in the test's main thread when it runs too long."""
+    m = request.node.get_closest_marker("time_limit")
+    limit = m.args[0] if m else DEFAULT_TIME_LIMIT
+
+    def expired(signum, frame):
+        raise TimeoutError("test exceeded its time limit of %ss" % limit)
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(limit)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(scope="session")
+def relayd_path():
+    path = relayd_binary()
+    assert os.access(path, os.X_OK), "relayd binary not found at %s (set RELAYD)" % path
+    return path
+
+
+@pytest.fixture
+def mounts():
+    """Mount points a test created; unmounted after every relayd has stopped
+    (relayd_factory depends on this fixture, so it is torn down first)."""
+    points = []
+    yield points
+    errors = []
+    for p in reversed(points):
+        r = subprocess.run(["umount", p], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+        if r.returncode != 0:
+            errors.append("umount %s: %s" % (p, r.stdout.decode(errors="replace")))
+    assert not errors, errors
+
+
+@pytest.fixture
+def relayd_factory(tmp_path, relayd_path, mounts):
+    """start(**config) -> a running Relayd; all of them are checked and stopped
+    at teardown."""
+    started = []
+
+    def start(name="relayd", workdir=None, **kw):
+        d = workdir or str(tmp_path / ("%s%d" % (name, len(started))))
+        r = Relayd(d, **kw)
+        started.append(r)
+        r.start()
+        return r
+
+    yield start
+
+    problems = []
+    for r in started:
+        mine = []
+        try:
+            if r.proc is not None:
+                rc = r.stop()
+                if rc != 0:
+                    mine.append("relayd (pid %d) exited with status %s after SIGTERM" % (r.pid, rc))
+        except AssertionError as e:
+            mine.append(str(e))
+        mine += r.check_health()
+        if mine:
+            problems += mine + ["log tail of %s:\n%s" % (r.logfile, r.log_tail(80))]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def relayd(relayd_factory):
+    """relayd with the default config (example.org hold, sub.test with subdomains)."""
+    return relayd_factory()
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory):
+    """A self-signed certificate for relay.test, made with the openssl CLI."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=relay.test",
+         "-addext", "subjectAltName=DNS:relay.test"],
+        check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def public_tmpdir():
+    """A temp dir outside pytest's 0700 tree, traversable by an unprivileged user."""
+    d = tempfile.mkdtemp(prefix="relayd-itest-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def module_relayd(tmp_path_factory, relayd_path):
+    """One default relayd shared by a module's tests (for long parametrized lists).
+    Tests using it must not depend on the queue being empty."""
+    r = Relayd(str(tmp_path_factory.mktemp("shared")))
+    r.start()
+    yield r
+    problems = []
+    try:
+        rc = r.stop()
+        if rc != 0:
+            problems.append("relayd exited with status %s after SIGTERM" % rc)
+    except AssertionError as e:
+        problems.append(str(e))
+    problems += r.check_health()
+    assert not problems, "\n".join(problems + ["log tail:\n" + r.log_tail(80)])

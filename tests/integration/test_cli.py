@@ -1,0 +1,175 @@
+# test_cli: relayd's command line and config checking as an operator uses them:
+# -V, -t, -n (and that -n output reads back), bad configs naming file:line and
+# exiting 78, usage errors 64, relative paths, listening on IPv4 and IPv6.
+
+import os
+import re
+
+import pytest
+
+from relayd_fixture import Relayd, run_relayd, queue_id_of, make_message, free_port
+
+EX_USAGE = 64
+EX_CONFIG = 78
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def good_config(tmp_path, extra=""):
+    r = Relayd(str(tmp_path), port=2525)
+    r.extra = extra
+    r.write_config()
+    return r.conf
+
+
+def test_version():
+    for flag in ("-V", "--version"):
+        p = run_relayd([flag])
+        assert p.returncode == 0, p
+        assert p.stdout.decode().strip() == "relayd 0.1.0", p
+
+
+def test_usage_error_exits_64():
+    p = run_relayd(["-x"])
+    assert p.returncode == EX_USAGE, p
+    assert p.stderr, "a usage error should say something on stderr"
+
+
+def test_check_config_ok(tmp_path):
+    conf = good_config(tmp_path)
+    p = run_relayd(["-t", "-f", conf])
+    assert p.returncode == 0, p
+    assert "relayd: configuration %s is valid" % conf in p.stderr.decode(), p
+    # -t must not create the queue: it only checks
+    assert not os.path.exists(str(tmp_path / "queue" / "queue.db"))
+
+
+def test_print_config_reads_back(tmp_path):
+    conf = good_config(tmp_path)
+    p = run_relayd(["-n", "-f", conf])
+    assert p.returncode == 0, p
+    out = p.stdout.decode()
+    assert re.search(r"(?m)^hostname\s*=\s*relay\.test\s*$", out), out
+    assert re.search(r"(?m)^listen\s*=\s*127\.0\.0\.1:2525\s*$", out), out
+    # every key with its value, defaults included
+    for key, val in (("max_message_size", None), ("max_connections", "200"), ("max_connections_per_ip", "50"),
+                     ("max_recipients", "1000"), ("max_errors", "10"), ("hopcount_limit", "100"),
+                     ("command_timeout", None), ("data_timeout", None)):
+        m = re.search(r"(?m)^%s\s*=\s*(\S.*?)\s*$" % key, out)
+        assert m, "relayd -n does not print %s:\n%s" % (key, out)
+        if val:
+            assert m.group(1) == val, (key, m.group(1))
+    assert re.search(r"(?m)^\[domain example\.org\]\s*$", out), out
+    assert re.search(r"(?m)^\[domain sub\.test\]\s*$", out), out
+    # the printed config is itself a valid config that prints the same way
+    d2 = tmp_path / "again"
+    d2.mkdir()
+    again = write(str(d2 / "printed.conf"), out)
+    p2 = run_relayd(["-t", "-f", again])
+    assert p2.returncode == 0, p2
+    p3 = run_relayd(["-n", "-f", again])
+    assert p3.returncode == 0, p3
+
+    def strip(t):
+        return [l for l in t.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+
+    assert strip(p3.stdout.decode()) == strip(out)
+
+
+BAD_CONFIGS = [
+    ("unknown_key", "frobnicate = yes\n"),
+    ("unknown_domain_key", "[domain bad.test]\nfrobnicate = yes\n"),
+    ("bad_duration", "command_timeout = 5 fortnights\n"),
+    ("bad_size", "max_message_size = lots\n"),
+    ("bad_number", "max_connections = many\n"),
+    ("bad_mode", "[domain bad.test]\nmode = sometimes\n"),
+    ("bad_subdomains", "[domain bad.test]\nsubdomains = perhaps\n"),
+    ("bad_section", "[frobnicate bad.test]\n"),
+    ("no_equals", "hostname relay.test\n"),
+    ("bad_listen", "listen = 127.0.0.1:99999\n"),
+    ("bad_log_level", "log_level = chatty\n"),
+    ("max_recipients_below_100", "max_recipients = 50\n"),
+]
+
+
+@pytest.mark.parametrize("name,text", BAD_CONFIGS, ids=[b[0] for b in BAD_CONFIGS])
+def test_bad_config_names_file_and_line(tmp_path, name, text):
+    good = Relayd(str(tmp_path), port=2525, extra="").config_text()
+    # the bad lines come after the good ones so the line number is not 1
+    conf = write(str(tmp_path / "relayd.conf"), good + "\n" + text)
+    bad_line = len((good + "\n").splitlines()) + len(text.splitlines())
+    for args in (["-t", "-f", conf], ["-d", "-f", conf]):
+        p = run_relayd(args, timeout=5)
+        err = p.stderr.decode()
+        assert p.returncode == EX_CONFIG, (args, p.returncode, err)
+        # the problem is on the last line of `text`, or (for a section error) its first
+        first_line = len((good + "\n").splitlines()) + 1
+        lines = {str(bad_line), str(first_line)}
+        m = re.search(re.escape(conf) + r":(\d+): \S", err)
+        assert m, "stderr does not name %s:LINE: problem:\n%s" % (conf, err)
+        assert m.group(1) in lines, (m.group(1), lines, err)
+
+
+def test_bad_config_in_included_file(tmp_path):
+    inc = write(str(tmp_path / "customers.conf"), "[domain c1.test]\nmode = hold\nfrobnicate = 1\n")
+    good = Relayd(str(tmp_path), port=2525).config_text()
+    conf = write(str(tmp_path / "relayd.conf"), good + "include = customers.conf\n")
+    p = run_relayd(["-t", "-f", conf])
+    assert p.returncode == EX_CONFIG, p
+    assert re.search(re.escape(inc) + r":3: \S", p.stderr.decode()), p.stderr.decode()
+
+
+def test_include_directory_adds_domains(relayd_factory, tmp_path):
+    incdir = tmp_path / "domains.d"
+    incdir.mkdir()
+    write(str(incdir / "a.conf"), "[domain inc-a.test]\nmode = hold\n")
+    write(str(incdir / "b.conf"), "[domain inc-b.test]\nmode = retry\n")
+    r = relayd_factory(extra="include = domains.d\n", workdir=str(tmp_path / "d"))
+    c = r.raw()
+    c.ehlo()
+    c.expect("MAIL FROM:<a@b.test>", 250)
+    c.expect("RCPT TO:<u@inc-a.test>", 250)
+    c.expect("RCPT TO:<u@inc-b.test>", 250)
+    c.expect("RCPT TO:<u@inc-c.test>", 550)
+
+
+def test_missing_config_file(tmp_path):
+    missing = str(tmp_path / "nope.conf")
+    p = run_relayd(["-t", "-f", missing])
+    assert p.returncode != 0
+    assert missing in p.stderr.decode(), p
+
+
+def test_relative_database_path_and_dir_created(relayd_factory, tmp_path):
+    """database relative to the config file's directory; its directory is created."""
+    work = tmp_path / "confdir"
+    r = relayd_factory(workdir=str(work), database="spool/deep/queue.db")
+    assert r.db == str(work / "spool" / "deep" / "queue.db")
+    c = r.raw()
+    c.ehlo()
+    qid = queue_id_of(c.send_message("a@b.test", ["u@example.org"], make_message()))
+    c.cmd("QUIT")
+    assert os.path.exists(r.db)
+    assert r.queue.message(qid) is not None
+
+
+def test_listen_ipv4_and_ipv6(relayd_factory):
+    p4, p6 = free_port("127.0.0.1"), free_port("::1")
+    r = relayd_factory(listen="127.0.0.1:%d, [::1]:%d" % (p4, p6))
+    log = r.log_text()
+    for host, port in (("127.0.0.1", p4), ("::1", p6)):
+        from relayd_fixture import RawSMTP
+
+        c = RawSMTP(port, host=host)
+        r.clients.append(c)
+        assert c.greeting.code == 220, c.greeting
+        c.ehlo()
+        qid = queue_id_of(c.send_message("a@b.test", ["u@example.org"], make_message(subject=host)))
+        m = r.queue.message(qid)
+        assert m["client_addr"] in (host, "[%s]" % host, "IPv6:" + host), m["client_addr"]
+        c.cmd("QUIT")
+    assert "relayd ready" in log
