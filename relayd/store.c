@@ -1,1 +1,955 @@
-/* placeholder: being written */
+/*
+ * store: the queue in SQLite (DESIGN §2 step 4, §5) and the only file that
+ * includes sqlite3.h. Owns the connections, the schema migrations, the store
+ * thread and group commit. It parses no SMTP, decides no policy and never
+ * makes the loop thread wait for an fsync.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+
+/* relayd/schema_sql.c, generated from schema/NNN-*.sql by tools/embed-schema.sh */
+extern const char *const store_schema_migrations[];
+extern const int store_schema_version;
+
+#define STORE_BUSY_TIMEOUT_MS 5000
+#define STORE_CHUNK           (64 * 1024) /* spool file -> blob, per write */
+#define STORE_CHECKPOINT_AT   1000        /* WAL frames, as SQLite's own autocheckpoint */
+#define QID_TIME_DIGITS       11          /* microseconds since the epoch, base 36 */
+#define QID_SEQ_DIGITS        3           /* strictly increasing within one microsecond */
+#define QID_SEQ_MAX           (36 * 36 * 36)
+
+/* Statements of the write connection, prepared once at open. */
+enum store_stmt {
+    SS_BEGIN,
+    SS_COMMIT,
+    SS_ROLLBACK,
+    SS_SAVEPOINT,
+    SS_RELEASE,
+    SS_ROLLBACK_TO,
+    SS_INS_MESSAGE,
+    SS_INS_BODY,
+    SS_INS_RCPT,
+    SS_COUNT
+};
+
+static const char *const store_stmt_sql[SS_COUNT] = {
+    [SS_BEGIN] = "BEGIN IMMEDIATE",
+    [SS_COMMIT] = "COMMIT",
+    [SS_ROLLBACK] = "ROLLBACK",
+    [SS_SAVEPOINT] = "SAVEPOINT msg",
+    [SS_RELEASE] = "RELEASE msg",
+    [SS_ROLLBACK_TO] = "ROLLBACK TO msg",
+    [SS_INS_MESSAGE] = "INSERT INTO message (queue_id, arrival, sender, envid, dsn_ret, body_8bit,"
+                       " size, client_addr, client_helo) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [SS_INS_BODY] = "INSERT INTO message_body (message_id, data) VALUES (?, ?)",
+    [SS_INS_RCPT] = "INSERT INTO recipient (message_id, domain, address, orcpt, notify)"
+                    " VALUES (?, ?, ?, ?, ?)",
+};
+
+/* One submission, from store_submit until its callback has run. */
+struct store_req {
+    struct store_req *next;
+    struct store_msg *msg; /* borrowed from the submitter */
+    store_submit_cb cb;
+    void *arg;
+    int status;
+};
+
+struct store_list {
+    struct store_req *head;
+    struct store_req *tail;
+};
+
+struct store {
+    uv_loop_t *loop;
+    char *path;
+    sqlite3 *db;  /* write connection: the store thread's once it runs */
+    sqlite3 *rdb; /* read-only connection: the loop thread's */
+    sqlite3_stmt *stmt[SS_COUNT];
+    char *chunk; /* STORE_CHUNK bytes: the store thread's copy buffer */
+
+    uv_thread_t thread;
+    uv_async_t *async; /* malloc'd: freed in its close callback, after st */
+    int *async_gone;   /* set while on_async runs; see store_close */
+
+    uv_mutex_t mu; /* protects pending, done, closing, stats */
+    uv_cond_t cv;
+    struct store_list pending; /* submitted, not yet taken by the thread */
+    struct store_list done;    /* finished, callback not yet run */
+    int closing;
+    struct store_stats stats;
+
+    /* The store thread's only. */
+    int wal_frames;   /* WAL size after the last commit */
+    int ckpt_failing; /* the last checkpoint failed */
+
+    /* The loop thread's only: the last queue id handed out. */
+    uint64_t qid_us;
+    unsigned qid_seq;
+};
+
+static const char qid_digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+static void list_append(struct store_list *l, struct store_req *r)
+{
+    r->next = NULL;
+    if (l->tail)
+        l->tail->next = r;
+    else
+        l->head = r;
+    l->tail = r;
+}
+
+static struct store_req *list_take(struct store_list *l)
+{
+    struct store_req *r = l->head;
+
+    l->head = l->tail = NULL;
+    return r;
+}
+
+/* Map a failed SQLite call to what the client is told: a full disk or
+ * database is 452 4.3.1, anything else 451 4.3.0 (RFC 3463 §3.4). SQLite
+ * reports ENOSPC from write() as SQLITE_FULL itself; the errno check catches
+ * the other write paths (fsync, ftruncate, shm) that fail for lack of space. */
+static int status_of(sqlite3 *db, int rc)
+{
+    int err;
+
+    if ((rc & 0xff) == SQLITE_FULL)
+        return STORE_ERR_FULL;
+    if ((rc & 0xff) == SQLITE_IOERR) {
+        err = sqlite3_system_errno(db);
+        if (err == ENOSPC || err == EDQUOT)
+            return STORE_ERR_FULL;
+    }
+    return STORE_ERR_IO;
+}
+
+/* Run a prepared statement that returns no rows and reset it. */
+static int stmt_run(struct store *st, enum store_stmt which)
+{
+    sqlite3_stmt *s = st->stmt[which];
+    int rc;
+
+    rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+/* Run a one-shot statement on db and copy the first column of its first row
+ * into out (a truncated string; "" when there is none). Start-up only. */
+static int exec_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
+{
+    sqlite3_stmt *s = NULL;
+    const unsigned char *t;
+    int rc;
+
+    out[0] = '\0';
+    rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        t = sqlite3_column_text(s, 0);
+        snprintf(out, outlen, "%s", t ? (const char *)t : "");
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Bind a string that lives until the statement is reset; NULL binds NULL. */
+static int bind_str(sqlite3_stmt *s, int i, const char *v)
+{
+    return v ? sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(s, i);
+}
+
+/* Copy the spool file at m->spool_path into the (zero-filled, m->size bytes)
+ * body blob of message id, STORE_CHUNK bytes at a time, so a 50 MB message
+ * never sits in memory. The file must hold exactly m->size bytes. Store
+ * thread. */
+static int body_from_file(struct store *st, sqlite3_int64 id, const struct store_msg *m, char *why,
+                          size_t whylen)
+{
+    sqlite3_blob *blob = NULL;
+    struct stat sb;
+    uint64_t off = 0;
+    ssize_t got;
+    char ebuf[128];
+    int fd, rc, status = STORE_ERR_IO;
+
+    fd = open(m->spool_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, whylen, "spool file %s: %s", m->spool_path,
+                 strerror_r(errno, ebuf, sizeof ebuf));
+        goto done;
+    }
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != m->size) {
+        snprintf(why, whylen, "spool file %s is not a file of %llu bytes", m->spool_path,
+                 (unsigned long long)m->size);
+        goto done;
+    }
+    rc = sqlite3_blob_open(st->db, "main", "message_body", "data", id, 1, &blob);
+    if (rc != SQLITE_OK) {
+        status = status_of(st->db, rc);
+        snprintf(why, whylen, "blob open: %s", sqlite3_errmsg(st->db));
+        goto done;
+    }
+    while (off < m->size) {
+        size_t want = m->size - off < STORE_CHUNK ? (size_t)(m->size - off) : STORE_CHUNK;
+
+        got = read(fd, st->chunk, want);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            snprintf(why, whylen, "spool file %s: %s at byte %llu", m->spool_path,
+                     got < 0 ? strerror_r(errno, ebuf, sizeof ebuf) : "short",
+                     (unsigned long long)off);
+            goto done;
+        }
+        /* blob offsets are int: the body's size was bound as a zeroblob,
+         * which SQLite refuses past SQLITE_LIMIT_LENGTH (< 2^31). */
+        rc = sqlite3_blob_write(blob, st->chunk, (int)got, (int)off);
+        if (rc != SQLITE_OK) {
+            status = status_of(st->db, rc);
+            snprintf(why, whylen, "blob write: %s", sqlite3_errmsg(st->db));
+            goto done;
+        }
+        off += (uint64_t)got;
+    }
+    /* The file grew after the size was taken: not the message we were given. */
+    do
+        got = read(fd, st->chunk, 1);
+    while (got < 0 && errno == EINTR);
+    if (got != 0) {
+        snprintf(why, whylen, "spool file %s is longer than %llu bytes", m->spool_path,
+                 (unsigned long long)m->size);
+        goto done;
+    }
+    status = STORE_OK;
+done:
+    if (blob) {
+        rc = sqlite3_blob_close(blob);
+        if (rc != SQLITE_OK && status == STORE_OK) {
+            status = status_of(st->db, rc);
+            snprintf(why, whylen, "blob close: %s", sqlite3_errmsg(st->db));
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    return status;
+}
+
+/* Insert one message (envelope, body, recipients) inside the batch's
+ * transaction, under a savepoint so a failure undoes only this message.
+ * Returns a store_status and, on failure, the reason in why. Store thread. */
+static int msg_insert(struct store *st, const struct store_msg *m, char *why, size_t whylen)
+{
+    sqlite3 *db = st->db;
+    sqlite3_stmt *s;
+    sqlite3_int64 id;
+    const char *what = "savepoint";
+    int rc, status = STORE_ERR_IO, have_sp = 0;
+    size_t i;
+
+    /* Caller bugs, refused before they reach the queue. */
+    if (m->nrcpts == 0 || !m->rcpts) {
+        snprintf(why, whylen, "message without recipients");
+        return STORE_ERR_IO;
+    }
+    if ((m->spool_path && m->body_mem) || (!m->spool_path && !m->body_mem && m->size > 0)) {
+        snprintf(why, whylen, "body must be in memory or in a spool file, not %s",
+                 m->spool_path ? "both" : "neither");
+        return STORE_ERR_IO;
+    }
+
+    rc = stmt_run(st, SS_SAVEPOINT);
+    if (rc != SQLITE_OK)
+        goto sql_fail;
+    have_sp = 1;
+
+    what = "insert message";
+    s = st->stmt[SS_INS_MESSAGE];
+    bind_str(s, 1, m->queue_id);
+    sqlite3_bind_int64(s, 2, m->arrival);
+    bind_str(s, 3, m->sender);
+    bind_str(s, 4, m->envid);
+    sqlite3_bind_int(s, 5, m->dsn_ret);
+    sqlite3_bind_int(s, 6, m->body_8bit != 0);
+    sqlite3_bind_int64(s, 7, (sqlite3_int64)m->size);
+    bind_str(s, 8, m->client_addr);
+    bind_str(s, 9, m->client_helo);
+    rc = stmt_run(st, SS_INS_MESSAGE);
+    if (rc != SQLITE_OK)
+        goto sql_fail;
+    id = sqlite3_last_insert_rowid(db);
+
+    what = "insert body";
+    s = st->stmt[SS_INS_BODY];
+    sqlite3_bind_int64(s, 1, id);
+    if (m->spool_path || m->size == 0)
+        rc = sqlite3_bind_zeroblob64(s, 2, m->spool_path ? m->size : 0);
+    else
+        rc = sqlite3_bind_blob64(s, 2, m->body_mem, m->size, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = stmt_run(st, SS_INS_BODY);
+    else
+        sqlite3_clear_bindings(s);
+    if (rc != SQLITE_OK)
+        goto sql_fail;
+    if (m->spool_path) {
+        status = body_from_file(st, id, m, why, whylen);
+        if (status != STORE_OK)
+            goto rollback;
+    }
+
+    what = "insert recipient";
+    s = st->stmt[SS_INS_RCPT];
+    for (i = 0; i < m->nrcpts; i++) {
+        const struct store_rcpt *r = &m->rcpts[i];
+
+        sqlite3_bind_int64(s, 1, id);
+        bind_str(s, 2, r->domain);
+        bind_str(s, 3, r->address);
+        bind_str(s, 4, r->orcpt);
+        sqlite3_bind_int64(s, 5, (sqlite3_int64)r->notify);
+        rc = stmt_run(st, SS_INS_RCPT);
+        if (rc != SQLITE_OK)
+            goto sql_fail;
+    }
+
+    what = "release";
+    rc = stmt_run(st, SS_RELEASE);
+    if (rc != SQLITE_OK)
+        goto sql_fail;
+    return STORE_OK;
+
+sql_fail:
+    status = status_of(db, rc);
+    snprintf(why, whylen, "%s: %s", what, sqlite3_errmsg(db));
+rollback:
+    /* An error may have ended the whole transaction already (SQLITE_FULL,
+     * SQLITE_IOERR): then there is no savepoint left to go back to, and the
+     * caller sees autocommit and fails the batch's earlier messages too. */
+    if (have_sp && !sqlite3_get_autocommit(db)) {
+        stmt_run(st, SS_ROLLBACK_TO);
+        stmt_run(st, SS_RELEASE);
+    }
+    return status;
+}
+
+/* Fail every message from first up to (not including) stop that had not
+ * failed already: their transaction did not commit. Returns how many. */
+static size_t fail_range(struct store_req *first, struct store_req *stop, int status)
+{
+    size_t n = 0;
+
+    for (; first && first != stop; first = first->next)
+        if (first->status == STORE_OK) {
+            first->status = status;
+            n++;
+        }
+    return n;
+}
+
+/*
+ * One group commit: BEGIN IMMEDIATE, every message of the batch under its
+ * own savepoint, COMMIT. With WAL and synchronous=FULL, COMMIT returns only
+ * after the WAL is fsync'd, and only then may a message be reported
+ * STORE_OK (a 250 means the message is on disk). If SQLite ends the
+ * transaction on its own (disk full, I/O error), the messages already in it
+ * fail and the rest of the batch starts a new one. If BEGIN fails (the
+ * busy timeout ran out, the disk is gone), the rest of the batch fails at
+ * once rather than waiting out the timeout once per message. Store thread.
+ */
+static void batch_run(struct store *st, struct store_req *batch, size_t n)
+{
+    struct store_req *r, *txn_first = NULL;
+    char why[512];
+    int rc, status, in_txn = 0;
+    size_t nfail = 0;
+
+    for (r = batch; r; r = r->next)
+        r->status = STORE_OK;
+    for (r = batch; r; r = r->next) {
+        if (!in_txn) {
+            rc = stmt_run(st, SS_BEGIN);
+            if (rc != SQLITE_OK) {
+                status = status_of(st->db, rc);
+                log_warn("store: cannot begin a transaction: %s", sqlite3_errmsg(st->db));
+                fail_range(r, NULL, status);
+                break;
+            }
+            in_txn = 1;
+            txn_first = r;
+        }
+        why[0] = '\0';
+        r->status = msg_insert(st, r->msg, why, sizeof why);
+        if (r->status != STORE_OK) {
+            log_warn("%s: store failed: %s", r->msg->queue_id, why);
+            if (sqlite3_get_autocommit(st->db)) {
+                log_warn("store: transaction rolled back: %s", why);
+                fail_range(txn_first, r, r->status);
+                in_txn = 0;
+            }
+        }
+    }
+    if (in_txn) {
+        rc = stmt_run(st, SS_COMMIT);
+        if (rc != SQLITE_OK) {
+            status = status_of(st->db, rc);
+            snprintf(why, sizeof why, "%s", sqlite3_errmsg(st->db));
+            if (!sqlite3_get_autocommit(st->db))
+                stmt_run(st, SS_ROLLBACK);
+            log_warn("store: commit failed, messages=%zu: %s", fail_range(txn_first, NULL, status),
+                     why);
+        }
+    }
+    for (r = batch; r; r = r->next)
+        nfail += r->status != STORE_OK;
+    log_debug("store: batch messages=%zu committed=%zu failed=%zu", n, n - nfail, nfail);
+}
+
+/* The spool files of a finished batch are the store's (store.h): remove
+ * them whether the message committed or failed. Store thread. */
+static void batch_unlink(struct store_req *batch)
+{
+    struct store_req *r;
+    char ebuf[128];
+
+    for (r = batch; r; r = r->next)
+        if (r->msg->spool_path && unlink(r->msg->spool_path) < 0 && errno != ENOENT)
+            log_warn("%s: cannot remove spool file %s: %s", r->msg->queue_id, r->msg->spool_path,
+                     strerror_r(errno, ebuf, sizeof ebuf));
+}
+
+/* Take the next batch off the pending list: everything waiting, up to the
+ * caps of store.h (always at least one message). Store thread, mu held. */
+static struct store_req *batch_take(struct store *st, size_t *n)
+{
+    struct store_req *first = st->pending.head, *last = first;
+    uint64_t bytes = first->msg->size;
+
+    *n = 1;
+    while (last->next && *n < STORE_BATCH_MAX_MSGS &&
+           bytes + last->next->msg->size <= STORE_BATCH_MAX_BYTES) {
+        last = last->next;
+        bytes += last->msg->size;
+        (*n)++;
+    }
+    st->pending.head = last->next;
+    if (!st->pending.head)
+        st->pending.tail = NULL;
+    st->stats.pending -= *n;
+    last->next = NULL;
+    return first;
+}
+
+/* SQLite's WAL hook, after every commit: remember how big the WAL is. Having
+ * a hook turns SQLite's autocheckpoint off; see store_thread_main. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    struct store *st = arg;
+
+    (void)db;
+    (void)name;
+    st->wal_frames = frames;
+    return SQLITE_OK;
+}
+
+/* Copy the WAL back into the database file (PASSIVE: never waits for the
+ * read connection). A failure (disk full) loses nothing - the pages stay in
+ * the WAL - so it is logged once, not per batch. Store thread. */
+static void checkpoint(struct store *st)
+{
+    int rc;
+
+    rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc != SQLITE_OK && !st->ckpt_failing)
+        log_warn("store: checkpoint failed: %s", sqlite3_errmsg(st->db));
+    else if (rc == SQLITE_OK && st->ckpt_failing)
+        log_info("store: checkpoint works again");
+    st->ckpt_failing = rc != SQLITE_OK;
+    st->wal_frames = 0;
+}
+
+/*
+ * The store thread: wait for submissions, commit them in batches, hand the
+ * results to the loop. Exits once closing is set and nothing is pending.
+ * The WAL is checkpointed here, after a batch's callbacks are on their way,
+ * rather than inside COMMIT as SQLite's autocheckpoint would: the fsync of
+ * the database file then never delays a 250 that is already earned.
+ */
+static void store_thread_main(void *arg)
+{
+    struct store *st = arg;
+    struct store_req *batch, *r;
+    sigset_t all;
+    size_t n;
+
+    /* Signals are the loop thread's business (uv_signal). */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    for (;;) {
+        uv_mutex_lock(&st->mu);
+        while (!st->pending.head && !st->closing)
+            uv_cond_wait(&st->cv, &st->mu);
+        if (!st->pending.head) {
+            uv_mutex_unlock(&st->mu);
+            break;
+        }
+        batch = batch_take(st, &n);
+        uv_mutex_unlock(&st->mu);
+
+        batch_run(st, batch, n);
+        batch_unlink(batch);
+
+        uv_mutex_lock(&st->mu);
+        while (batch) {
+            r = batch;
+            batch = batch->next;
+            list_append(&st->done, r);
+        }
+        st->stats.batches++;
+        st->stats.messages += n;
+        if (n > st->stats.largest_batch)
+            st->stats.largest_batch = n;
+        uv_mutex_unlock(&st->mu);
+        uv_async_send(st->async);
+
+        if (st->wal_frames >= STORE_CHECKPOINT_AT)
+            checkpoint(st);
+    }
+}
+
+/* Run the callbacks of finished submissions, in submission order. Touches
+ * nothing of the store, which a callback may have closed. Loop thread. */
+static void run_callbacks(struct store_req *r)
+{
+    struct store_req *next;
+
+    for (; r; r = next) {
+        next = r->next;
+        r->cb(r->msg, r->status, r->arg);
+        free(r);
+    }
+}
+
+/* The store thread finished a batch. Callbacks run one at a time, each
+ * taken off the done list first, so that a callback which calls
+ * store_close leaves the rest to store_close (it sets *gone). */
+static void on_async(uv_async_t *h)
+{
+    struct store *st = h->data;
+    struct store_req *r;
+    int gone = 0;
+
+    st->async_gone = &gone;
+    for (;;) {
+        uv_mutex_lock(&st->mu);
+        r = st->done.head;
+        if (r) {
+            st->done.head = r->next;
+            if (!st->done.head)
+                st->done.tail = NULL;
+            r->next = NULL;
+        }
+        uv_mutex_unlock(&st->mu);
+        if (!r)
+            break;
+        run_callbacks(r);
+        if (gone)
+            return;
+    }
+    st->async_gone = NULL;
+}
+
+static void on_async_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Encode v as exactly n base-36 digits (zero-padded, most significant first). */
+static void qid_encode(uint64_t v, char *out, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        out[i] = qid_digits[v % 36];
+        v /= 36;
+    }
+}
+
+/* Decode n base-36 digits; -1 if one is not [0-9A-Z]. */
+static int qid_decode(const char *s, int n, uint64_t *v)
+{
+    const char *p;
+
+    *v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!s[i] || !(p = strchr(qid_digits, s[i])))
+            return -1;
+        *v = *v * 36 + (uint64_t)(p - qid_digits);
+    }
+    return 0;
+}
+
+/* Queue ids must not repeat even if the clock went back while relayd was
+ * down: start after the largest id still in the queue. Ids have a fixed
+ * width, so text order is numeric order. Start-up only. */
+static int qid_seed(struct store *st, char *err, size_t errlen)
+{
+    char last[64];
+    uint64_t us, seq;
+    int rc;
+
+    rc = exec_text(st->db, "SELECT max(queue_id) FROM message", last, sizeof last);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->db));
+        return -1;
+    }
+    if (strlen(last) == STORE_QID_LEN && qid_decode(last, QID_TIME_DIGITS, &us) == 0 &&
+        qid_decode(last + QID_TIME_DIGITS, QID_SEQ_DIGITS, &seq) == 0) {
+        st->qid_us = us;
+        st->qid_seq = (unsigned)seq;
+    }
+    return 0;
+}
+
+/* Bring the schema up to date: migration i (0-based) takes user_version
+ * from i to i + 1, each in its own transaction. Start-up only. */
+static int migrate(struct store *st, int v, char *err, size_t errlen)
+{
+    char sql[64];
+    int rc;
+
+    for (; v < store_schema_version; v++) {
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", v + 1);
+        rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(st->db, store_schema_migrations[v], NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            snprintf(err, errlen, "%s: schema migration %d failed: %s", st->path, v + 1,
+                     sqlite3_errmsg(st->db));
+            if (!sqlite3_get_autocommit(st->db))
+                sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+        log_info("queue %s: schema migrated to version %d", st->path, v + 1);
+    }
+    return 0;
+}
+
+/* Open the write connection and set it up: WAL, synchronous=FULL (a commit
+ * is on disk when COMMIT returns), foreign keys, a busy timeout, a quick
+ * integrity check, the schema. Start-up only. */
+static int open_write(struct store *st, char *err, size_t errlen)
+{
+    char buf[256];
+    int rc, version;
+
+    rc = sqlite3_open_v2(st->path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc != SQLITE_OK)
+        goto fail;
+    sqlite3_extended_result_codes(st->db, 1);
+    sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
+    /* Read the header before changing anything: a file that is no database
+     * fails here, and a queue written by a newer relayd is refused rather
+     * than guessed at. */
+    rc = exec_text(st->db, "PRAGMA user_version", buf, sizeof buf);
+    if (rc != SQLITE_OK)
+        goto fail;
+    version = atoi(buf);
+    if (version > store_schema_version) {
+        snprintf(err, errlen, "%s: queue schema version %d is newer than this relayd (%d)",
+                 st->path, version, store_schema_version);
+        return -1;
+    }
+    rc = exec_text(st->db, "PRAGMA journal_mode=WAL", buf, sizeof buf);
+    if (rc != SQLITE_OK)
+        goto fail;
+    if (strcmp(buf, "wal") != 0) {
+        snprintf(err, errlen, "%s: cannot use WAL journal mode (got \"%s\")", st->path, buf);
+        return -1;
+    }
+    rc = sqlite3_exec(st->db,
+                      "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+                      " PRAGMA journal_size_limit=" /* keep a big WAL from staying big */
+                      "67108864",
+                      NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        goto fail;
+    rc = exec_text(st->db, "PRAGMA quick_check", buf, sizeof buf);
+    if (rc != SQLITE_OK)
+        goto fail;
+    if (strcmp(buf, "ok") != 0) {
+        for (char *p = buf; (p = strchr(p, '\n'));)
+            *p = ' '; /* one log line */
+        snprintf(err, errlen, "%s: queue is damaged (quick_check: %s)", st->path, buf);
+        return -1;
+    }
+    return migrate(st, version, err, errlen);
+fail:
+    snprintf(err, errlen, "%s: %s", st->path, st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+    return -1;
+}
+
+/* Release what store_open got so far; the thread and async are not running. */
+static void store_free(struct store *st)
+{
+    for (int i = 0; i < SS_COUNT; i++)
+        sqlite3_finalize(st->stmt[i]);
+    /* The read connection first: the last connection to close checkpoints
+     * and removes the WAL, which only the writer can do. */
+    sqlite3_close(st->rdb);
+    sqlite3_close(st->db);
+    free(st->chunk);
+    free(st->path);
+    free(st);
+}
+
+int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err, size_t errlen)
+{
+    struct store *st;
+    int rc, sync_ok = 0;
+
+    *out = NULL;
+    st = calloc(1, sizeof *st);
+    if (!st || !(st->path = strdup(path)) || !(st->chunk = malloc(STORE_CHUNK)) ||
+        !(st->async = malloc(sizeof *st->async))) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        goto fail;
+    }
+    st->loop = loop;
+    if (open_write(st, err, errlen) < 0)
+        goto fail;
+    for (int i = 0; i < SS_COUNT; i++) {
+        rc = sqlite3_prepare_v3(st->db, store_stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                &st->stmt[i], NULL);
+        if (rc != SQLITE_OK) {
+            snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(st->db));
+            goto fail;
+        }
+    }
+    if (qid_seed(st, err, errlen) < 0)
+        goto fail;
+    sqlite3_wal_hook(st->db, on_wal_commit, st);
+    rc = sqlite3_open_v2(path, &st->rdb, SQLITE_OPEN_READONLY, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s: read connection: %s", path,
+                 st->rdb ? sqlite3_errmsg(st->rdb) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    sqlite3_extended_result_codes(st->rdb, 1);
+    sqlite3_busy_timeout(st->rdb, STORE_BUSY_TIMEOUT_MS);
+
+    if (uv_mutex_init(&st->mu) != 0) {
+        snprintf(err, errlen, "%s: cannot create the store mutex", path);
+        goto fail;
+    }
+    if (uv_cond_init(&st->cv) != 0) {
+        uv_mutex_destroy(&st->mu);
+        snprintf(err, errlen, "%s: cannot create the store condition variable", path);
+        goto fail;
+    }
+    sync_ok = 1;
+    rc = uv_async_init(loop, st->async, on_async);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s: uv_async_init: %s", path, uv_strerror(rc));
+        goto fail;
+    }
+    st->async->data = st;
+    /* From here on the write connection is the store thread's. */
+    rc = uv_thread_create(&st->thread, store_thread_main, st);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s: cannot start store thread: %s", path, uv_strerror(rc));
+        uv_close((uv_handle_t *)st->async, on_async_closed);
+        st->async = NULL;
+        goto fail;
+    }
+    *out = st;
+    return 0;
+fail:
+    if (st) {
+        if (sync_ok) {
+            uv_cond_destroy(&st->cv);
+            uv_mutex_destroy(&st->mu);
+        }
+        free(st->async);
+        store_free(st);
+    }
+    return -1;
+}
+
+int store_submit(struct store *st, struct store_msg *msg, store_submit_cb cb, void *arg)
+{
+    struct store_req *r;
+
+    if (!msg || !cb)
+        return UV_EINVAL;
+    r = calloc(1, sizeof *r);
+    if (!r)
+        return UV_ENOMEM;
+    r->msg = msg;
+    r->cb = cb;
+    r->arg = arg;
+    uv_mutex_lock(&st->mu);
+    if (st->closing) {
+        uv_mutex_unlock(&st->mu);
+        free(r);
+        return UV_ECANCELED;
+    }
+    list_append(&st->pending, r);
+    st->stats.pending++;
+    uv_cond_signal(&st->cv);
+    uv_mutex_unlock(&st->mu);
+    return 0;
+}
+
+/* Microseconds since the epoch in 11 base-36 digits (good until the year
+ * 6000), then a 3-digit sequence for ids within one microsecond. The pair
+ * only ever grows: if the clock stands still or goes back, the sequence
+ * counts on from the last id (carrying into the time part). */
+void store_new_queue_id(struct store *st, char out[STORE_QID_LEN + 1])
+{
+    struct timespec ts;
+    uint64_t now;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    if (now > st->qid_us) {
+        st->qid_us = now;
+        st->qid_seq = 0;
+    } else if (++st->qid_seq >= QID_SEQ_MAX) {
+        st->qid_us++;
+        st->qid_seq = 0;
+    }
+    qid_encode(st->qid_us, out, QID_TIME_DIGITS);
+    qid_encode(st->qid_seq, out + QID_TIME_DIGITS, QID_SEQ_DIGITS);
+    out[STORE_QID_LEN] = '\0';
+}
+
+/* Stop taking submissions, let the thread commit what is pending and exit,
+ * then run the remaining callbacks here (they are all finished and this is
+ * the loop thread) and release everything. The async handle is freed by
+ * its close callback when the loop next runs; nothing else stays active. */
+void store_close(struct store *st)
+{
+    struct store_req *r;
+
+    if (!st)
+        return;
+    uv_mutex_lock(&st->mu);
+    st->closing = 1;
+    uv_cond_signal(&st->cv);
+    uv_mutex_unlock(&st->mu);
+    uv_thread_join(&st->thread);
+
+    if (st->async_gone)
+        *st->async_gone = 1; /* we are inside on_async: it must stop */
+    r = list_take(&st->done);
+    run_callbacks(r);
+    uv_close((uv_handle_t *)st->async, on_async_closed);
+    uv_cond_destroy(&st->cv);
+    uv_mutex_destroy(&st->mu);
+    store_free(st);
+}
+
+void store_stats(struct store *st, struct store_stats *out)
+{
+    uv_mutex_lock(&st->mu);
+    *out = st->stats;
+    uv_mutex_unlock(&st->mu);
+}
+
+/* Run sql (with an optional text parameter) on the read connection and copy
+ * the first row's column col... into out; see store_query_value. */
+static int read_row(struct store *st, const char *sql, const char *param, int64_t *ints, int nints,
+                    char **out, size_t *outlen, char *err, size_t errlen)
+{
+    sqlite3_stmt *s = NULL;
+    const void *v;
+    int rc, len, ret = -1;
+
+    rc = sqlite3_prepare_v2(st->rdb, sql, -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        goto done;
+    if (param && (rc = sqlite3_bind_text(s, 1, param, -1, SQLITE_STATIC)) != SQLITE_OK)
+        goto done;
+    rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        goto done;
+    for (int i = 0; i < nints; i++)
+        ints[i] = rc == SQLITE_ROW ? sqlite3_column_int64(s, i) : 0;
+    if (out) {
+        *out = NULL;
+        *outlen = 0;
+        if (rc == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL) {
+            if (sqlite3_column_type(s, 0) == SQLITE_BLOB)
+                v = sqlite3_column_blob(s, 0);
+            else
+                v = sqlite3_column_text(s, 0);
+            len = sqlite3_column_bytes(s, 0);
+            *out = malloc((size_t)len + 1);
+            if (!*out) {
+                rc = SQLITE_NOMEM;
+                goto done;
+            }
+            if (len > 0)
+                memcpy(*out, v, (size_t)len);
+            (*out)[len] = '\0';
+            *outlen = (size_t)len;
+        }
+    }
+    ret = 0;
+done:
+    if (ret < 0 && err)
+        snprintf(err, errlen, "%s", rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(st->rdb));
+    sqlite3_finalize(s);
+    return ret;
+}
+
+int store_count_messages(struct store *st, int64_t *n)
+{
+    return read_row(st, "SELECT count(*) FROM message", NULL, n, 1, NULL, NULL, NULL, 0);
+}
+
+int store_count_domain(struct store *st, const char *domain, int64_t *messages, int64_t *recipients)
+{
+    int64_t v[2];
+    int rc;
+
+    rc = read_row(st, "SELECT count(DISTINCT message_id), count(*) FROM recipient WHERE domain = ?",
+                  domain, v, 2, NULL, NULL, NULL, 0);
+    if (rc == 0) {
+        *messages = v[0];
+        *recipients = v[1];
+    }
+    return rc;
+}
+
+int store_query_value(struct store *st, const char *sql, char **out, size_t *outlen, char *err,
+                      size_t errlen)
+{
+    return read_row(st, sql, NULL, NULL, 0, out, outlen, err, errlen);
+}

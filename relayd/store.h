@@ -34,13 +34,13 @@ struct store_rcpt {
 /* A finished message. The submitter fills it in and owns every pointer. */
 struct store_msg {
     char queue_id[STORE_QID_LEN + 1]; /* from store_new_queue_id() */
-    char *sender;      /* envelope sender without <>; "" for the null sender */
-    char *envid;       /* DSN ENVID (xtext) or NULL */
-    int dsn_ret;       /* enum smtp_ret */
-    int body_8bit;     /* BODY=8BITMIME was given */
-    char *client_addr; /* numeric address of the client */
-    char *client_helo; /* what it said in HELO/EHLO */
-    int64_t arrival;   /* unix time */
+    char *sender;                     /* envelope sender without <>; "" for the null sender */
+    char *envid;                      /* DSN ENVID (xtext) or NULL */
+    int dsn_ret;                      /* enum smtp_ret */
+    int body_8bit;                    /* BODY=8BITMIME was given */
+    char *client_addr;                /* numeric address of the client */
+    char *client_helo;                /* what it said in HELO/EHLO */
+    int64_t arrival;                  /* unix time */
     struct store_rcpt *rcpts;
     size_t nrcpts;
     /* The complete message as it will be delivered (Received: header first,
@@ -72,5 +72,42 @@ void store_new_queue_id(struct store *st, char out[STORE_QID_LEN + 1]);
  * pending submissions run before this returns. Loop thread, loop not running
  * or running (it spins the loop's async itself if needed). */
 void store_close(struct store *st);
+
+/* Group commit takes everything pending into one transaction, but at most
+ * STORE_BATCH_MAX_MSGS messages or (past the first message) about
+ * STORE_BATCH_MAX_BYTES of body, so one batch cannot grow without bound. */
+#define STORE_BATCH_MAX_MSGS  512
+#define STORE_BATCH_MAX_BYTES (64u * 1024 * 1024)
+
+/* Counters since store_open, for `etrnctl stats` and tests. Any thread. */
+struct store_stats {
+    uint64_t batches;       /* transactions run by the store thread */
+    uint64_t messages;      /* messages in them (messages / batches: group commit) */
+    uint64_t largest_batch; /* most messages in one batch */
+    uint64_t pending;       /* submitted, not yet taken by the store thread */
+};
+void store_stats(struct store *st, struct store_stats *out);
+
+/*
+ * Reads. These use a second, read-only connection that belongs to the loop
+ * thread (WAL lets it read while the store thread writes; it sees committed
+ * data only), never the store thread's write connection. They block the
+ * loop on the disk for the duration of the query: fine for control commands,
+ * ETRN replies and tests, not for a per-message hot path.
+ */
+
+/* Messages in the queue. 0 or -1. */
+int store_count_messages(struct store *st, int64_t *n);
+/* Recipients for domain (exact, normalised lower case) still in the queue,
+ * in any state, and the number of distinct messages they belong to: what an
+ * ETRN reply counts (RFC 1985 §5.2, "253 <n> pending messages"). 0 or -1. */
+int store_count_domain(struct store *st, const char *domain, int64_t *messages,
+                       int64_t *recipients);
+/* Diagnostics and tests: run one SQL statement on the read-only connection
+ * and return the first column of its first row as a malloc'd copy in *out
+ * (*outlen bytes, binary-safe, with a NUL after them); *out = NULL when there
+ * is no row or the value is NULL. 0, or -1 with err set. */
+int store_query_value(struct store *st, const char *sql, char **out, size_t *outlen, char *err,
+                      size_t errlen);
 
 #endif

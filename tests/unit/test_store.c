@@ -1,1 +1,934 @@
-int main(void){return 0;}
+/*
+ * test_store: relayd/store.c against a real SQLite file and a real uv loop
+ * in a temporary directory: schema and versions, group commit, bodies in
+ * memory and in spool files, per-message failure, disk full (a small tmpfs),
+ * close with work pending. Reads the queue only through store.h.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "log.h"
+#include "store.h"
+
+/* relayd/schema_sql.c */
+extern const int store_schema_version;
+
+#define WAIT_MS 30000 /* upper bound for any one wait on the loop */
+
+struct fx;
+
+/* One test message: the store_msg and everything it points to. */
+struct tmsg {
+    struct store_msg m;
+    struct store_rcpt r[3];
+    char addr[3][64];
+    char dom[3][32];
+    char *body; /* what was submitted (also kept for spool bodies) */
+    size_t len;
+    char spool[256];
+    struct fx *fx;
+    int status;
+    int called;
+    int order;   /* 1-based position among callbacks */
+    int visible; /* the read connection saw it from inside the callback */
+};
+
+struct fx {
+    uv_loop_t loop;
+    uv_timer_t timer;
+    int timed_out;
+    char dir[64];
+    char db[128];
+    int mounted;
+    struct store *st;
+    int ncalled;
+    int check_visible;
+    int submit_in_cb; /* result of store_submit tried from a callback, or 1 */
+    int close_in_cb;
+};
+
+/* --- helpers -------------------------------------------------------------- */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    /* xorshift64*: bodies that are not all one byte, reproducible by seed */
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+
+static char *make_bytes(size_t len, uint64_t seed)
+{
+    char *p = malloc(len ? len : 1);
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+
+    assert_non_null(p);
+    for (size_t i = 0; i < len; i++)
+        p[i] = (char)(rng_next(&s) >> 56);
+    return p;
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct fx *fx = t->data;
+
+    fx->timed_out = 1;
+}
+
+/* Run the loop until target callbacks have run in total (bounded). */
+static void run_until(struct fx *fx, int target)
+{
+    fx->timed_out = 0;
+    assert_int_equal(uv_timer_start(&fx->timer, on_timeout, WAIT_MS, 0), 0);
+    while (fx->ncalled < target && !fx->timed_out)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    uv_timer_stop(&fx->timer);
+    if (fx->timed_out)
+        fail_msg("timed out: %d of %d store callbacks after %d ms", fx->ncalled, target, WAIT_MS);
+}
+
+static void open_store(struct fx *fx)
+{
+    char err[512] = "";
+
+    if (store_open(&fx->loop, fx->db, &fx->st, err, sizeof err) != 0)
+        fail_msg("store_open %s: %s", fx->db, err);
+    assert_non_null(fx->st);
+}
+
+static void close_store(struct fx *fx)
+{
+    store_close(fx->st);
+    fx->st = NULL;
+    uv_run(&fx->loop, UV_RUN_NOWAIT); /* the async handle's close callback */
+}
+
+/* First column of the first row of sql, as a string (malloc'd; NULL = none). */
+static char *qstr(struct fx *fx, const char *sql, size_t *len)
+{
+    char err[256] = "", *out = NULL;
+    size_t n = 0;
+
+    if (store_query_value(fx->st, sql, &out, &n, err, sizeof err) != 0)
+        fail_msg("query \"%s\": %s", sql, err);
+    if (len)
+        *len = n;
+    return out;
+}
+
+static int64_t qint(struct fx *fx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int64_t qint(struct fx *fx, const char *fmt, ...)
+{
+    char sql[512], *v;
+    int64_t n;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    v = qstr(fx, sql, NULL);
+    assert_non_null(v);
+    n = strtoll(v, NULL, 10);
+    free(v);
+    return n;
+}
+
+static void on_stored(struct store_msg *m, int status, void *arg)
+{
+    struct tmsg *t = arg;
+    struct fx *fx = t->fx;
+    char sql[128];
+
+    assert_ptr_equal(m, &t->m);
+    t->called++;
+    t->status = status;
+    t->order = ++fx->ncalled;
+    if (fx->check_visible && status == STORE_OK) {
+        /* A callback saying OK means committed: another connection sees it. */
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM message WHERE queue_id = '%s'",
+                 m->queue_id);
+        t->visible = qint(fx, "%s", sql) == 1;
+    }
+    if (fx->submit_in_cb == 1)
+        fx->submit_in_cb = store_submit(fx->st, m, on_stored, t);
+    if (fx->close_in_cb) {
+        fx->close_in_cb = 0;
+        store_close(fx->st);
+        fx->st = NULL;
+    }
+}
+
+/* Fill in a message with nrcpt recipients (1..3) and a body of len bytes
+ * made from seed, in memory or (spool) in a file the test writes. */
+static void tmsg_init(struct fx *fx, struct tmsg *t, int nrcpt, size_t len, uint64_t seed,
+                      int spool)
+{
+    static const char *const doms[3] = {"a.example", "a.example", "b.example"};
+
+    memset(t, 0, sizeof *t);
+    t->fx = fx;
+    store_new_queue_id(fx->st, t->m.queue_id);
+    t->m.sender = "sender@example.net";
+    t->m.envid = "ENV+2B1";
+    t->m.dsn_ret = 2;
+    t->m.body_8bit = 1;
+    t->m.client_addr = "192.0.2.7";
+    t->m.client_helo = "client.example.net";
+    t->m.arrival = 1700000000;
+    for (int i = 0; i < nrcpt; i++) {
+        snprintf(t->dom[i], sizeof t->dom[i], "%s", doms[i]);
+        snprintf(t->addr[i], sizeof t->addr[i], "user%d@%s", i + 1, doms[i]);
+        t->r[i].address = t->addr[i];
+        t->r[i].domain = t->dom[i];
+        t->r[i].notify = (unsigned)i;
+        t->r[i].orcpt = i == 1 ? "rfc822;orig@a.example" : NULL;
+    }
+    t->m.rcpts = t->r;
+    t->m.nrcpts = (size_t)nrcpt;
+    t->body = make_bytes(len, seed);
+    t->len = len;
+    t->m.size = len;
+    if (spool) {
+        snprintf(t->spool, sizeof t->spool, "%s/spool-%s", fx->dir, t->m.queue_id);
+        write_file(t->spool, t->body, len);
+        t->m.spool_path = t->spool;
+    } else {
+        t->m.body_mem = t->body;
+    }
+}
+
+static void tmsg_free(struct tmsg *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(t[i].body);
+}
+
+static void submit(struct fx *fx, struct tmsg *t)
+{
+    assert_int_equal(store_submit(fx->st, &t->m, on_stored, t), 0);
+}
+
+/* The stored body of queue id qid equals the bytes of t. */
+static void assert_body(struct fx *fx, const struct tmsg *t)
+{
+    char sql[256], *data;
+    size_t len;
+
+    snprintf(sql, sizeof sql,
+             "SELECT b.data FROM message_body b JOIN message m ON m.id = b.message_id"
+             " WHERE m.queue_id = '%s'",
+             t->m.queue_id);
+    data = qstr(fx, sql, &len);
+    if (!data)
+        fail_msg("%s: no body stored", t->m.queue_id);
+    assert_int_equal(len, t->len);
+    assert_memory_equal(data, t->body, t->len);
+    free(data);
+    assert_int_equal(qint(fx, "SELECT size FROM message WHERE queue_id = '%s'", t->m.queue_id),
+                     (int64_t)t->len);
+}
+
+static int64_t count_qid(struct fx *fx, const char *qid)
+{
+    return qint(fx, "SELECT count(*) FROM message WHERE queue_id = '%s'", qid);
+}
+
+/*
+ * A gate: a message whose spool "file" is a FIFO. The store thread blocks in
+ * open() on it until the test opens the other end, so everything submitted
+ * meanwhile is pending together and the next batch is predictable. The gate
+ * message itself fails (not a regular file).
+ */
+static void gate_submit(struct fx *fx, struct tmsg *gate)
+{
+    struct store_stats ss;
+    int i;
+
+    tmsg_init(fx, gate, 1, 0, 0, 0);
+    snprintf(gate->spool, sizeof gate->spool, "%s/gate", fx->dir);
+    assert_int_equal(mkfifo(gate->spool, 0600), 0);
+    gate->m.body_mem = NULL;
+    gate->m.spool_path = gate->spool;
+    gate->m.size = 1;
+    submit(fx, gate);
+    /* Wait until the thread has taken it (and so sits in open()). */
+    for (i = 0; i < 10000; i++) {
+        store_stats(fx->st, &ss);
+        if (ss.pending == 0)
+            break;
+        usleep(1000);
+    }
+    assert_int_equal(ss.pending, 0);
+}
+
+static void gate_open(struct tmsg *gate)
+{
+    int fd = open(gate->spool, O_WRONLY); /* returns once the store thread opened it */
+
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+/* --- fixture -------------------------------------------------------------- */
+
+static int setup(void **state)
+{
+    struct fx *fx = calloc(1, sizeof *fx);
+
+    if (!fx)
+        return -1;
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/test_store.XXXXXX");
+    if (!mkdtemp(fx->dir))
+        return -1;
+    snprintf(fx->db, sizeof fx->db, "%s/queue.db", fx->dir);
+    if (uv_loop_init(&fx->loop) != 0 || uv_timer_init(&fx->loop, &fx->timer) != 0)
+        return -1;
+    fx->timer.data = fx;
+    *state = fx;
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    struct fx *fx = *state;
+    int rc = 0;
+
+    if (fx->st)
+        store_close(fx->st);
+    uv_close((uv_handle_t *)&fx->timer, NULL);
+    uv_run(&fx->loop, UV_RUN_DEFAULT); /* must return: store_close leaves nothing active */
+    if (uv_loop_close(&fx->loop) != 0) {
+        fprintf(stderr, "# loop still has handles after store_close\n");
+        rc = -1;
+    }
+    if (fx->mounted && umount(fx->dir) != 0) {
+        fprintf(stderr, "# umount %s: %s\n", fx->dir, strerror(errno));
+        rc = -1;
+    }
+    nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(fx);
+    return rc;
+}
+
+/* --- tests ---------------------------------------------------------------- */
+
+static void test_open_fresh(void **state)
+{
+    struct fx *fx = *state;
+    char *v;
+    int64_t n = -1;
+
+    open_store(fx);
+    assert_int_equal(qint(fx, "PRAGMA user_version"), store_schema_version);
+    v = qstr(fx, "PRAGMA journal_mode", NULL);
+    assert_string_equal(v, "wal");
+    free(v);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
+                              " ('message', 'message_body', 'recipient', 'domain_state')"),
+                     4);
+    v = qstr(fx,
+             "SELECT group_concat(name) FROM (SELECT name FROM"
+             " pragma_index_info('recipient_domain_state') ORDER BY seqno)",
+             NULL);
+    assert_string_equal(v, "domain,state,next_attempt");
+    free(v);
+    assert_int_equal(store_count_messages(fx->st, &n), 0);
+    assert_int_equal(n, 0);
+    /* The read connection is read-only. */
+    {
+        char err[256] = "", *out = NULL;
+        size_t len;
+
+        assert_int_equal(
+            store_query_value(fx->st, "DELETE FROM message", &out, &len, err, sizeof err), -1);
+        assert_true(strlen(err) > 0);
+    }
+}
+
+static void test_one_message(void **state)
+{
+    struct fx *fx = *state;
+    struct tmsg t;
+    int64_t n = -1, nm = -1, nr = -1;
+    char *v;
+
+    open_store(fx);
+    fx->check_visible = 1;
+    tmsg_init(fx, &t, 3, 5000, 1, 0);
+    t.body[10] = '\0'; /* binary-safe */
+    submit(fx, &t);
+    run_until(fx, 1);
+    assert_int_equal(t.called, 1);
+    assert_int_equal(t.status, STORE_OK);
+    assert_true(t.visible);
+
+    assert_int_equal(store_count_messages(fx->st, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM message_body"), 1);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM recipient"), 3);
+    assert_body(fx, &t);
+    v = qstr(fx,
+             "SELECT group_concat(x, ' ') FROM (SELECT domain || ',' || address || ',' ||"
+             " coalesce(orcpt, '-') || ',' || notify || ',' || state AS x FROM recipient"
+             " ORDER BY id)",
+             NULL);
+    assert_string_equal(v, "a.example,user1@a.example,-,0,0 "
+                           "a.example,user2@a.example,rfc822;orig@a.example,1,0 "
+                           "b.example,user3@b.example,-,2,0");
+    free(v);
+    v = qstr(fx,
+             "SELECT queue_id || '|' || arrival || '|' || sender || '|' || envid || '|' ||"
+             " dsn_ret || '|' || body_8bit || '|' || size || '|' || client_addr || '|' ||"
+             " client_helo FROM message",
+             NULL);
+    {
+        char want[256];
+
+        snprintf(want, sizeof want,
+                 "%s|1700000000|sender@example.net|ENV+2B1|2|1|5000|192.0.2.7|client.example.net",
+                 t.m.queue_id);
+        assert_string_equal(v, want);
+    }
+    free(v);
+    assert_int_equal(store_count_domain(fx->st, "a.example", &nm, &nr), 0);
+    assert_int_equal(nm, 1);
+    assert_int_equal(nr, 2);
+    assert_int_equal(store_count_domain(fx->st, "b.example", &nm, &nr), 0);
+    assert_int_equal(nm, 1);
+    assert_int_equal(nr, 1);
+    assert_int_equal(store_count_domain(fx->st, "c.example", &nm, &nr), 0);
+    assert_int_equal(nm, 0);
+    assert_int_equal(nr, 0);
+    tmsg_free(&t, 1);
+}
+
+static void test_null_sender_and_empty_body(void **state)
+{
+    struct fx *fx = *state;
+    struct tmsg t;
+    char *v;
+    size_t len = 99;
+
+    open_store(fx);
+    tmsg_init(fx, &t, 1, 0, 2, 0);
+    t.m.sender = "";
+    t.m.envid = NULL;
+    t.m.body_mem = NULL; /* size 0: no body pointer needed */
+    submit(fx, &t);
+    run_until(fx, 1);
+    assert_int_equal(t.status, STORE_OK);
+    v = qstr(fx, "SELECT sender FROM message", NULL);
+    assert_string_equal(v, "");
+    free(v);
+    assert_int_equal(qint(fx, "SELECT envid IS NULL FROM message"), 1);
+    v = qstr(fx, "SELECT data FROM message_body", &len);
+    assert_non_null(v);
+    assert_int_equal(len, 0);
+    free(v);
+    tmsg_free(&t, 1);
+}
+
+static void test_group_commit(void **state)
+{
+    enum { N = 200 };
+    struct fx *fx = *state;
+    struct tmsg *t = calloc(N, sizeof *t);
+    struct store_stats ss;
+    int64_t n;
+
+    assert_non_null(t);
+    open_store(fx);
+    fx->check_visible = 1;
+    for (int i = 0; i < N; i++)
+        tmsg_init(fx, &t[i], 1 + i % 3, 200 + (size_t)i, (uint64_t)i, 0);
+    for (int i = 0; i < N; i++)
+        submit(fx, &t[i]);
+    run_until(fx, N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(t[i].called, 1);
+        assert_int_equal(t[i].status, STORE_OK);
+        assert_int_equal(t[i].order, i + 1); /* submission order */
+        assert_true(t[i].visible);
+    }
+    store_stats(fx->st, &ss);
+    print_message("# 200 messages in %" PRIu64 " batches (largest %" PRIu64 ")\n", ss.batches,
+                  ss.largest_batch);
+    assert_int_equal(ss.messages, N);
+    assert_true(ss.batches < N);
+    assert_true(ss.largest_batch > 1);
+    assert_int_equal(ss.pending, 0);
+    assert_int_equal(store_count_messages(fx->st, &n), 0);
+    assert_int_equal(n, N);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM recipient"), N / 3 * 6 + 3);
+    for (int i = 0; i < N; i += 37)
+        assert_body(fx, &t[i]);
+    tmsg_free(t, N);
+    free(t);
+}
+
+static void test_batch_cap(void **state)
+{
+    enum { N = 2 * STORE_BATCH_MAX_MSGS + 76 };
+    struct fx *fx = *state;
+    struct tmsg gate, *t = calloc(N, sizeof *t);
+    struct store_stats ss;
+
+    assert_non_null(t);
+    open_store(fx);
+    gate_submit(fx, &gate);
+    for (int i = 0; i < N; i++) {
+        tmsg_init(fx, &t[i], 1, 64, (uint64_t)i, 0);
+        submit(fx, &t[i]);
+    }
+    gate_open(&gate);
+    run_until(fx, N + 1);
+    assert_int_equal(gate.status, STORE_ERR_IO);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(t[i].status, STORE_OK);
+    store_stats(fx->st, &ss);
+    /* gate alone, then 512 + 512 + 76 */
+    assert_int_equal(ss.batches, 4);
+    assert_int_equal(ss.largest_batch, STORE_BATCH_MAX_MSGS);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM message"), N);
+    tmsg_free(t, N);
+    tmsg_free(&gate, 1);
+    free(t);
+}
+
+static void test_spool_body(void **state)
+{
+    struct fx *fx = *state;
+    struct tmsg t;
+
+    open_store(fx);
+    tmsg_init(fx, &t, 2, 3 * 1024 * 1024, 7, 1);
+    submit(fx, &t);
+    run_until(fx, 1);
+    assert_int_equal(t.status, STORE_OK);
+    assert_body(fx, &t);
+    assert_int_equal(access(t.spool, F_OK), -1);
+    assert_int_equal(errno, ENOENT);
+    tmsg_free(&t, 1);
+}
+
+/* Failures of single messages inside one batch: only they fail. */
+static void test_failures_in_batch(void **state)
+{
+    enum { A, MISSING, SHORT, LONG, SPOOL_OK, NORCPT, BOTH, B, N };
+    struct fx *fx = *state;
+    struct tmsg gate, t[N];
+    struct store_stats ss;
+    char *longer;
+
+    open_store(fx);
+    gate_submit(fx, &gate);
+    tmsg_init(fx, &t[A], 2, 1000, 1, 0);
+    tmsg_init(fx, &t[MISSING], 1, 1000, 2, 1);
+    assert_int_equal(unlink(t[MISSING].spool), 0);
+    tmsg_init(fx, &t[SHORT], 1, 1000, 3, 1);
+    t[SHORT].m.size = 1001;
+    tmsg_init(fx, &t[LONG], 1, 1000, 4, 1);
+    longer = make_bytes(1001, 4);
+    write_file(t[LONG].spool, longer, 1001);
+    free(longer);
+    tmsg_init(fx, &t[SPOOL_OK], 3, 100 * 1024, 5, 1);
+    tmsg_init(fx, &t[NORCPT], 1, 100, 6, 0);
+    t[NORCPT].m.nrcpts = 0;
+    tmsg_init(fx, &t[BOTH], 1, 100, 7, 1);
+    t[BOTH].m.body_mem = t[BOTH].body;
+    tmsg_init(fx, &t[B], 1, 1000, 8, 0);
+    for (int i = 0; i < N; i++)
+        submit(fx, &t[i]);
+    gate_open(&gate);
+    run_until(fx, N + 1);
+
+    assert_int_equal(gate.status, STORE_ERR_IO);
+    assert_int_equal(t[A].status, STORE_OK);
+    assert_int_equal(t[MISSING].status, STORE_ERR_IO);
+    assert_int_equal(t[SHORT].status, STORE_ERR_IO);
+    assert_int_equal(t[LONG].status, STORE_ERR_IO);
+    assert_int_equal(t[SPOOL_OK].status, STORE_OK);
+    assert_int_equal(t[NORCPT].status, STORE_ERR_IO);
+    assert_int_equal(t[BOTH].status, STORE_ERR_IO);
+    assert_int_equal(t[B].status, STORE_OK);
+    store_stats(fx->st, &ss);
+    assert_int_equal(ss.batches, 2); /* the gate, then all of t[] together */
+    assert_int_equal(ss.largest_batch, N);
+
+    assert_int_equal(qint(fx, "SELECT count(*) FROM message"), 3);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM message_body"), 3);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM recipient"), 6);
+    assert_body(fx, &t[A]);
+    assert_body(fx, &t[SPOOL_OK]);
+    assert_body(fx, &t[B]);
+    for (int i = 0; i < N; i++) {
+        if (t[i].status != STORE_OK)
+            assert_int_equal(count_qid(fx, t[i].m.queue_id), 0);
+        /* every spool file is the store's, committed or not */
+        if (t[i].m.spool_path)
+            assert_int_equal(access(t[i].spool, F_OK), -1);
+    }
+    assert_int_equal(access(gate.spool, F_OK), -1);
+    tmsg_free(t, N);
+    tmsg_free(&gate, 1);
+}
+
+static void test_reopen(void **state)
+{
+    struct fx *fx = *state;
+    struct tmsg t[2];
+    char qid[STORE_QID_LEN + 1];
+
+    open_store(fx);
+    tmsg_init(fx, &t[0], 3, 200 * 1024, 11, 1);
+    tmsg_init(fx, &t[1], 1, 3000, 12, 0);
+    submit(fx, &t[0]);
+    submit(fx, &t[1]);
+    run_until(fx, 2);
+    assert_int_equal(t[0].status, STORE_OK);
+    assert_int_equal(t[1].status, STORE_OK);
+    close_store(fx);
+
+    /* A second open must not re-run 001 (its CREATE TABLEs would fail). */
+    open_store(fx);
+    assert_int_equal(qint(fx, "PRAGMA user_version"), store_schema_version);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM message"), 2);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM recipient"), 4);
+    assert_body(fx, &t[0]);
+    assert_body(fx, &t[1]);
+    store_new_queue_id(fx->st, qid);
+    assert_true(strcmp(qid, t[1].m.queue_id) > 0);
+    close_store(fx);
+    open_store(fx);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM message"), 2);
+    tmsg_free(t, 2);
+}
+
+static void test_queue_id(void **state)
+{
+    struct fx *fx = *state;
+    char prev[STORE_QID_LEN + 1] = "", id[STORE_QID_LEN + 1];
+    struct tmsg t;
+    uint64_t us = 0;
+    time_t now = time(NULL);
+
+    open_store(fx);
+    for (int i = 0; i < 20000; i++) {
+        store_new_queue_id(fx->st, id);
+        assert_int_equal(strlen(id), STORE_QID_LEN);
+        assert_int_equal(strspn(id, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"), STORE_QID_LEN);
+        assert_true(strcmp(id, prev) > 0);
+        memcpy(prev, id, sizeof id);
+    }
+    /* The first 11 digits are microseconds since the epoch. */
+    for (int i = 0; i < 11; i++)
+        us = us * 36 + (uint64_t)(strchr("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", id[i]) -
+                                  "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+    assert_true(us / 1000000 >= (uint64_t)now - 5 && us / 1000000 <= (uint64_t)now + 60);
+
+    /* After a restart ids continue above the largest one in the queue, even
+     * one from a clock far ahead (here: a queue id from the year ~4500). */
+    tmsg_init(fx, &t, 1, 10, 1, 0);
+    memcpy(t.m.queue_id, "Y00000000000AB", STORE_QID_LEN + 1);
+    submit(fx, &t);
+    run_until(fx, 1);
+    assert_int_equal(t.status, STORE_OK);
+    close_store(fx);
+    open_store(fx);
+    store_new_queue_id(fx->st, id);
+    assert_string_equal(id, "Y00000000000AC");
+    store_new_queue_id(fx->st, id);
+    assert_string_equal(id, "Y00000000000AD");
+    tmsg_free(&t, 1);
+}
+
+static void test_newer_schema_refused(void **state)
+{
+    struct fx *fx = *state;
+    unsigned char be[4] = {0, 0, 999 >> 8, 999 & 0xff};
+    char err[512] = "", want[128];
+    struct store *st = NULL;
+    int fd;
+
+    open_store(fx);
+    close_store(fx);
+    /* PRAGMA user_version is the big-endian 32-bit integer at offset 60 of
+     * the database header (sqlite.org/fileformat2.html §1.3). */
+    fd = open(fx->db, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, be, 4, 60), 4);
+    close(fd);
+    assert_int_equal(store_open(&fx->loop, fx->db, &st, err, sizeof err), -1);
+    assert_null(st);
+    snprintf(want, sizeof want, "queue schema version 999 is newer than this relayd (%d)",
+             store_schema_version);
+    if (!strstr(err, want))
+        fail_msg("error \"%s\" does not say \"%s\"", err, want);
+    assert_non_null(strstr(err, fx->db));
+}
+
+static void test_open_failures(void **state)
+{
+    struct fx *fx = *state;
+    char err[512] = "", path[256];
+    struct store *st = NULL;
+    char junk[8192];
+
+    /* not a database */
+    memset(junk, 'x', sizeof junk);
+    write_file(fx->db, junk, sizeof junk);
+    assert_int_equal(store_open(&fx->loop, fx->db, &st, err, sizeof err), -1);
+    assert_null(st);
+    assert_non_null(strstr(err, fx->db));
+    print_message("# not a database: %s\n", err);
+
+    /* directory missing */
+    err[0] = '\0';
+    snprintf(path, sizeof path, "%s/no/such/dir/queue.db", fx->dir);
+    assert_int_equal(store_open(&fx->loop, path, &st, err, sizeof err), -1);
+    assert_null(st);
+    assert_non_null(strstr(err, path));
+}
+
+/* A damaged queue is refused at open (PRAGMA quick_check), not used. */
+static void test_open_damaged(void **state)
+{
+    struct fx *fx = *state;
+    struct tmsg t;
+    char err[512] = "", ff[64];
+    struct store *st = NULL;
+    int fd;
+
+    open_store(fx);
+    tmsg_init(fx, &t, 1, 100, 1, 0);
+    submit(fx, &t);
+    run_until(fx, 1);
+    assert_int_equal(t.status, STORE_OK);
+    close_store(fx);
+    /* Page 2 is the root of the message table (the first CREATE TABLE);
+     * wreck its cell pointer array (4096-byte pages, 8-byte leaf header). */
+    memset(ff, 0xff, sizeof ff);
+    fd = open(fx->db, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, ff, sizeof ff, 4096 + 8), sizeof ff);
+    close(fd);
+    assert_int_equal(store_open(&fx->loop, fx->db, &st, err, sizeof err), -1);
+    assert_null(st);
+    print_message("# damaged: %s\n", err);
+    assert_non_null(strstr(err, "damaged"));
+    tmsg_free(&t, 1);
+}
+
+/* SQLite file on a 512 KiB tmpfs: fill it until the store says FULL. */
+static void test_disk_full(void **state)
+{
+    enum { MAXR = 100, PER = 3, BODY = 16 * 1024 };
+    struct fx *fx = *state;
+    struct tmsg *t = calloc(MAXR * PER + 1, sizeof *t);
+    char filler[256], *zero;
+    int ok = 0, full = 0, sent = 0;
+
+    assert_non_null(t);
+    if (mount("tmpfs", fx->dir, "tmpfs", 0, "size=512k") != 0)
+        fail_msg("cannot mount a 512k tmpfs on %s: %s (the disk-full test needs root with "
+                 "CAP_SYS_ADMIN)",
+                 fx->dir, strerror(errno));
+    fx->mounted = 1;
+    /* Room to give back later, to check the store recovers without a restart. */
+    snprintf(filler, sizeof filler, "%s/filler", fx->dir);
+    zero = calloc(1, 64 * 1024);
+    assert_non_null(zero);
+    write_file(filler, zero, 64 * 1024);
+    free(zero);
+
+    open_store(fx);
+    for (int r = 0; r < MAXR && !full; r++) {
+        for (int i = 0; i < PER; i++) {
+            tmsg_init(fx, &t[sent + i], 1, BODY, (uint64_t)(sent + i), 0);
+            submit(fx, &t[sent + i]);
+        }
+        sent += PER;
+        run_until(fx, sent);
+        for (int i = sent - PER; i < sent; i++) {
+            if (t[i].status == STORE_OK)
+                ok++;
+            else if (t[i].status == STORE_ERR_FULL)
+                full++;
+            else
+                fail_msg("%s: status %d, want OK or FULL", t[i].m.queue_id, t[i].status);
+        }
+    }
+    print_message("# disk full after %d messages stored, %d refused\n", ok, full);
+    assert_true(full > 0);
+    assert_true(ok > 0);
+    /* A refused message left nothing behind. */
+    assert_int_equal(qint(fx, "SELECT count(*) FROM message"), ok);
+
+    /* Space comes back: the same store takes mail again. */
+    assert_int_equal(unlink(filler), 0);
+    tmsg_init(fx, &t[sent], 1, 1000, 999, 0);
+    submit(fx, &t[sent]);
+    run_until(fx, sent + 1);
+    assert_int_equal(t[sent].status, STORE_OK);
+    ok++;
+    sent++;
+    close_store(fx);
+
+    open_store(fx);
+    {
+        char *v = qstr(fx, "PRAGMA integrity_check", NULL);
+
+        assert_string_equal(v, "ok");
+        free(v);
+    }
+    assert_int_equal(qint(fx, "SELECT count(*) FROM message"), ok);
+    for (int i = 0; i < sent; i++) {
+        assert_int_equal(count_qid(fx, t[i].m.queue_id), t[i].status == STORE_OK);
+        if (t[i].status == STORE_OK)
+            assert_body(fx, &t[i]);
+    }
+    close_store(fx);
+    tmsg_free(t, (size_t)sent);
+    free(t);
+}
+
+/* The store checkpoints the WAL itself (SQLite's autocheckpoint is off):
+ * 24 MiB of mail, one batch at a time, must not leave a 24 MiB WAL. */
+static void test_checkpoint(void **state)
+{
+    enum { N = 24, SZ = 1024 * 1024 };
+    struct fx *fx = *state;
+    struct tmsg t[N];
+    char wal[160];
+    struct stat sb;
+
+    open_store(fx);
+    for (int i = 0; i < N; i++) {
+        tmsg_init(fx, &t[i], 1, SZ, (uint64_t)i, 0);
+        submit(fx, &t[i]);
+        run_until(fx, i + 1);
+        assert_int_equal(t[i].status, STORE_OK);
+    }
+    snprintf(wal, sizeof wal, "%s-wal", fx->db);
+    assert_int_equal(stat(wal, &sb), 0);
+    print_message("# WAL after %d MiB: %lld bytes\n", N, (long long)sb.st_size);
+    assert_true(sb.st_size < 12 * SZ);
+    assert_int_equal(stat(fx->db, &sb), 0);
+    assert_true(sb.st_size > 12 * SZ); /* the bodies went to the database file */
+    assert_body(fx, &t[0]);
+    assert_body(fx, &t[N - 1]);
+    tmsg_free(t, N);
+}
+
+/* store_close with work pending: every callback runs before it returns. */
+static void test_close_pending(void **state)
+{
+    enum { N = 50 };
+    struct fx *fx = *state;
+    struct tmsg t[N];
+
+    open_store(fx);
+    for (int i = 0; i < N; i++) {
+        tmsg_init(fx, &t[i], 1, 500, (uint64_t)i, i % 10 == 0);
+        submit(fx, &t[i]);
+    }
+    fx->submit_in_cb = 1; /* the first callback tries to submit: refused */
+    store_close(fx->st);  /* loop not run at all */
+    fx->st = NULL;
+    assert_int_equal(fx->ncalled, N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(t[i].called, 1);
+        assert_int_equal(t[i].status, STORE_OK);
+        assert_int_equal(t[i].order, i + 1);
+    }
+    assert_true(fx->submit_in_cb < 0);
+    open_store(fx);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM message"), N);
+    tmsg_free(t, N);
+}
+
+/* A callback may close the store: the rest still run exactly once. */
+static void test_close_from_callback(void **state)
+{
+    enum { N = 20 };
+    struct fx *fx = *state;
+    struct tmsg t[N];
+
+    open_store(fx);
+    for (int i = 0; i < N; i++) {
+        tmsg_init(fx, &t[i], 1, 100, (uint64_t)i, 0);
+        submit(fx, &t[i]);
+    }
+    fx->close_in_cb = 1;
+    run_until(fx, N);
+    assert_null(fx->st);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(t[i].called, 1);
+        assert_int_equal(t[i].status, STORE_OK);
+        assert_int_equal(t[i].order, i + 1);
+    }
+    open_store(fx);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM message"), N);
+    tmsg_free(t, N);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_open_fresh, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_null_sender_and_empty_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failures_in_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_damaged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_from_callback, setup, teardown),
+    };
+
+    log_open("test_store", 1);
+    log_set_level(LOGL_WARN);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
