@@ -61,7 +61,8 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
 /* Hand msg to the store thread. msg is borrowed until cb runs: keep it alive
  * and unchanged. The spool file, if any, becomes the store's: it is removed
  * once the message is committed or has failed. cb is always called exactly
- * once when this returns 0; on error (< 0, store closing) it is never called. */
+ * once when this returns 0; on error (< 0: UV_ECANCELED once store_close has
+ * begun, UV_ENOMEM, UV_EINVAL) it is never called. Loop thread. */
 int store_submit(struct store *st, struct store_msg *msg, store_submit_cb cb, void *arg);
 
 /* A new queue id, unique within this queue even across restarts (time based,
@@ -69,8 +70,10 @@ int store_submit(struct store *st, struct store_msg *msg, store_submit_cb cb, vo
 void store_new_queue_id(struct store *st, char out[STORE_QID_LEN + 1]);
 
 /* Commit what is pending, stop the thread, close the database. Callbacks of
- * pending submissions run before this returns. Loop thread, loop not running
- * or running (it spins the loop's async itself if needed). */
+ * pending submissions run before this returns (called directly; a
+ * store_submit from one of them fails). Loop thread, loop running or not,
+ * also from inside a store_submit_cb. The async handle is released when the
+ * loop next runs; after that the store holds nothing on the loop. */
 void store_close(struct store *st);
 
 /* Group commit takes everything pending into one transaction, but at most
@@ -100,7 +103,7 @@ void store_stats(struct store *st, struct store_stats *out);
 int store_count_messages(struct store *st, int64_t *n);
 /* Recipients for domain (exact, normalised lower case) still in the queue,
  * in any state, and the number of distinct messages they belong to: what an
- * ETRN reply counts (RFC 1985 §5.2, "253 <n> pending messages"). 0 or -1. */
+ * ETRN reply counts (RFC 1985 §5, "253 <n> pending messages"). 0 or -1. */
 int store_count_domain(struct store *st, const char *domain, int64_t *messages,
                        int64_t *recipients);
 /* Diagnostics and tests: run one SQL statement on the read-only connection

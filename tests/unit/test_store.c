@@ -759,7 +759,7 @@ static void test_disk_full(void **state)
 {
     enum { MAXR = 100, PER = 3, BODY = 16 * 1024 };
     struct fx *fx = *state;
-    struct tmsg *t = calloc(MAXR * PER + 1, sizeof *t);
+    struct tmsg *t = calloc(MAXR * PER + 4, sizeof *t);
     char filler[256], *zero;
     int ok = 0, full = 0, sent = 0;
 
@@ -777,6 +777,38 @@ static void test_disk_full(void **state)
     free(zero);
 
     open_store(fx);
+    /* A body bigger than the disk, streamed from a spool file elsewhere,
+     * between two small messages of the same batch: SQLite runs out of
+     * space in the middle of the transaction, not at COMMIT. */
+    {
+        struct tmsg gate;
+        int fd;
+
+        gate_submit(fx, &gate);
+        tmsg_init(fx, &t[0], 1, 2000, 1000, 0);
+        tmsg_init(fx, &t[1], 1, 3 * 1024 * 1024, 1001, 0);
+        snprintf(t[1].spool, sizeof t[1].spool, "/tmp/test_store_big.XXXXXX");
+        fd = mkstemp(t[1].spool);
+        assert_true(fd >= 0);
+        close(fd);
+        write_file(t[1].spool, t[1].body, t[1].len);
+        t[1].m.body_mem = NULL;
+        t[1].m.spool_path = t[1].spool;
+        tmsg_init(fx, &t[2], 1, 2000, 1002, 0);
+        for (int i = 0; i < 3; i++)
+            submit(fx, &t[i]);
+        gate_open(&gate);
+        run_until(fx, 4);
+        tmsg_free(&gate, 1);
+        assert_int_equal(t[1].status, STORE_ERR_FULL);
+        assert_int_equal(access(t[1].spool, F_OK), -1);
+        print_message("# big body: %d, neighbours: %d %d\n", t[1].status, t[0].status, t[2].status);
+        for (int i = 0; i < 3; i++) {
+            assert_true(t[i].status == STORE_OK || t[i].status == STORE_ERR_FULL);
+            ok += t[i].status == STORE_OK;
+        }
+        sent = 3;
+    }
     for (int r = 0; r < MAXR && !full; r++) {
         for (int i = 0; i < PER; i++) {
             tmsg_init(fx, &t[sent + i], 1, BODY, (uint64_t)(sent + i), 0);
