@@ -100,12 +100,22 @@ struct smtp_mail_args {
     enum smtp_body body;       /* BODY=7BIT|8BITMIME (RFC 6152) */
     enum smtp_ret ret;         /* RET=FULL|HDRS (RFC 3461) */
     char envid[SMTP_ENVID_MAX + 1]; /* ENVID=xtext, kept in xtext form; "" if absent */
+    /* On SMTP_PARSE_BAD_PARAM, _UNKNOWN_PARAM or _DUP_PARAM: the offending
+     * "KEYWORD[=value]" token, into the caller's arg (not NUL-terminated), for
+     * "555 5.5.4 Unsupported option: NAME"; NULL and 0 otherwise. */
+    const char *param;
+    size_t param_len;
 };
 
 struct smtp_rcpt_args {
     struct smtp_mailbox to;
     unsigned notify;                /* SMTP_NOTIFY_* bits; NEVER excludes the others */
     char orcpt[SMTP_ORCPT_MAX + 1]; /* ORCPT=addr-type;xtext as given; "" if absent */
+    /* On SMTP_PARSE_BAD_PARAM, _UNKNOWN_PARAM or _DUP_PARAM: the offending
+     * "KEYWORD[=value]" token, into the caller's arg (not NUL-terminated), for
+     * "555 5.5.4 Unsupported option: NAME"; NULL and 0 otherwise. */
+    const char *param;
+    size_t param_len;
 };
 
 /* Parse the argument of MAIL ("FROM:<path> params"), as struct smtp_cmd gives
