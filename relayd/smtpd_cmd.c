@@ -45,6 +45,19 @@ static void refuse_out_of_order(struct smtpd_session *s, enum smtp_verb verb)
     smtpd_protocol_error(s);
 }
 
+/* The keyword of an offending "KEYWORD=value" parameter, for the 555 reply;
+ * the value is the client's text and need not be echoed. */
+static size_t param_name_len(const char *param, size_t len)
+{
+    size_t n = 0;
+
+    if (param == NULL)
+        return 0;
+    while (n < len && n < 64 && param[n] != '=')
+        n++;
+    return n;
+}
+
 static int arg_is_empty(const struct smtp_cmd *cmd)
 {
     return cmd->arg_len == 0;
@@ -117,7 +130,8 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
         smtpd_protocol_error(s);
         return;
     case SMTP_PARSE_UNKNOWN_PARAM:
-        smtpd_reply(s, 555, "5.5.4", "Unsupported option: %s", smtp_parse_strerror(rc));
+        smtpd_reply(s, 555, "5.5.4", "Unsupported option: %.*s",
+                    (int)param_name_len(a.param, a.param_len), a.param);
         smtpd_protocol_error(s);
         return;
     case SMTP_PARSE_BAD_PARAM:
@@ -179,7 +193,8 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
         return;
     }
     if (rc == SMTP_PARSE_UNKNOWN_PARAM) {
-        smtpd_reply(s, 555, "5.5.4", "Unsupported option: %s", smtp_parse_strerror(rc));
+        smtpd_reply(s, 555, "5.5.4", "Unsupported option: %.*s",
+                    (int)param_name_len(a.param, a.param_len), a.param);
         smtpd_protocol_error(s);
         return;
     }
