@@ -131,7 +131,7 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
         return;
     case SMTP_PARSE_UNKNOWN_PARAM:
         smtpd_reply(s, 555, "5.5.4", "Unsupported option: %.*s",
-                    (int)param_name_len(a.param, a.param_len), a.param);
+                    (int)param_name_len(a.param, a.param_len), a.param != NULL ? a.param : "");
         smtpd_protocol_error(s);
         return;
     case SMTP_PARSE_BAD_PARAM:
@@ -194,7 +194,7 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
     }
     if (rc == SMTP_PARSE_UNKNOWN_PARAM) {
         smtpd_reply(s, 555, "5.5.4", "Unsupported option: %.*s",
-                    (int)param_name_len(a.param, a.param_len), a.param);
+                    (int)param_name_len(a.param, a.param_len), a.param != NULL ? a.param : "");
         smtpd_protocol_error(s);
         return;
     }
