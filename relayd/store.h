@@ -113,4 +113,112 @@ int store_count_domain(struct store *st, const char *domain, int64_t *messages,
 int store_query_value(struct store *st, const char *sql, char **out, size_t *outlen, char *err,
                       size_t errlen);
 
+/* ---- delivery (issue 3) ------------------------------------------------------------
+ * Reads for delivery and scheduling run on a reader thread with its own
+ * read-only connection (WAL readers do not block the writer); updates go
+ * through the writer thread's group commit like submissions. Callbacks run
+ * on the loop thread. */
+
+enum store_rcpt_state { STORE_RCPT_QUEUED = 0 };
+
+struct store_drcpt {
+    int64_t id;
+    char *address;
+    char *domain;
+    char *orcpt;
+    unsigned notify;
+    int attempts;
+    int64_t next_attempt;
+    int warned;        /* a delay warning was sent for it */
+    char *last_reply;  /* or NULL */
+};
+
+/* A queued message with the recipients a fetch selected. */
+struct store_dmsg {
+    int64_t id;
+    char queue_id[STORE_QID_LEN + 1];
+    char *sender;
+    char *envid;
+    int dsn_ret;
+    int body_8bit;
+    int64_t arrival;
+    uint64_t size;
+    char *body;        /* the stored message (size bytes), NULL when not asked for */
+    struct store_drcpt *rcpts;
+    size_t nrcpts;
+};
+
+struct store_batch {
+    struct store_dmsg *msgs;
+    size_t n;
+    int64_t last_id;   /* largest message id in it: the next fetch's after_id */
+};
+void store_batch_free(struct store_batch *b);
+
+struct store_fetch_opts {
+    const char *domain;      /* recipients of this exact (normalised) domain */
+    int64_t after_id;        /* only messages with id > after_id (a cursor) */
+    size_t max_msgs;         /* at most this many messages */
+    int64_t due_before;      /* only recipients with next_attempt <= this (INT64_MAX: all) */
+    int64_t arrived_before;  /* only messages that arrived before this (INT64_MAX: all) */
+    int with_body;
+};
+/* b is the callee's: free it with store_batch_free. An empty batch (n == 0)
+ * means nothing (more) matches. status 0 or STORE_ERR_IO. */
+typedef void (*store_fetch_cb)(struct store_batch *b, int status, void *arg);
+int store_fetch(struct store *st, const struct store_fetch_opts *o, store_fetch_cb cb, void *arg);
+
+/* Messages and recipients waiting for domain, or, with subdomains, for the
+ * domain and every domain below it; domains lists the distinct recipient
+ * domains that matched (for ETRN @domain). Everything is the callee's. */
+struct store_count {
+    int64_t messages;
+    int64_t recipients;
+    char **domains;
+    size_t ndomains;
+};
+typedef void (*store_count_cb)(struct store_count *c, int status, void *arg);
+void store_count_free(struct store_count *c);
+int store_count(struct store *st, const char *domain, int subdomains, store_count_cb cb,
+                void *arg);
+
+/* Every domain with queued recipients, for the scheduler (start-up, retry
+ * and expiry scans). */
+struct store_domain_info {
+    char *domain;
+    int64_t recipients;
+    int64_t next_attempt; /* smallest */
+    int64_t oldest;       /* earliest arrival */
+};
+typedef void (*store_scan_cb)(struct store_domain_info *d, size_t n, int status, void *arg);
+void store_scan_free(struct store_domain_info *d, size_t n);
+int store_scan_domains(struct store *st, store_scan_cb cb, void *arg);
+
+/* The outcome of a delivery attempt for one recipient. */
+enum store_outcome {
+    STORE_DELIVERED = 0, /* remove the recipient */
+    STORE_DEFERRED,      /* keep it: attempts + 1, next_attempt, last_reply */
+    STORE_FAILED,        /* remove it (the caller has queued the bounce) */
+    STORE_WARNED         /* keep it, mark the delay warning as sent */
+};
+struct store_update {
+    int64_t rcpt_id;
+    int64_t msg_id;
+    enum store_outcome outcome;
+    int64_t next_attempt;   /* STORE_DEFERRED */
+    const char *reply;      /* STORE_DEFERRED: copied by store_update */
+};
+/* Apply updates in the writer's next group commit; a message whose last
+ * recipient is removed is deleted with its body. The array and strings are
+ * copied. cb (may be NULL) runs on the loop thread after the commit. */
+typedef void (*store_update_cb)(int status, void *arg);
+int store_update(struct store *st, const struct store_update *u, size_t n, store_update_cb cb,
+                 void *arg);
+
+/* Record an event for a domain in domain_state (fire and forget, writer thread):
+ * last ETRN time, last delivery time, or last error text. */
+enum store_domain_event { STORE_EV_ETRN, STORE_EV_DELIVERY, STORE_EV_ERROR };
+void store_domain_event(struct store *st, const char *domain, enum store_domain_event ev,
+                        int64_t when, const char *text);
+
 #endif

@@ -50,7 +50,7 @@ for f in lib/smtp_parse.c lib/addr.c lib/smtp_data.c lib/buf.c; do
 		notok "$f exists (pure parser)"
 		continue
 	fi
-	if ! $CC -std=gnu11 -M -include "$tmp/gnu.h" -I lib -I relayd $uv_cflags "$f" >"$tmp/deps" 2>"$tmp/err"; then
+	if ! $CC -std=gnu11 -M -include "$tmp/gnu.h" -iquote lib -iquote relayd $uv_cflags "$f" >"$tmp/deps" 2>"$tmp/err"; then
 		notok "$f does not include uv.h (preprocessor failed)"
 		sed 's/^/# /' "$tmp/err"
 	elif tr ' \\' '\n\n' <"$tmp/deps" | grep -Eq '(^|/)uv\.h$'; then
@@ -71,7 +71,7 @@ for h in lib/*.h relayd/*.h etrnctl/*.h; do
 	else
 		notok "$h has include guard $guard"
 	fi
-	if $CC -std=gnu11 -fsyntax-only -Wall -Wextra -include "$tmp/gnu.h" -I lib -I relayd \
+	if $CC -std=gnu11 -fsyntax-only -Wall -Wextra -include "$tmp/gnu.h" -iquote lib -iquote relayd \
 		$uv_cflags -x c "$h" >"$tmp/err" 2>&1 && [ ! -s "$tmp/err" ]; then
 		ok "$h compiles alone"
 	else

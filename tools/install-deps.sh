@@ -4,7 +4,7 @@
 set -eu
 PKGS="build-essential autoconf automake pkg-config libuv1-dev libsqlite3-dev libssl-dev
 libc-ares-dev libcmocka-dev mandoc clang openssl sqlite3 swaks python3 python3-pytest
-procps iproute2"
+procps iproute2 dnsmasq-base fetchmail postfix"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -1,0 +1,136 @@
+/*
+ * config: relayd.conf(5) parsed into an immutable, reference-counted
+ * snapshot. One table of keys (name, type, default, field, validator) drives
+ * parsing, `relayd -n` and the man page. SIGHUP builds a new snapshot and
+ * swaps it in; sessions keep the one they started with.
+ * Does not open sockets or databases: it only describes them.
+ */
+#ifndef RELAYD_CONFIG_H
+#define RELAYD_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "log.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+#define CONFIG_DEFAULT_PATH SYSCONFDIR "/relayd/relayd.conf"
+
+enum cfg_mode { CFG_MODE_HOLD = 0, CFG_MODE_RETRY };
+/* Outbound TLS policy (RFC 3207, RFC 7435): same values as enum smtp_client_tls. */
+enum cfg_tls { CFG_TLS_NONE = 0, CFG_TLS_MAY, CFG_TLS_ENCRYPT, CFG_TLS_VERIFY };
+
+/* An address block: 192.0.2.0/24, 2001:db8::/32, or one address (full prefix). */
+struct cfg_net {
+    struct sockaddr_storage addr; /* port 0 */
+    unsigned prefix;
+};
+
+struct cfg_listen {
+    struct sockaddr_storage addr; /* ready for uv_tcp_bind */
+    char text[80];                /* "127.0.0.1:2525", "[::1]:25" */
+};
+
+struct cfg_domain {
+    char *name;          /* normalised: lower case, no trailing dot */
+    enum cfg_mode mode;  /* default hold */
+    char *route;         /* "mx" (default) or "host[:port]" as written */
+    int subdomains;      /* also relay for *.name */
+    char *file;          /* where the section started, for messages */
+    int line;
+    /* delivery (issue 3); every value is resolved at load: a key the section
+     * does not set takes the global value */
+    int route_mx;                 /* route = mx */
+    char *route_host;             /* route = host[:port]: the host (no brackets), else NULL */
+    unsigned route_port;          /* its port, or delivery_port */
+    enum cfg_tls tls;             /* default may */
+    uint64_t queue_lifetime;      /* ms */
+    uint64_t delay_warning;       /* ms, 0 = no delay warnings */
+    uint64_t probe_interval;      /* ms, 0 = hold domains are only tried on ETRN/flush */
+    unsigned max_site_connections;
+    struct cfg_net *etrn_access;  /* who may ETRN this domain; NULL/0 = anyone */
+    size_t netrn_access;
+};
+
+struct cfg_queue {
+    char *name;          /* [queue NAME], for ETRN #NAME */
+    char **domains;      /* normalised domain names */
+    size_t ndomains;
+};
+
+struct config {
+    int refs;                    /* see config_ref/config_unref */
+    char *path;                  /* the file it was read from */
+    char *hostname;              /* our name in the greeting, EHLO and Received: */
+    struct cfg_listen *listen;   /* at least one */
+    size_t nlisten;
+    char *database;              /* absolute path of the SQLite queue */
+    uint64_t max_message_size;   /* bytes; SIZE in EHLO */
+    unsigned max_connections;
+    unsigned max_connections_per_ip;
+    unsigned max_recipients;     /* per message */
+    unsigned max_errors;         /* protocol errors before 421 */
+    uint64_t command_timeout;    /* milliseconds */
+    uint64_t data_timeout;       /* milliseconds, between reads during DATA */
+    uint64_t shutdown_timeout;   /* milliseconds sessions in DATA get on SIGTERM */
+    unsigned hopcount_limit;     /* Received: fields allowed */
+    char *tls_cert;              /* absolute paths or NULL: no STARTTLS */
+    char *tls_key;
+    char *user;                  /* drop privileges to this user, or NULL */
+    enum log_level log_level;
+    struct cfg_domain *domains;  /* sorted by name */
+    size_t ndomains;
+    struct cfg_queue *queues;
+    size_t nqueues;
+    /* delivery, resolver and ETRN (issue 3) */
+    char *dns_servers;           /* "127.0.0.1:5353,[::1]:53" for c-ares, NULL = /etc/resolv.conf */
+    struct cfg_net *my_addresses; /* our own addresses, for MX self-pruning (prefix = full) */
+    size_t nmy_addresses;
+    unsigned delivery_port;      /* port for MX delivery, default 25 */
+    unsigned max_site_connections; /* default 2 */
+    uint64_t min_backoff;        /* ms, default 5m */
+    uint64_t max_backoff;        /* ms, default 4h */
+    uint64_t queue_lifetime;     /* ms, default 5d */
+    uint64_t delay_warning;      /* ms, default 0 = off */
+    uint64_t connect_timeout;    /* ms, default 30s */
+    uint64_t delivery_timeout;   /* ms, default 5m: greeting, EHLO, MAIL, RCPT, DATA (RFC 5321 §4.5.3.2) */
+    uint64_t delivery_data_timeout; /* ms, default 10m: reply to the final dot */
+    unsigned etrn_rate;          /* ETRN commands per client address ... */
+    uint64_t etrn_rate_period;   /* ... per this many ms: "etrn_rate = 120/1m" */
+    char *tls_ca_file;           /* CA bundle for tls = verify, NULL = system store */
+    /* Mail for destinations that are not relay domains (bounces to senders):
+     * mode retry, route mx, tls may, global lifetimes. name is "". */
+    struct cfg_domain other;
+};
+
+/* Read path (and what it includes) into a new snapshot with refs = 1.
+ * Relative paths in values are taken relative to the config file's directory.
+ * On error returns -1 and writes "file:line: problem" into err. */
+int config_load(const char *path, struct config **out, char *err, size_t errlen);
+struct config *config_ref(struct config *cfg);
+void config_unref(struct config *cfg);
+
+/* Print the effective configuration, every key with its value (relayd -n),
+ * in a form config_load reads back. */
+void config_print(const struct config *cfg, FILE *fp);
+
+/* The relay domain a normalised domain belongs to: an exact [domain] section,
+ * or the closest parent with subdomains = yes. NULL if it is not ours. */
+const struct cfg_domain *config_find_domain(const struct config *cfg, const char *domain);
+const struct cfg_queue *config_find_queue(const struct config *cfg, const char *name);
+/* The settings for delivering to a recipient domain: its relay domain, or
+ * cfg->other for everything else. Never NULL. */
+const struct cfg_domain *config_delivery_domain(const struct config *cfg, const char *domain);
+/* Is addr inside one of the n blocks? */
+int config_net_match(const struct cfg_net *nets, size_t n, const struct sockaddr *addr);
+
+/* Parse "30s", "5m", "4h", "5d", "250ms" (a bare number is seconds) into
+ * milliseconds, and "10M", "512k", "1G" (a bare number is bytes) into bytes.
+ * 0 or -1. Exposed for the unit tests. */
+int config_parse_duration(const char *s, uint64_t *ms);
+int config_parse_size(const char *s, uint64_t *bytes);
+
+#endif
