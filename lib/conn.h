@@ -75,6 +75,9 @@ const char *conn_tls_version(const struct conn *c);
 const char *conn_tls_cipher(const struct conn *c);
 int conn_tls_bits(const struct conn *c);
 int conn_tls_peer_verified(const struct conn *c);
+/* Why TLS failed (handshake or later), for logs; "" when nothing failed.
+ * Valid until on_closed returns. */
+const char *conn_tls_error(const struct conn *c);
 
 /* Close: queued output is flushed first (bounded to a few seconds), then the
  * socket is closed and on_closed runs. Safe to call more than once. */

@@ -14,7 +14,8 @@ struct tls_conn; /* one TLS session over memory BIOs */
 
 enum {
     TLS_OK = 0,      /* done / success */
-    TLS_WANT = 1,    /* needs more ciphertext from the peer (feed it, call again) */
+    TLS_WANT = -3,   /* needs more ciphertext from the peer (feed it, call again);
+                      * negative so tls_conn_read() cannot confuse it with 1 byte */
     TLS_CLOSED = -2, /* the peer sent close_notify */
     TLS_ERR = -1     /* protocol or verification error; tls_conn_error() says what */
 };
