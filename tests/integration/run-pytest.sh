@@ -19,7 +19,7 @@ RELAYD_TAP_FD=3
 RELAYD_TAP_DONE=$done_file
 export PYTHONPATH PYTHONDONTWRITEBYTECODE RELAYD_TAP_FD RELAYD_TAP_DONE
 
-"$PYTHON" -m pytest -p no:cacheprovider -p tap_plugin -q -rfE \
+"$PYTHON" -m pytest -p no:cacheprovider -p tap_plugin -q -rfE --tb=short \
 	"$top_srcdir/tests/integration" "$@" 3>&1 1>&2
 rc=$?
 

