@@ -4,6 +4,7 @@
  * Must not open sockets or the queue, nor log: errors go back "file:line: problem".
  */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -42,23 +43,30 @@
 
 /* How a value is written and where it is stored. */
 enum cfg_type {
-    T_HOSTNAME, /* char *: a host name (LDH labels) */
-    T_LISTEN,   /* struct cfg_listen * + size_t count */
-    T_PATH,     /* char *: made absolute against the file's directory */
-    T_SIZE,     /* uint64_t bytes: 10M, 512k, 1G, 1048576 */
-    T_UINT,     /* unsigned: decimal */
-    T_DURATION, /* uint64_t milliseconds: 250ms, 30s, 5m, 4h, 5d, 2w */
-    T_LOGLEVEL, /* enum log_level */
-    T_USER,     /* char *: a login name */
-    T_MODE,     /* enum cfg_mode */
-    T_ROUTE,    /* char *: "mx" or host[:port] */
-    T_BOOL,     /* int 0/1 */
-    T_DOMAINS,  /* char ** + size_t count: normalised domain names */
+    T_HOSTNAME,     /* char *: a host name (LDH labels) */
+    T_LISTEN,       /* struct cfg_listen * + size_t count */
+    T_PATH,         /* char *: made absolute against the file's directory */
+    T_SIZE,         /* uint64_t bytes: 10M, 512k, 1G, 1048576 */
+    T_UINT,         /* unsigned: decimal */
+    T_DURATION,     /* uint64_t milliseconds: 250ms, 30s, 5m, 4h, 5d, 2w */
+    T_LOGLEVEL,     /* enum log_level */
+    T_USER,         /* char *: a login name */
+    T_MODE,         /* enum cfg_mode */
+    T_ROUTE,        /* char *: "mx" or host[:port] */
+    T_BOOL,         /* int 0/1 */
+    T_DOMAINS,      /* char ** + size_t count: normalised domain names */
+    T_OFF_DURATION, /* uint64_t ms like T_DURATION, but 0 or "off" means off */
+    T_RATE,         /* unsigned count + uint64_t ms period: "120/1m" */
+    T_SERVERS,      /* char *: addr[:port] list as the c-ares CSV "127.0.0.1:53,[::1]:53" */
+    T_ADDRS,        /* struct cfg_net * + size_t count: addresses (full prefix); empty: none */
+    T_NETS,         /* struct cfg_net * + size_t count: "any" (none) or networks */
+    T_TLS,          /* enum cfg_tls */
 };
 
 #define F_OPTIONAL     0x1 /* an empty value means "not set" (NULL); that is the default */
 #define F_REQUIRED     0x2 /* no default: the section must set it */
 #define F_DEF_HOSTNAME 0x4 /* the default is the system's host name (gethostname) */
+#define F_INHERIT      0x8 /* domain key: unset takes the global key's value (off2) */
 
 /* One key of one scope. The default is text and goes through the same parser
  * as a value in a file, so the table cannot hold a default the parser would
@@ -66,10 +74,11 @@ enum cfg_type {
 struct cfg_key {
     const char *name;
     enum cfg_type type;
-    const char *def;  /* NULL: see flags */
-    size_t off;       /* of the field in struct config / cfg_domain / cfg_queue */
-    size_t count_off; /* list types: of the size_t element count */
-    uint64_t min;     /* T_UINT, T_SIZE, T_DURATION: inclusive range */
+    const char *def; /* NULL: see flags */
+    size_t off;      /* of the field in struct config / cfg_domain / cfg_queue */
+    size_t off2;     /* list types: of the size_t count; T_RATE: of the uint64_t period;
+                      * F_INHERIT: of the global field (struct config) of the same type */
+    uint64_t min;    /* T_UINT, T_SIZE, T_DURATION: inclusive range */
     uint64_t max;
     unsigned flags;
     const char *doc; /* one line; relayd.conf(5) says the same at more length */
@@ -115,6 +124,34 @@ static const struct cfg_key global_keys[] = {
      "drop root privileges to this user after binding; empty: stay as started"},
     {"log_level", T_LOGLEVEL, "info", G(log_level), 0, 0, 0, 0,
      "least severe log lines written: error, warn, info or debug"},
+    /* ---- delivery, resolver and ETRN (issue 3) ---- */
+    {"dns_servers", T_SERVERS, NULL, G(dns_servers), 0, 0, 0, F_OPTIONAL,
+     "resolvers to ask, addr[:port] or [ipv6]:port; empty: those in /etc/resolv.conf"},
+    {"my_addresses", T_ADDRS, "", G(my_addresses), G(nmy_addresses), 0, 0, 0,
+     "our own addresses: MX hosts with one of them are this relay (self-pruning)"},
+    {"delivery_port", T_UINT, "25", G(delivery_port), 0, 1, 65535, 0,
+     "port to deliver to for route = mx and for routes without a port"},
+    {"max_site_connections", T_UINT, "2", G(max_site_connections), 0, 1, 1000, 0,
+     "delivery connections open at once to one site"},
+    {"min_backoff", T_DURATION, "5m", G(min_backoff), 0, 100, MS_DAY, 0,
+     "wait after the first failed attempt to reach a site"},
+    {"max_backoff", T_DURATION, "4h", G(max_backoff), 0, 100, 30 * MS_DAY, 0,
+     "longest wait between attempts to reach a site (at least min_backoff)"},
+    {"queue_lifetime", T_DURATION, "5d", G(queue_lifetime), 0, MS_SECOND, 365 * MS_DAY, 0,
+     "how long mail may wait before it is returned to the sender"},
+    {"delay_warning", T_OFF_DURATION, "off", G(delay_warning), 0, MS_SECOND, 365 * MS_DAY, 0,
+     "tell the sender when mail has waited this long; off: never"},
+    /* RFC 5321 §4.5.3.2: the client timeouts, initial 220 to final dot. */
+    {"connect_timeout", T_DURATION, "30s", G(connect_timeout), 0, 100, MS_HOUR, 0,
+     "how long a delivery connection may take to open"},
+    {"delivery_timeout", T_DURATION, "5m", G(delivery_timeout), 0, 100, MS_HOUR, 0,
+     "how long to wait for the greeting and each reply before DATA ends"},
+    {"delivery_data_timeout", T_DURATION, "10m", G(delivery_data_timeout), 0, 100, MS_HOUR, 0,
+     "how long to wait for the reply to the end of the message"},
+    {"etrn_rate", T_RATE, "120/1m", G(etrn_rate), G(etrn_rate_period), 1, 1000000, 0,
+     "ETRN commands one client address may give per period: N/duration"},
+    {"tls_ca_file", T_PATH, NULL, G(tls_ca_file), 0, 0, 0, F_OPTIONAL,
+     "PEM CA certificates for tls = verify; empty: the system's store"},
 };
 
 static const struct cfg_key domain_keys[] = {
@@ -124,6 +161,18 @@ static const struct cfg_key domain_keys[] = {
      "where mail goes: mx (look up MX records) or host[:port]"},
     {"subdomains", T_BOOL, "no", D(subdomains), 0, 0, 0, 0,
      "also relay for every subdomain of this domain"},
+    {"tls", T_TLS, "may", D(tls), 0, 0, 0, 0,
+     "STARTTLS when delivering: none, may, encrypt or verify"},
+    {"queue_lifetime", T_DURATION, NULL, D(queue_lifetime), G(queue_lifetime), MS_SECOND,
+     365 * MS_DAY, F_INHERIT, "how long mail may wait before it is returned; unset: global"},
+    {"delay_warning", T_OFF_DURATION, NULL, D(delay_warning), G(delay_warning), MS_SECOND,
+     365 * MS_DAY, F_INHERIT, "tell the sender after this long; off: never; unset: global"},
+    {"probe_interval", T_OFF_DURATION, "off", D(probe_interval), 0, MS_SECOND, 30 * MS_DAY, 0,
+     "hold mode: also try delivery this often; off: only on ETRN, ATRN or flush"},
+    {"max_site_connections", T_UINT, NULL, D(max_site_connections), G(max_site_connections), 1,
+     1000, F_INHERIT, "delivery connections open at once to this site; unset: global"},
+    {"etrn_access", T_NETS, "any", D(etrn_access), D(netrn_access), 0, 0, 0,
+     "who may ETRN this domain: any, or a list of addresses and networks"},
 };
 
 static const struct cfg_key queue_keys[] = {
@@ -605,6 +654,16 @@ static void free_listen(struct cfg_listen *l)
     free(l);
 }
 
+/* What a cfg_domain owns (sections and cfg->other alike). */
+static void free_domain(struct cfg_domain *d)
+{
+    free(d->name);
+    free(d->route);
+    free(d->file);
+    free(d->route_host);
+    free(d->etrn_access);
+}
+
 static void free_strv(char **v, size_t n)
 {
     for (size_t i = 0; v != NULL && i < n; i++)
@@ -678,7 +737,7 @@ static int set_listen(void *base, const struct cfg_key *k, const char *value, ch
     }
     free_listen(*(struct cfg_listen **)((char *)base + k->off));
     *(struct cfg_listen **)((char *)base + k->off) = l;
-    *(size_t *)((char *)base + k->count_off) = n;
+    *(size_t *)((char *)base + k->off2) = n;
     l = NULL;
     rc = 0;
 done:
@@ -727,9 +786,9 @@ static int set_domains(void *base, const struct cfg_key *k, const char *value, c
             goto done;
         }
     }
-    free_strv(*(char ***)((char *)base + k->off), *(size_t *)((char *)base + k->count_off));
+    free_strv(*(char ***)((char *)base + k->off), *(size_t *)((char *)base + k->off2));
     *(char ***)((char *)base + k->off) = v;
-    *(size_t *)((char *)base + k->count_off) = n;
+    *(size_t *)((char *)base + k->off2) = n;
     v = NULL;
     rc = 0;
 done:
@@ -738,6 +797,286 @@ done:
     free(copy);
     return rc;
 }
+
+/* ---- addresses and networks ----------------------------------------------------------- */
+
+static const uint8_t v4mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+/* The address bytes of sa for prefix comparison: 4 for IPv4, 16 for IPv6.
+ * An IPv4-mapped IPv6 address (::ffff:a.b.c.d, RFC 4291 §2.5.5.2) is taken
+ * as the IPv4 address it carries, so a dual-stack listener's peers match
+ * IPv4 blocks. *prefix (if not NULL) is shortened the same way. 0 or -1. */
+static int addr_bytes(const struct sockaddr *sa, uint8_t out[16], int *family, unsigned *prefix)
+{
+    if (sa == NULL)
+        return -1;
+    if (sa->sa_family == AF_INET) {
+        memcpy(out, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        *family = AF_INET;
+        return 0;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+        if (memcmp(b, v4mapped_prefix, 12) == 0 && (prefix == NULL || *prefix >= 96)) {
+            memcpy(out, b + 12, 4);
+            *family = AF_INET;
+            if (prefix != NULL)
+                *prefix -= 96;
+            return 0;
+        }
+        memcpy(out, b, 16);
+        *family = AF_INET6;
+        return 0;
+    }
+    return -1;
+}
+
+/* Do the first bits of a and b agree? */
+static int prefix_equal(const uint8_t *a, const uint8_t *b, unsigned bits)
+{
+    unsigned whole = bits / 8, rest = bits % 8;
+
+    if (memcmp(a, b, whole) != 0)
+        return 0;
+    if (rest == 0)
+        return 1;
+    return ((a[whole] ^ b[whole]) & (uint8_t)(0xff00 >> rest)) == 0;
+}
+
+/* "192.0.2.0/24", "2001:db8::/32" or one address (full prefix) into out.
+ * with_prefix = 0: an address only. The bits after the prefix must be zero,
+ * so a typo such as 192.0.2.1/16 is caught rather than guessed at. */
+static int parse_net(const char *tok, struct cfg_net *out, int with_prefix, char *why,
+                     size_t whylen)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(tok, '/');
+    size_t hlen = slash ? (size_t)(slash - tok) : strlen(tok);
+    unsigned full;
+    uint64_t v;
+    const char *end;
+    uint8_t bytes[16];
+
+    memset(out, 0, sizeof(*out));
+    if (hlen == 0 || hlen >= sizeof(host) || (slash != NULL && !with_prefix))
+        goto bad;
+    memcpy(host, tok, hlen);
+    host[hlen] = '\0';
+    if (inet_pton(AF_INET, host, &((struct sockaddr_in *)&out->addr)->sin_addr) == 1) {
+        out->addr.ss_family = AF_INET;
+        full = 32;
+    } else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&out->addr)->sin6_addr) == 1) {
+        out->addr.ss_family = AF_INET6;
+        full = 128;
+    } else
+        goto bad;
+    out->prefix = full;
+    if (slash != NULL) {
+        if (parse_digits(slash + 1, &v, &end) < 0 || *end != '\0' || v > full) {
+            snprintf(why, whylen, "'%s': the prefix length must be from 0 to %u", tok, full);
+            return -1;
+        }
+        out->prefix = (unsigned)v;
+    }
+    /* Bytes as written (no IPv4-mapped folding) for the host-bits check. */
+    if (full == 32)
+        memcpy(bytes, &((struct sockaddr_in *)&out->addr)->sin_addr, 4);
+    else
+        memcpy(bytes, &((struct sockaddr_in6 *)&out->addr)->sin6_addr, 16);
+    for (unsigned i = out->prefix; i < full; i++) {
+        if (bytes[i / 8] & (0x80 >> (i % 8))) {
+            snprintf(why, whylen, "'%s' has bits set after the first %u: write the network address",
+                     tok, out->prefix);
+            return -1;
+        }
+    }
+    return 0;
+bad:
+    snprintf(why, whylen, "'%s' is not an %s", tok,
+             with_prefix ? "IPv4 or IPv6 address or network (addr/len)" : "IPv4 or IPv6 address");
+    return -1;
+}
+
+/* Network as config_load reads it back: the address, and "/len" unless it
+ * is a single address. */
+static void format_net(const struct cfg_net *n, char *buf, size_t len)
+{
+    char a[INET6_ADDRSTRLEN];
+    unsigned full = n->addr.ss_family == AF_INET ? 32 : 128;
+    const void *src = n->addr.ss_family == AF_INET
+                          ? (const void *)&((const struct sockaddr_in *)&n->addr)->sin_addr
+                          : (const void *)&((const struct sockaddr_in6 *)&n->addr)->sin6_addr;
+
+    if (inet_ntop(n->addr.ss_family, src, a, sizeof(a)) == NULL)
+        snprintf(a, sizeof(a), "?");
+    if (n->prefix < full)
+        snprintf(buf, len, "%s/%u", a, n->prefix);
+    else
+        snprintf(buf, len, "%s", a);
+}
+
+/* my_addresses (T_ADDRS: addresses, empty = none) and etrn_access (T_NETS:
+ * "any" = none, else networks). A block listed twice is an error. */
+static int set_nets(void *base, const struct cfg_key *k, const char *value, char *why,
+                    size_t whylen)
+{
+    char **tok = NULL, *copy;
+    size_t ntok = 0, n = 0;
+    struct cfg_net *v = NULL;
+    int rc = -1, nets = k->type == T_NETS;
+
+    copy = split_list(value, &tok, &ntok);
+    if (copy == NULL) {
+        snprintf(why, whylen, "out of memory");
+        goto done;
+    }
+    if (ntok == 0 && nets) {
+        snprintf(why, whylen, "expected any, or a list of addresses and networks");
+        goto done;
+    }
+    if (nets && ntok == 1 && strcasecmp(tok[0], "any") == 0)
+        ntok = 0;
+    if (ntok > 0 && (v = calloc(ntok, sizeof(*v))) == NULL) {
+        snprintf(why, whylen, "out of memory");
+        goto done;
+    }
+    for (; n < ntok; n++) {
+        if (nets && strcasecmp(tok[n], "any") == 0) {
+            snprintf(why, whylen, "'any' cannot be combined with a list");
+            goto done;
+        }
+        if (parse_net(tok[n], &v[n], nets, why, whylen) < 0)
+            goto done;
+        for (size_t m = 0; m < n; m++) {
+            if (v[m].prefix == v[n].prefix &&
+                memcmp(&v[m].addr, &v[n].addr, sizeof(v[m].addr)) == 0) {
+                snprintf(why, whylen, "%s is listed twice", tok[n]);
+                goto done;
+            }
+        }
+    }
+    free(*(struct cfg_net **)((char *)base + k->off));
+    *(struct cfg_net **)((char *)base + k->off) = v;
+    *(size_t *)((char *)base + k->off2) = n;
+    v = NULL;
+    rc = 0;
+done:
+    free(v);
+    free(tok);
+    free(copy);
+    return rc;
+}
+
+/* dns_servers: each of "192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:53",
+ * "[2001:db8::53]" or "2001:db8::53" into c-ares's CSV form, always with a
+ * port (53 when none is given) so the text is never ambiguous for IPv6.
+ * Names are refused: the resolvers cannot be found through themselves. */
+static int set_servers(void *base, const struct cfg_key *k, const char *value, char *why,
+                       size_t whylen)
+{
+    char **tok = NULL, *copy, *csv = NULL;
+    size_t ntok = 0, used = 0, cap;
+    int rc = -1;
+
+    copy = split_list(value, &tok, &ntok);
+    if (copy == NULL) {
+        snprintf(why, whylen, "out of memory");
+        goto done;
+    }
+    cap = ntok * (INET6_ADDRSTRLEN + 10) + 1;
+    csv = malloc(cap);
+    if (csv == NULL) {
+        snprintf(why, whylen, "out of memory");
+        goto done;
+    }
+    csv[0] = '\0';
+    for (size_t i = 0; i < ntok; i++) {
+        char host[INET6_ADDRSTRLEN + 1], norm[INET6_ADDRSTRLEN];
+        const char *t = tok[i], *port = NULL;
+        unsigned p = 53;
+        size_t hlen;
+        int v6;
+        unsigned char bin[16];
+
+        if (t[0] == '[') {
+            const char *close = strchr(t, ']');
+            if (close == NULL || (close[1] != '\0' && close[1] != ':')) {
+                snprintf(why, whylen, "'%s': expected [ipv6] or [ipv6]:port", t);
+                goto done;
+            }
+            hlen = (size_t)(close - t - 1);
+            t++;
+            port = close[1] == ':' ? close + 2 : NULL;
+            v6 = 1;
+        } else if (strchr(t, ':') != NULL && strchr(t, ':') != strrchr(t, ':')) {
+            hlen = strlen(t); /* a bare IPv6 address: no port */
+            v6 = 1;
+        } else {
+            const char *colon = strchr(t, ':');
+            hlen = colon ? (size_t)(colon - t) : strlen(t);
+            port = colon ? colon + 1 : NULL;
+            v6 = 0;
+        }
+        if (hlen == 0 || hlen >= sizeof(host))
+            goto badaddr;
+        memcpy(host, t, hlen);
+        host[hlen] = '\0';
+        if (inet_pton(v6 ? AF_INET6 : AF_INET, host, bin) != 1 ||
+            inet_ntop(v6 ? AF_INET6 : AF_INET, bin, norm, sizeof(norm)) == NULL)
+            goto badaddr;
+        if (port != NULL && parse_port(port, &p) < 0) {
+            snprintf(why, whylen, "'%s': port must be a number from 1 to 65535", tok[i]);
+            goto done;
+        }
+        used += (size_t)snprintf(csv + used, cap - used, v6 ? "%s[%s]:%u" : "%s%s:%u", i ? "," : "",
+                                 norm, p);
+        continue;
+    badaddr:
+        snprintf(why, whylen, "'%s': expected an IPv4 address or [IPv6], with an optional :port",
+                 tok[i]);
+        goto done;
+    }
+    if (ntok == 0) {
+        free(csv); /* nothing listed: /etc/resolv.conf */
+        csv = NULL;
+    }
+    free(*(char **)((char *)base + k->off));
+    *(char **)((char *)base + k->off) = csv;
+    csv = NULL;
+    rc = 0;
+done:
+    free(csv);
+    free(tok);
+    free(copy);
+    return rc;
+}
+
+/* etrn_rate: "N/duration", N from k->min to k->max, the period from 1s to 1d. */
+static int set_rate(void *base, const struct cfg_key *k, const char *value, char *why,
+                    size_t whylen)
+{
+    uint64_t n, period;
+    const char *end;
+
+    if (parse_digits(value, &n, &end) < 0 || *end != '/' || n < k->min || n > k->max ||
+        config_parse_duration(end + 1, &period) < 0 || period < MS_SECOND || period > MS_DAY) {
+        snprintf(why, whylen,
+                 "expected count/duration such as 120/1m, count from %" PRIu64 " to %" PRIu64
+                 ", duration from 1s to 1d",
+                 k->min, k->max);
+        return -1;
+    }
+    *(unsigned *)((char *)base + k->off) = (unsigned)n;
+    *(uint64_t *)((char *)base + k->off2) = period;
+    return 0;
+}
+
+static const char *const tls_names[] = {
+    [CFG_TLS_NONE] = "none",
+    [CFG_TLS_MAY] = "may",
+    [CFG_TLS_ENCRYPT] = "encrypt",
+    [CFG_TLS_VERIFY] = "verify",
+};
 
 /* Parse value for key k into the object at base (struct config, cfg_domain
  * or cfg_queue). dir is the directory of the file the value came from,
@@ -843,6 +1182,36 @@ static int set_value(void *base, const struct cfg_key *k, const char *value, con
         snprintf(why, whylen, "expected yes or no");
         return -1;
     }
+    case T_OFF_DURATION:
+        if (strcasecmp(value, "off") == 0) {
+            *(uint64_t *)field = 0;
+            return 0;
+        }
+        if (config_parse_duration(value, &v) < 0 || (v != 0 && (v < k->min || v > k->max))) {
+            format_duration(k->min, buf, sizeof(buf));
+            format_duration(k->max, buf2, sizeof(buf2));
+            snprintf(why, whylen, "expected off, or a duration like 30s, 4h, 2d from %s to %s", buf,
+                     buf2);
+            return -1;
+        }
+        *(uint64_t *)field = v;
+        return 0;
+    case T_TLS:
+        for (size_t i = 0; i < sizeof(tls_names) / sizeof(tls_names[0]); i++) {
+            if (strcasecmp(value, tls_names[i]) == 0) {
+                *(enum cfg_tls *)field = (enum cfg_tls)i;
+                return 0;
+            }
+        }
+        snprintf(why, whylen, "expected none, may, encrypt or verify");
+        return -1;
+    case T_RATE:
+        return set_rate(base, k, value, why, whylen);
+    case T_SERVERS:
+        return set_servers(base, k, value, why, whylen);
+    case T_ADDRS:
+    case T_NETS:
+        return set_nets(base, k, value, why, whylen);
     case T_LISTEN:
         return set_listen(base, k, value, why, whylen);
     case T_DOMAINS:
@@ -869,8 +1238,45 @@ static void print_value(FILE *fp, const void *base, const struct cfg_key *k)
     case T_PATH:
     case T_USER:
     case T_ROUTE:
+    case T_SERVERS:
         s = *(char *const *)field;
         break;
+    case T_OFF_DURATION:
+        if (*(const uint64_t *)field == 0) {
+            s = "off";
+            break;
+        }
+        format_duration(*(const uint64_t *)field, buf, sizeof(buf));
+        s = buf;
+        break;
+    case T_RATE: {
+        char per[32];
+        format_duration(*(const uint64_t *)((const char *)base + k->off2), per, sizeof(per));
+        snprintf(buf, sizeof(buf), "%u/%s", *(const unsigned *)field, per);
+        s = buf;
+        break;
+    }
+    case T_TLS: {
+        unsigned t = (unsigned)*(const enum cfg_tls *)field;
+        s = t < sizeof(tls_names) / sizeof(tls_names[0]) ? tls_names[t] : "may";
+        break;
+    }
+    case T_ADDRS:
+    case T_NETS: {
+        const struct cfg_net *v = *(struct cfg_net *const *)field;
+        size_t n = *(const size_t *)((const char *)base + k->off2);
+        if (n == 0 && k->type == T_NETS) {
+            s = "any";
+            break;
+        }
+        fputs(" =", fp);
+        for (size_t i = 0; i < n; i++) {
+            char nb[INET6_ADDRSTRLEN + 8];
+            format_net(&v[i], nb, sizeof(nb));
+            fprintf(fp, "%s%s", i ? ", " : " ", nb);
+        }
+        return;
+    }
     case T_SIZE:
         format_size(*(const uint64_t *)field, buf, sizeof(buf));
         s = buf;
@@ -896,7 +1302,7 @@ static void print_value(FILE *fp, const void *base, const struct cfg_key *k)
         break;
     case T_LISTEN: {
         const struct cfg_listen *l = *(struct cfg_listen *const *)field;
-        size_t n = *(const size_t *)((const char *)base + k->count_off);
+        size_t n = *(const size_t *)((const char *)base + k->off2);
         fputs(" =", fp);
         for (size_t i = 0; i < n; i++)
             fprintf(fp, "%s%s", i ? ", " : " ", l[i].text);
@@ -904,7 +1310,7 @@ static void print_value(FILE *fp, const void *base, const struct cfg_key *k)
     }
     case T_DOMAINS: {
         char *const *v = *(char **const *)field;
-        size_t n = *(const size_t *)((const char *)base + k->count_off);
+        size_t n = *(const size_t *)((const char *)base + k->off2);
         fputs(" =", fp);
         for (size_t i = 0; i < n; i++)
             fprintf(fp, "%s%s", i ? ", " : " ", v[i]);
@@ -1313,7 +1719,7 @@ static int apply_defaults(struct build *b, void *base, const struct cfg_key *key
     for (size_t i = 0; i < n; i++) {
         const char *def = keys[i].def;
         char host[256];
-        if (seen[i].file != NULL || (keys[i].flags & (F_OPTIONAL | F_REQUIRED)))
+        if (seen[i].file != NULL || (keys[i].flags & (F_OPTIONAL | F_REQUIRED | F_INHERIT)))
             continue;
         if (keys[i].flags & F_DEF_HOSTNAME) {
             /* Not every system name is a valid EHLO name; then say localhost. */
@@ -1329,6 +1735,93 @@ static int apply_defaults(struct build *b, void *base, const struct cfg_key *key
                         def ? why : "missing");
     }
     return 0;
+}
+
+/* Domain keys the section did not set take the global value. Runs after the
+ * whole file is read: globals may come after the sections in include order. */
+static void inherit_globals(const struct config *cfg, struct cfg_domain *d, const struct seen *seen)
+{
+    for (size_t i = 0; i < NDOMAIN; i++) {
+        const struct cfg_key *k = &domain_keys[i];
+        const char *from = (const char *)cfg + k->off2;
+        char *to = (char *)d + k->off;
+        if (seen[i].file != NULL || !(k->flags & F_INHERIT))
+            continue;
+        switch (k->type) {
+        case T_DURATION:
+        case T_OFF_DURATION:
+        case T_SIZE:
+            *(uint64_t *)to = *(const uint64_t *)from;
+            break;
+        case T_UINT:
+            *(unsigned *)to = *(const unsigned *)from;
+            break;
+        default:
+            assert(0 && "F_INHERIT on a type inherit_globals does not copy");
+        }
+    }
+}
+
+/* route (already checked by valid_route) into route_mx / route_host /
+ * route_port; a route without a port, and route = mx, use delivery_port. */
+static int resolve_route(struct build *b, struct cfg_domain *d)
+{
+    const char *r = d->route, *port = NULL;
+    size_t hlen;
+
+    d->route_mx = 0;
+    d->route_port = b->cfg->delivery_port;
+    free(d->route_host);
+    d->route_host = NULL;
+    if (r == NULL || strcmp(r, "mx") == 0) {
+        d->route_mx = 1;
+        return 0;
+    }
+    if (r[0] == '[') {
+        const char *close = strchr(r, ']');
+        hlen = (size_t)(close - r - 1);
+        r++;
+        port = close[1] == ':' ? close + 2 : NULL;
+    } else {
+        const char *colon = strchr(r, ':');
+        hlen = colon ? (size_t)(colon - r) : strlen(r);
+        port = colon ? colon + 1 : NULL;
+    }
+    d->route_host = strndup(r, hlen);
+    if (d->route_host == NULL)
+        return fail(b, d->file, d->line, "out of memory");
+    if (port != NULL && parse_port(port, &d->route_port) < 0)
+        return fail(b, d->file, d->line, "bad port in route %s", d->route);
+    return 0;
+}
+
+/* cfg->other: how mail for destinations that are not relay domains (bounces
+ * to senders) is delivered: always retried, by MX, with the global limits.
+ * name and route are allocated like a section's, and freed the same way. */
+static int fill_other(struct build *b)
+{
+    struct config *cfg = b->cfg;
+    struct cfg_domain *o = &cfg->other;
+
+    memset(o, 0, sizeof(*o));
+    o->name = strdup("");
+    o->route = strdup("mx");
+    if (o->name == NULL || o->route == NULL)
+        return fail(b, NULL, 0, "out of memory");
+    o->mode = CFG_MODE_RETRY;
+    o->route_mx = 1;
+    o->route_port = cfg->delivery_port;
+    o->tls = CFG_TLS_MAY;
+    o->queue_lifetime = cfg->queue_lifetime;
+    o->delay_warning = cfg->delay_warning;
+    o->probe_interval = 0;
+    o->max_site_connections = cfg->max_site_connections;
+    return 0;
+}
+
+static const struct seen *global_seen(struct build *b, const char *name)
+{
+    return &b->gseen[find_key(global_keys, NGLOBAL, name) - global_keys];
 }
 
 /* The files named by tls_cert and tls_key must be there and readable now:
@@ -1444,11 +1937,28 @@ static int finish(struct build *b)
     if (cfg->tls_cert != NULL && (check_readable(b, "tls_cert", cfg->tls_cert, cert) < 0 ||
                                   check_readable(b, "tls_key", cfg->tls_key, key) < 0))
         return -1;
+    if (cfg->tls_ca_file != NULL &&
+        check_readable(b, "tls_ca_file", cfg->tls_ca_file, global_seen(b, "tls_ca_file")) < 0)
+        return -1;
+    if (cfg->max_backoff < cfg->min_backoff) {
+        const struct seen *s = global_seen(b, "max_backoff");
+        char lo[32], hi[32];
+        if (s->file == NULL)
+            s = global_seen(b, "min_backoff");
+        format_duration(cfg->min_backoff, lo, sizeof(lo));
+        format_duration(cfg->max_backoff, hi, sizeof(hi));
+        return fail(b, s->file, s->line, "max_backoff (%s) is less than min_backoff (%s)", hi, lo);
+    }
 
     for (size_t i = 0; i < cfg->ndomains; i++) {
         if (apply_defaults(b, &cfg->domains[i], domain_keys, NDOMAIN, b->dseen[i]) < 0)
             return -1;
+        inherit_globals(cfg, &cfg->domains[i], b->dseen[i]);
+        if (resolve_route(b, &cfg->domains[i]) < 0)
+            return -1;
     }
+    if (fill_other(b) < 0)
+        return -1;
     if (sort_domains(b) < 0)
         return -1;
 
@@ -1510,6 +2020,30 @@ done:
     return rc;
 }
 
+const struct cfg_domain *config_delivery_domain(const struct config *cfg, const char *domain)
+{
+    const struct cfg_domain *d = config_find_domain(cfg, domain);
+
+    return d != NULL ? d : &cfg->other;
+}
+
+int config_net_match(const struct cfg_net *nets, size_t n, const struct sockaddr *addr)
+{
+    uint8_t peer[16], block[16];
+    int pf, bf;
+
+    if (nets == NULL || addr_bytes(addr, peer, &pf, NULL) < 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned prefix = nets[i].prefix;
+        if (addr_bytes((const struct sockaddr *)&nets[i].addr, block, &bf, &prefix) < 0)
+            continue;
+        if (bf == pf && prefix <= (bf == AF_INET ? 32u : 128u) && prefix_equal(peer, block, prefix))
+            return 1;
+    }
+    return 0;
+}
+
 struct config *config_ref(struct config *cfg)
 {
     cfg->refs++;
@@ -1527,12 +2061,13 @@ void config_unref(struct config *cfg)
     free(cfg->tls_cert);
     free(cfg->tls_key);
     free(cfg->user);
-    for (size_t i = 0; i < cfg->ndomains; i++) {
-        free(cfg->domains[i].name);
-        free(cfg->domains[i].route);
-        free(cfg->domains[i].file);
-    }
+    free(cfg->dns_servers);
+    free(cfg->my_addresses);
+    free(cfg->tls_ca_file);
+    for (size_t i = 0; i < cfg->ndomains; i++)
+        free_domain(&cfg->domains[i]);
     free(cfg->domains);
+    free_domain(&cfg->other);
     for (size_t i = 0; i < cfg->nqueues; i++) {
         free(cfg->queues[i].name);
         free_strv(cfg->queues[i].domains, cfg->queues[i].ndomains);

@@ -134,22 +134,83 @@ static void test_full(void **state)
     assert_string_equal(cfg->tls_key, DIR_ "tls/key.pem"); /* "./tls//key.pem" cleaned */
     assert_string_equal(cfg->user, "nobody");
     assert_int_equal(cfg->log_level, LOGL_DEBUG);
+    /* delivery, resolver, ETRN */
+    assert_string_equal(cfg->dns_servers, "127.0.0.1:5353,[::1]:53,[2001:db8::53]:53");
+    assert_int_equal(cfg->nmy_addresses, 2);
+    assert_int_equal(cfg->my_addresses[0].addr.ss_family, AF_INET);
+    assert_int_equal(cfg->my_addresses[0].prefix, 32);
+    assert_int_equal(cfg->my_addresses[1].addr.ss_family, AF_INET6);
+    assert_int_equal(cfg->my_addresses[1].prefix, 128);
+    assert_int_equal(cfg->delivery_port, 2526);
+    assert_int_equal(cfg->max_site_connections, 4);
+    assert_int_equal(cfg->min_backoff, 30000);
+    assert_int_equal(cfg->max_backoff, 2 * 3600000);
+    assert_int_equal(cfg->queue_lifetime, 7ull * 86400000);
+    assert_int_equal(cfg->delay_warning, 4 * 3600000);
+    assert_int_equal(cfg->connect_timeout, 10000);
+    assert_int_equal(cfg->delivery_timeout, 120000);
+    assert_int_equal(cfg->delivery_data_timeout, 900000);
+    assert_int_equal(cfg->etrn_rate, 10);
+    assert_int_equal(cfg->etrn_rate_period, 30000);
+    assert_string_equal(cfg->tls_ca_file, DIR_ "tls/cert.pem");
 
     /* sorted by name */
     assert_int_equal(cfg->ndomains, 2);
     d = &cfg->domains[0];
     assert_string_equal(d->name, "example.net");
     assert_int_equal(d->mode, CFG_MODE_HOLD);
-    assert_string_equal(d->route, "[2001:db8::25]:25");
+    assert_string_equal(d->route, "[2001:db8::25]");
+    assert_int_equal(d->route_mx, 0);
+    assert_string_equal(d->route_host, "2001:db8::25");
+    assert_int_equal(d->route_port, 2526); /* no port: delivery_port */
     assert_int_equal(d->subdomains, 0);
     assert_string_equal(d->file, DIR_ "full.conf");
-    assert_int_equal(d->line, 25);
+    assert_int_equal(d->line, 45);
+    /* not set in the section: the global values */
+    assert_int_equal(d->tls, CFG_TLS_MAY);
+    assert_int_equal(d->queue_lifetime, 7ull * 86400000);
+    assert_int_equal(d->delay_warning, 4 * 3600000);
+    assert_int_equal(d->probe_interval, 0);
+    assert_int_equal(d->max_site_connections, 4);
+    assert_null(d->etrn_access);
+    assert_int_equal(d->netrn_access, 0);
     d = &cfg->domains[1];
     assert_string_equal(d->name, "example.org"); /* from "Example.ORG." */
     assert_int_equal(d->mode, CFG_MODE_RETRY);
     assert_string_equal(d->route, "smtp.example.org:2525");
+    assert_int_equal(d->route_mx, 0);
+    assert_string_equal(d->route_host, "smtp.example.org");
+    assert_int_equal(d->route_port, 2525);
     assert_int_equal(d->subdomains, 1);
-    assert_int_equal(d->line, 19);
+    assert_int_equal(d->line, 32);
+    assert_int_equal(d->tls, CFG_TLS_VERIFY);
+    assert_int_equal(d->queue_lifetime, 30ull * 86400000);
+    assert_int_equal(d->delay_warning, 0); /* off here although the global is 4h */
+    assert_int_equal(d->probe_interval, 15 * 60000);
+    assert_int_equal(d->max_site_connections, 1);
+    assert_int_equal(d->netrn_access, 3);
+    assert_int_equal(d->etrn_access[0].prefix, 24);
+    assert_int_equal(d->etrn_access[1].prefix, 32);
+    assert_int_equal(d->etrn_access[1].addr.ss_family, AF_INET6);
+    assert_int_equal(d->etrn_access[2].prefix, 32);
+    assert_int_equal(d->etrn_access[2].addr.ss_family, AF_INET);
+
+    /* everything else: retry, by MX, with the global limits */
+    d = config_delivery_domain(cfg, "elsewhere.example");
+    assert_ptr_equal(d, &cfg->other);
+    assert_string_equal(d->name, "");
+    assert_int_equal(d->mode, CFG_MODE_RETRY);
+    assert_int_equal(d->route_mx, 1);
+    assert_null(d->route_host);
+    assert_int_equal(d->route_port, 2526);
+    assert_int_equal(d->tls, CFG_TLS_MAY);
+    assert_int_equal(d->queue_lifetime, 7ull * 86400000);
+    assert_int_equal(d->delay_warning, 4 * 3600000);
+    assert_int_equal(d->max_site_connections, 4);
+    assert_null(d->etrn_access);
+    assert_ptr_equal(config_delivery_domain(cfg, "mail.Example.ORG"), &cfg->domains[1]);
+    assert_ptr_equal(config_delivery_domain(cfg, "example.net"), &cfg->domains[0]);
+    assert_ptr_equal(config_delivery_domain(cfg, "mail.example.net"), &cfg->other);
 
     assert_int_equal(cfg->nqueues, 1);
     q = config_find_queue(cfg, "customers");
@@ -203,11 +264,39 @@ static void test_defaults(void **state)
     assert_null(cfg->tls_key);
     assert_null(cfg->user);
     assert_int_equal(cfg->log_level, LOGL_INFO);
+    assert_null(cfg->dns_servers);
+    assert_null(cfg->my_addresses);
+    assert_int_equal(cfg->nmy_addresses, 0);
+    assert_int_equal(cfg->delivery_port, 25);
+    assert_int_equal(cfg->max_site_connections, 2);
+    assert_int_equal(cfg->min_backoff, 5 * 60000);
+    assert_int_equal(cfg->max_backoff, 4 * 3600000);
+    assert_int_equal(cfg->queue_lifetime, 5ull * 86400000);
+    assert_int_equal(cfg->delay_warning, 0);
+    assert_int_equal(cfg->connect_timeout, 30000);
+    assert_int_equal(cfg->delivery_timeout, 5 * 60000);
+    assert_int_equal(cfg->delivery_data_timeout, 10 * 60000);
+    assert_int_equal(cfg->etrn_rate, 120);
+    assert_int_equal(cfg->etrn_rate_period, 60000);
+    assert_null(cfg->tls_ca_file);
     assert_int_equal(cfg->ndomains, 1);
     assert_string_equal(cfg->domains[0].name, "example.org");
     assert_int_equal(cfg->domains[0].mode, CFG_MODE_HOLD);
     assert_string_equal(cfg->domains[0].route, "mx");
+    assert_int_equal(cfg->domains[0].route_mx, 1);
+    assert_null(cfg->domains[0].route_host);
+    assert_int_equal(cfg->domains[0].route_port, 25);
     assert_int_equal(cfg->domains[0].subdomains, 0);
+    assert_int_equal(cfg->domains[0].tls, CFG_TLS_MAY);
+    assert_int_equal(cfg->domains[0].queue_lifetime, 5ull * 86400000);
+    assert_int_equal(cfg->domains[0].delay_warning, 0);
+    assert_int_equal(cfg->domains[0].probe_interval, 0);
+    assert_int_equal(cfg->domains[0].max_site_connections, 2);
+    assert_null(cfg->domains[0].etrn_access);
+    assert_int_equal(cfg->domains[0].netrn_access, 0);
+    assert_string_equal(cfg->other.name, "");
+    assert_int_equal(cfg->other.mode, CFG_MODE_RETRY);
+    assert_int_equal(cfg->other.route_port, 25);
     assert_int_equal(cfg->nqueues, 0);
     assert_null(config_find_queue(cfg, "x"));
     config_unref(cfg);
@@ -372,7 +461,7 @@ static void test_man_page_lists_every_key(void **state)
             fail_msg("relayd.conf.5 has no '%s' entry", want + 1);
         nkeys++;
     }
-    assert_int_equal(nkeys, 16 + 2 * 3 + 1); /* globals, 2 domains, 1 queue */
+    assert_int_equal(nkeys, 29 + 2 * 9 + 1); /* globals, 2 domains, 1 queue */
     assert_non_null(strstr(man, "\n.It Ic include No = "));
     free(man);
     free(t);
@@ -458,6 +547,15 @@ static const struct bad_case bad_cases[] = {
      "bad-tls-missing.conf:2: ", "tls_cert " DIR_ "tls/missing.pem: No such file or directory"},
     {"bad-section-syntax.conf", "bad-section-syntax.conf:2: ", "expected ']'"},
     {"bad-domain-name.conf", "bad-domain-name.conf:2: ", "'exa_mple.org' is not a domain name"},
+    {"bad-backoff.conf", "bad-backoff.conf:3: ", "max_backoff (5m) is less than min_backoff (10m)"},
+    {"bad-backoff-default.conf",
+     "bad-backoff-default.conf:3: ", "max_backoff (4h) is less than min_backoff (5h)"},
+    {"bad-etrn-access.conf", "bad-etrn-access.conf:3: ", "'198.51.100.1/24' has bits set"},
+    {"bad-dns-servers.conf", "bad-dns-servers.conf:2: ", "'dns.example.net': expected an IPv4"},
+    {"bad-etrn-rate.conf", "bad-etrn-rate.conf:2: ", "expected count/duration such as 120/1m"},
+    {"bad-tls-policy.conf", "bad-tls-policy.conf:2: ", "expected none, may, encrypt or verify"},
+    {"bad-ca-missing.conf",
+     "bad-ca-missing.conf:1: ", "tls_ca_file " DIR_ "tls/no-such-ca.pem: No such file"},
 };
 
 static void test_bad_files(void **state)
@@ -993,6 +1091,292 @@ static void test_find_domain(void **state)
     config_unref(cfg);
 }
 
+/* ---- delivery, resolver and ETRN keys -------------------------------------------------- */
+
+/* Each value of a new key, accepted or refused, and what it is stored as. */
+static void test_delivery_values(void **state)
+{
+    static const struct {
+        const char *text;
+        int ok;
+    } cases[] = {
+        {"delivery_port = 1\n", 1},
+        {"delivery_port = 65535\n", 1},
+        {"delivery_port = 0\n", 0},
+        {"delivery_port = 65536\n", 0},
+        {"max_site_connections = 1000\n", 1},
+        {"max_site_connections = 0\n", 0},
+        {"max_site_connections = 1001\n", 0},
+        {"min_backoff = 100ms\n", 1},
+        {"min_backoff = 99ms\n", 0},
+        {"max_backoff = 30d\n", 1},
+        {"max_backoff = 31d\n", 0},
+        {"min_backoff = 1h\nmax_backoff = 1h\n", 1}, /* equal is fine */
+        {"queue_lifetime = 1s\n", 1},
+        {"queue_lifetime = 0\n", 0},
+        {"queue_lifetime = 366d\n", 0},
+        {"delay_warning = 0\n", 1},
+        {"delay_warning = OFF\n", 1},
+        {"delay_warning = 500ms\n", 0},
+        {"delay_warning = never\n", 0},
+        {"delay_warning = \n", 0},
+        {"connect_timeout = 100ms\n", 1},
+        {"connect_timeout = 2h\n", 0},
+        {"delivery_timeout = 0\n", 0},
+        {"delivery_data_timeout = 1h\n", 1},
+        {"etrn_rate = 1/1s\n", 1},
+        {"etrn_rate = 1000000/1d\n", 1},
+        {"etrn_rate = 0/1m\n", 0},
+        {"etrn_rate = 1000001/1m\n", 0},
+        {"etrn_rate = 5/0s\n", 0},
+        {"etrn_rate = 5/2d\n", 0},
+        {"etrn_rate = 5/\n", 0},
+        {"etrn_rate = /1m\n", 0},
+        {"etrn_rate = 5 / 1m\n", 0},
+        {"etrn_rate = -5/1m\n", 0},
+        {"dns_servers =\n", 1},
+        {"dns_servers = 127.0.0.1:0\n", 0},
+        {"dns_servers = 127.0.0.1:65536\n", 0},
+        {"dns_servers = [::1\n", 0},
+        {"dns_servers = [127.0.0.1]:53\n", 0},
+        {"dns_servers = 127.1\n", 0},
+        {"dns_servers = localhost\n", 0},
+        {"my_addresses =\n", 1},
+        {"my_addresses = 192.0.2.0/24\n", 0}, /* addresses, not networks */
+        {"my_addresses = any\n", 0},
+        {"my_addresses = 192.0.2.1 192.0.2.1\n", 0},
+        {"my_addresses = [2001:db8::1]\n", 0},
+        {"[domain a.example]\ntls = none\n", 1},
+        {"[domain a.example]\ntls = ENCRYPT\n", 1},
+        {"[domain a.example]\ntls = yes\n", 0},
+        {"[domain a.example]\nprobe_interval = 30d\n", 1},
+        {"[domain a.example]\nprobe_interval = 31d\n", 0},
+        {"[domain a.example]\nqueue_lifetime = 0\n", 0},
+        {"[domain a.example]\nmax_site_connections = 0\n", 0},
+        {"[domain a.example]\netrn_access = any\n", 1},
+        {"[domain a.example]\netrn_access = ANY\n", 1},
+        {"[domain a.example]\netrn_access =\n", 0},
+        {"[domain a.example]\netrn_access = any, 192.0.2.0/24\n", 0},
+        {"[domain a.example]\netrn_access = 192.0.2.0/33\n", 0},
+        {"[domain a.example]\netrn_access = 2001:db8::/129\n", 0},
+        {"[domain a.example]\netrn_access = 2001:db8::/128\n", 1},
+        {"[domain a.example]\netrn_access = 0.0.0.0/0\n", 1},
+        {"[domain a.example]\netrn_access = 192.0.2.0/\n", 0},
+        {"[domain a.example]\netrn_access = 192.0.2.0/x\n", 0},
+        {"[domain a.example]\netrn_access = 192.0.2.0/24, 192.0.2.0/24\n", 0},
+        {"[domain a.example]\netrn_access = client.example.net\n", 0},
+        {"[domain a.example]\netrn_access = 2001:db8::1/64\n", 0},
+        /* global-only and domain-only keys stay where they belong */
+        {"[domain a.example]\ndelivery_port = 25\n", 0},
+        {"[domain a.example]\nmin_backoff = 1m\n", 0},
+        {"probe_interval = 1h\n", 0},
+        {"etrn_access = any\n", 0},
+        {"tls = may\n", 0},
+    };
+    struct config *cfg;
+    char err[512];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cfg = NULL;
+        int rc = load_text(cases[i].text, &cfg, err, sizeof(err));
+        if ((rc == 0) != cases[i].ok)
+            fail_msg("'%.*s': rc %d (%s)", (int)strlen(cases[i].text) - 1, cases[i].text, rc,
+                     rc ? err : "");
+        if (rc != 0 && strstr(err, "t.conf:") == NULL)
+            fail_msg("'%s': no location in \"%s\"", cases[i].text, err);
+        if (rc == 0)
+            round_trip(write_tmp("rt.conf", cases[i].text));
+        config_unref(cfg);
+    }
+
+    /* what the accepted values are stored as */
+    assert_int_equal(load_text("delay_warning = 0\nmy_addresses = 2001:DB8:0::1\n"
+                               "dns_servers = ::1 [fe80::1]:5353, 10.0.0.1\n"
+                               "[domain a.example]\ndelay_warning = 2d\nprobe_interval = 0\n"
+                               "etrn_access = ::ffff:192.0.2.0/120, 0.0.0.0/0\ntls = ENCRYPT\n",
+                               &cfg, err, sizeof(err)),
+                     0);
+    assert_int_equal(cfg->delay_warning, 0);
+    assert_int_equal(cfg->nmy_addresses, 1);
+    assert_string_equal(cfg->dns_servers, "[::1]:53,[fe80::1]:5353,10.0.0.1:53");
+    assert_int_equal(cfg->domains[0].delay_warning, 2 * 86400000);
+    assert_int_equal(cfg->domains[0].probe_interval, 0);
+    assert_int_equal(cfg->domains[0].tls, CFG_TLS_ENCRYPT);
+    assert_int_equal(cfg->domains[0].netrn_access, 2);
+    assert_int_equal(cfg->domains[0].etrn_access[0].prefix, 120);
+    assert_int_equal(cfg->domains[0].etrn_access[1].prefix, 0);
+    {
+        char *t = print_to_string(cfg);
+        assert_non_null(strstr(t, "\ndelay_warning = off\n"));
+        assert_non_null(strstr(t, "\ndelay_warning = 2d\n"));
+        assert_non_null(strstr(t, "\nprobe_interval = off\n"));
+        assert_non_null(strstr(t, "\nmy_addresses = 2001:db8::1\n"));
+        assert_non_null(strstr(t, "\netrn_access = ::ffff:192.0.2.0/120, 0.0.0.0/0\n"));
+        assert_non_null(strstr(t, "\ntls = encrypt\n"));
+        assert_non_null(strstr(t, "\netrn_rate = 120/1m\n"));
+        free(t);
+    }
+    config_unref(cfg);
+}
+
+/* A domain key the section does not set takes the global value, even when
+ * the global line comes later (here: from a file included inside the
+ * section, which starts at global level). Routes take delivery_port. */
+static void test_inherit_and_routes(void **state)
+{
+    struct config *cfg = NULL;
+    char err[512] = "";
+    const struct cfg_domain *d;
+
+    (void)state;
+    write_tmp("globals.conf", "queue_lifetime = 14d\ndelay_warning = 6h\n"
+                              "max_site_connections = 7\ndelivery_port = 2525\n");
+    assert_int_equal(load_text("[domain a.example]\ninclude = globals.conf\n"
+                               "[domain b.example]\nqueue_lifetime = 1d\ndelay_warning = off\n"
+                               "max_site_connections = 1\nroute = 192.0.2.1\n"
+                               "[domain c.example]\nroute = [2001:db8::1]:587\n"
+                               "[domain d.example]\nroute = Mail.D.Example\n"
+                               "[domain e.example]\nroute = MX\n",
+                               &cfg, err, sizeof(err)),
+                     0);
+    d = config_find_domain(cfg, "a.example");
+    assert_int_equal(d->queue_lifetime, 14ull * 86400000);
+    assert_int_equal(d->delay_warning, 6 * 3600000);
+    assert_int_equal(d->max_site_connections, 7);
+    assert_int_equal(d->route_mx, 1);
+    assert_null(d->route_host);
+    assert_int_equal(d->route_port, 2525);
+    d = config_find_domain(cfg, "b.example");
+    assert_int_equal(d->queue_lifetime, 86400000);
+    assert_int_equal(d->delay_warning, 0);
+    assert_int_equal(d->max_site_connections, 1);
+    assert_int_equal(d->route_mx, 0);
+    assert_string_equal(d->route_host, "192.0.2.1");
+    assert_int_equal(d->route_port, 2525);
+    d = config_find_domain(cfg, "c.example");
+    assert_string_equal(d->route_host, "2001:db8::1");
+    assert_int_equal(d->route_port, 587);
+    assert_int_equal(d->queue_lifetime, 14ull * 86400000);
+    d = config_find_domain(cfg, "d.example");
+    assert_string_equal(d->route_host, "Mail.D.Example");
+    assert_int_equal(d->route_port, 2525);
+    d = config_find_domain(cfg, "e.example");
+    assert_int_equal(d->route_mx, 1);
+    assert_string_equal(d->route, "mx");
+    assert_int_equal(cfg->other.queue_lifetime, 14ull * 86400000);
+    assert_int_equal(cfg->other.delay_warning, 6 * 3600000);
+    assert_int_equal(cfg->other.max_site_connections, 7);
+    assert_int_equal(cfg->other.route_port, 2525);
+    config_unref(cfg);
+
+    /* a global set twice is still a duplicate, wherever the second one is */
+    assert_int_equal(load_text("queue_lifetime = 1d\n[domain a.example]\ninclude = globals.conf\n",
+                               &cfg, err, sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, "globals.conf:1: duplicate key 'queue_lifetime'"));
+    /* the domain's own value is checked against the same range */
+    assert_int_equal(
+        load_text("[domain a.example]\nmax_site_connections = 1001\n", &cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "t.conf:2: bad value '1001' for max_site_connections"));
+}
+
+static void set4(struct sockaddr_storage *ss, const char *a)
+{
+    memset(ss, 0, sizeof(*ss));
+    ss->ss_family = AF_INET;
+    assert_int_equal(inet_pton(AF_INET, a, &((struct sockaddr_in *)ss)->sin_addr), 1);
+}
+
+static void set6(struct sockaddr_storage *ss, const char *a)
+{
+    memset(ss, 0, sizeof(*ss));
+    ss->ss_family = AF_INET6;
+    assert_int_equal(inet_pton(AF_INET6, a, &((struct sockaddr_in6 *)ss)->sin6_addr), 1);
+}
+
+static int match(const struct cfg_domain *d, const char *addr)
+{
+    struct sockaddr_storage ss;
+
+    if (strchr(addr, ':') != NULL)
+        set6(&ss, addr);
+    else
+        set4(&ss, addr);
+    return config_net_match(d->etrn_access, d->netrn_access, (const struct sockaddr *)&ss);
+}
+
+static void test_net_match(void **state)
+{
+    struct config *cfg = NULL;
+    char err[512] = "";
+    const struct cfg_domain *d, *all, *mapped, *none;
+    struct sockaddr_storage ss;
+
+    (void)state;
+    assert_int_equal(load_text("my_addresses = 192.0.2.25, 2001:db8::25\n"
+                               "[domain a.example]\n"
+                               "etrn_access = 192.0.2.0/24, 2001:db8::/32, 198.51.100.7, "
+                               "203.0.113.128/25, 2001:db9:ffff::/127\n"
+                               "[domain b.example]\netrn_access = 0.0.0.0/0\n"
+                               "[domain c.example]\netrn_access = ::ffff:10.1.0.0/112\n"
+                               "[domain d.example]\n",
+                               &cfg, err, sizeof(err)),
+                     0);
+    d = config_find_domain(cfg, "a.example");
+    all = config_find_domain(cfg, "b.example");
+    mapped = config_find_domain(cfg, "c.example");
+    none = config_find_domain(cfg, "d.example");
+    /* IPv4 prefixes, at the edges */
+    assert_true(match(d, "192.0.2.0"));
+    assert_true(match(d, "192.0.2.255"));
+    assert_false(match(d, "192.0.3.0"));
+    assert_false(match(d, "192.0.1.255"));
+    assert_true(match(d, "198.51.100.7"));
+    assert_false(match(d, "198.51.100.8"));
+    assert_true(match(d, "203.0.113.128"));
+    assert_true(match(d, "203.0.113.255"));
+    assert_false(match(d, "203.0.113.127"));
+    /* IPv6 */
+    assert_true(match(d, "2001:db8::1"));
+    assert_true(match(d, "2001:db8:ffff:ffff::1"));
+    assert_false(match(d, "2001:db9::1"));
+    assert_true(match(d, "2001:db9:ffff::1"));
+    assert_false(match(d, "2001:db9:ffff::2"));
+    /* an IPv4 client on a dual-stack socket matches the IPv4 block */
+    assert_true(match(d, "::ffff:192.0.2.77"));
+    assert_true(match(d, "::ffff:198.51.100.7"));
+    assert_false(match(d, "::ffff:198.51.100.8"));
+    /* ...but an IPv6 address whose low bits look like one does not */
+    assert_false(match(d, "::192.0.2.77"));
+    assert_false(match(d, "64:ff9b::192.0.2.77"));
+    /* IPv4 blocks never match IPv6 clients and the other way round */
+    assert_true(match(all, "255.255.255.255"));
+    assert_true(match(all, "::ffff:1.2.3.4"));
+    assert_false(match(all, "::1"));
+    /* a block written IPv4-mapped matches plain IPv4 clients too */
+    assert_true(match(mapped, "10.1.200.3"));
+    assert_true(match(mapped, "::ffff:10.1.0.1"));
+    assert_false(match(mapped, "10.2.0.1"));
+    /* etrn_access = any is an empty list: nothing to match (callers treat
+     * "no list" as "anyone") */
+    assert_null(none->etrn_access);
+    assert_false(match(none, "192.0.2.1"));
+    /* my_addresses is a list of full-length blocks */
+    set4(&ss, "192.0.2.25");
+    assert_true(config_net_match(cfg->my_addresses, cfg->nmy_addresses, (struct sockaddr *)&ss));
+    set4(&ss, "192.0.2.26");
+    assert_false(config_net_match(cfg->my_addresses, cfg->nmy_addresses, (struct sockaddr *)&ss));
+    set6(&ss, "2001:db8::25");
+    assert_true(config_net_match(cfg->my_addresses, cfg->nmy_addresses, (struct sockaddr *)&ss));
+    /* not an address family we know; no address */
+    memset(&ss, 0, sizeof(ss));
+    ss.ss_family = AF_UNIX;
+    assert_false(config_net_match(all->etrn_access, all->netrn_access, (struct sockaddr *)&ss));
+    assert_false(config_net_match(all->etrn_access, all->netrn_access, NULL));
+    config_unref(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1016,6 +1400,9 @@ int main(void)
         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_domain_names),
         cmocka_unit_test(test_find_domain),
+        cmocka_unit_test(test_delivery_values),
+        cmocka_unit_test(test_inherit_and_routes),
+        cmocka_unit_test(test_net_match),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
