@@ -481,6 +481,12 @@ void conn_set_udata(struct conn *c, void *udata)
     c->udata = udata;
 }
 
+void conn_set_cbs(struct conn *c, const struct conn_cbs *cbs, void *udata)
+{
+    c->cbs = *cbs;
+    c->udata = udata;
+}
+
 const char *conn_peer_addr(const struct conn *c)
 {
     return c->peer_addr;

@@ -44,6 +44,10 @@ int conn_connect(uv_loop_t *loop, const struct sockaddr *addr, const struct conn
 
 void *conn_udata(const struct conn *c);
 void conn_set_udata(struct conn *c, void *udata);
+/* Hand an open connection to a new owner: its callbacks and udata replace
+ * the old ones from the next event on (ATRN turns a server session into a
+ * client, RFC 2645 §4). Reading is not started or stopped by this call. */
+void conn_set_cbs(struct conn *c, const struct conn_cbs *cbs, void *udata);
 /* Numeric peer address ("192.0.2.1", "2001:db8::1") and port. */
 const char *conn_peer_addr(const struct conn *c);
 int conn_peer_port(const struct conn *c);
