@@ -296,7 +296,7 @@ class Relayd:
 
     DEFAULT_DOMAINS = {"example.org": {"mode": "hold"}, "sub.test": {"subdomains": "yes"}}
 
-    def __init__(self, workdir, domains=None, extra="", listen_host="127.0.0.1", port=None, **keys):
+    def __init__(self, workdir, domains=None, extra="", listen_host="127.0.0.1", port=None, env=None, **keys):
         self.dir = workdir
         os.makedirs(self.dir, exist_ok=True)
         self.conf = os.path.join(self.dir, "relayd.conf")
@@ -322,6 +322,7 @@ class Relayd:
                 self.db = os.path.join(self.dir, self.db)
         self.domains = dict(self.DEFAULT_DOMAINS if domains is None else domains)
         self.extra = extra
+        self.env = dict(os.environ, **(env or {}))
         self.proc = None
         self.pid = None
         self.sent_signals = []  # signals we sent to the current process
@@ -404,6 +405,7 @@ class Relayd:
                     stdout=log,
                     stderr=log,
                     cwd=self.dir,
+                    env=self.env,
                     start_new_session=True,
                 )
             finally:

@@ -19,7 +19,7 @@ RELAYD_TAP_FD=3
 RELAYD_TAP_DONE=$done_file
 export PYTHONPATH PYTHONDONTWRITEBYTECODE RELAYD_TAP_FD RELAYD_TAP_DONE
 
-"$PYTHON" -m pytest -p no:cacheprovider -p tap_plugin -q -rfE --tb=short \
+"$PYTHON" -m pytest -p no:cacheprovider -p tap_plugin -q -rfE --tb=short --continue-on-collection-errors \
 	"$top_srcdir/tests/integration" "$@" 3>&1 1>&2
 rc=$?
 

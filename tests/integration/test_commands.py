@@ -35,11 +35,16 @@ def test_size_follows_config(relayd_factory):
 
 
 def test_helo(relayd):
+    from relayd_fixture import make_message, queue_id_of
+
     c = relayd.raw()
     r = c.expect("HELO client.test", 250)
     assert r.line == "250 relay.test", r
-    c.expect("MAIL FROM:<a@b.test>", 250)
-    c.expect("RCPT TO:<u@example.org>", 250)
+    qid = queue_id_of(c.send_message("a@b.test", ["u@example.org"], make_message()))
+    body = relayd.queue.message(qid)["body"]
+    # plain SMTP after HELO (RFC 3848 protocol types)
+    assert body.startswith(b"Received: from client.test ([127.0.0.1])\r\n\tby relay.test (relayd) with SMTP id "
+                           + qid.encode()), body[:300]
 
 
 def test_order_errors(relayd):

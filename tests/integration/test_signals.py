@@ -7,7 +7,7 @@ import signal
 import socket
 import time
 
-from relayd_fixture import make_message, queue_id_of
+from relayd_fixture import free_port, make_message, queue_id_of
 
 
 def rcpt_code(r, addr):
@@ -68,6 +68,18 @@ def test_sighup_changed_limits_apply_to_new_sessions(relayd):
     relayd.wait_log(r"configuration reloaded", since=off)
     c = relayd.raw()
     assert "SIZE 65536" in c.ehlo().texts
+
+
+def test_sighup_listen_change_needs_restart(relayd):
+    """listen/database/user are fixed at start: a reload says so and keeps serving."""
+    old_port = relayd.port
+    relayd.keys["listen"] = "127.0.0.1:%d" % free_port()
+    relayd.write_config()
+    off = relayd.reload()
+    relayd.wait_log(r"warning: .*listen.*restart|warning: .*restart.*listen", since=off)
+    assert relayd.alive()
+    relayd.port = old_port
+    assert rcpt_code(relayd, "u@example.org") == 250
 
 
 def test_sigterm_idle_session_gets_421_and_exit_0(relayd):
