@@ -1,8 +1,9 @@
 /*
  * store: the queue in SQLite (DESIGN §2 step 4, §5) and the only file that
  * includes sqlite3.h. Owns the connections, the schema migrations, the store
- * thread and group commit. It parses no SMTP, decides no policy and never
- * makes the loop thread wait for an fsync.
+ * (writer) thread with group commit and the reader thread that answers
+ * delivery's queries. It parses no SMTP, decides no policy and never makes
+ * the loop thread wait for an fsync or a delivery query.
  */
 #include "store.h"
 
@@ -43,6 +44,13 @@ enum store_stmt {
     SS_INS_MESSAGE,
     SS_INS_BODY,
     SS_INS_RCPT,
+    SS_DEL_RCPT,
+    SS_DEFER_RCPT,
+    SS_WARN_RCPT,
+    SS_DEL_MSG_IF_DONE,
+    SS_EV_ETRN,
+    SS_EV_DELIVERY,
+    SS_EV_ERROR,
     SS_COUNT
 };
 
@@ -54,19 +62,106 @@ static const char *const store_stmt_sql[SS_COUNT] = {
     [SS_RELEASE] = "RELEASE msg",
     [SS_ROLLBACK_TO] = "ROLLBACK TO msg",
     [SS_INS_MESSAGE] = "INSERT INTO message (queue_id, arrival, sender, envid, dsn_ret, body_8bit,"
-                       " size, client_addr, client_helo) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       " size, client_addr, client_helo, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     [SS_INS_BODY] = "INSERT INTO message_body (message_id, data) VALUES (?, ?)",
-    [SS_INS_RCPT] = "INSERT INTO recipient (message_id, domain, address, orcpt, notify)"
-                    " VALUES (?, ?, ?, ?, ?)",
+    [SS_INS_RCPT] = "INSERT INTO recipient (message_id, domain, address, orcpt, notify, rdomain)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+    [SS_DEL_RCPT] = "DELETE FROM recipient WHERE id = ?1 AND message_id = ?2",
+    [SS_DEFER_RCPT] = "UPDATE recipient SET attempts = attempts + 1, next_attempt = ?1,"
+                      " last_reply = ?2 WHERE id = ?3 AND message_id = ?4",
+    [SS_WARN_RCPT] = "UPDATE recipient SET warned = 1 WHERE id = ?1 AND message_id = ?2",
+    /* ON DELETE CASCADE takes the body along (foreign_keys is on). */
+    [SS_DEL_MSG_IF_DONE] = "DELETE FROM message WHERE id = ?1"
+                           " AND NOT EXISTS (SELECT 1 FROM recipient WHERE message_id = ?1)",
+    [SS_EV_ETRN] = "INSERT INTO domain_state (domain, last_etrn) VALUES (?1, ?2)"
+                   " ON CONFLICT (domain) DO UPDATE SET last_etrn = excluded.last_etrn",
+    [SS_EV_DELIVERY] = "INSERT INTO domain_state (domain, last_delivery) VALUES (?1, ?2)"
+                       " ON CONFLICT (domain) DO UPDATE SET last_delivery = excluded.last_delivery",
+    [SS_EV_ERROR] =
+        "INSERT INTO domain_state (domain, last_error_at, last_error) VALUES (?1, ?2, ?3)"
+        " ON CONFLICT (domain) DO UPDATE SET last_error_at = excluded.last_error_at,"
+        " last_error = excluded.last_error",
 };
 
-/* One submission, from store_submit until its callback has run. */
+/* Statements of the reader thread's connection, prepared on first use. All
+ * recipient lookups by domain go through recipient_rdomain (schema 002):
+ * ?1 is the domain reversed, so one domain is one key and a domain with all
+ * its subdomains two ranges, and within one domain the index is in message
+ * order. CROSS JOIN keeps recipient the outer loop. */
+enum store_rstmt {
+    RS_BEGIN,
+    RS_END,
+    RS_ROLLBACK,
+    RS_FETCH,
+    RS_BODY,
+    RS_COUNT_EXACT,
+    RS_COUNT_SUB,
+    RS_DOMAINS_EXACT,
+    RS_DOMAINS_SUB,
+    RS_SCAN,
+    RS_COUNT
+};
+
+static const char *const store_rstmt_sql[RS_COUNT] = {
+    [RS_BEGIN] = "BEGIN",
+    [RS_END] = "COMMIT",
+    [RS_ROLLBACK] = "ROLLBACK",
+    [RS_FETCH] = "SELECT r.message_id, r.id, r.address, r.domain, r.orcpt, r.notify, r.attempts,"
+                 " r.next_attempt, r.warned, r.last_reply, m.queue_id, m.sender, m.envid,"
+                 " m.dsn_ret, m.body_8bit, m.arrival, m.size"
+                 " FROM recipient AS r CROSS JOIN message AS m ON m.id = r.message_id"
+                 " WHERE r.rdomain = ?1 AND r.state = 0 AND r.message_id > ?2"
+                 " AND r.next_attempt <= ?3 AND m.arrival < ?4"
+                 " ORDER BY r.message_id, r.id",
+    [RS_BODY] = "SELECT data FROM message_body WHERE message_id = ?1",
+    [RS_COUNT_EXACT] = "SELECT count(DISTINCT message_id), count(*) FROM recipient"
+                       " WHERE rdomain = ?1",
+    /* ?2 = reversed + ".", ?3 = reversed + "/": everything that starts with
+     * the reversed domain and a dot, i.e. every subdomain ("/" follows "."). */
+    [RS_COUNT_SUB] = "SELECT count(DISTINCT message_id), count(*) FROM recipient"
+                     " WHERE rdomain = ?1 OR (rdomain >= ?2 AND rdomain < ?3)",
+    [RS_DOMAINS_EXACT] = "SELECT domain FROM recipient WHERE rdomain = ?1 LIMIT 1",
+    [RS_DOMAINS_SUB] =
+        "SELECT (SELECT domain FROM recipient AS x WHERE x.rdomain = r.rdomain LIMIT 1)"
+        " FROM recipient AS r WHERE r.rdomain = ?1"
+        " OR (r.rdomain >= ?2 AND r.rdomain < ?3) GROUP BY r.rdomain",
+    [RS_SCAN] = "SELECT r.domain, count(*), min(r.next_attempt), min(m.arrival)"
+                " FROM recipient AS r CROSS JOIN message AS m ON m.id = r.message_id"
+                " WHERE r.state = 0 GROUP BY r.domain ORDER BY r.domain",
+};
+
+/* What a request asks for. The writer thread takes SUBMIT, UPDATE and
+ * EVENT; the reader thread FETCH, COUNT and SCAN. */
+enum req_kind { REQ_SUBMIT, REQ_UPDATE, REQ_EVENT, REQ_FETCH, REQ_COUNT, REQ_SCAN };
+
+/* One request, from store_submit (store_update, store_fetch, ...) until its
+ * callback has run. Everything but msg and the results is the request's own. */
 struct store_req {
     struct store_req *next;
-    struct store_msg *msg; /* borrowed from the submitter */
-    store_submit_cb cb;
-    void *arg;
+    enum req_kind kind;
     int status;
+    void *arg;
+    union {
+        store_submit_cb submit;
+        store_update_cb update; /* may be NULL */
+        store_fetch_cb fetch;
+        store_count_cb count;
+        store_scan_cb scan;
+    } cb;
+    struct store_msg *msg;    /* SUBMIT: borrowed from the submitter */
+    struct store_update *upd; /* UPDATE: a copy, replies too */
+    size_t nupd;
+    char *domain; /* EVENT, FETCH, COUNT: a copy */
+    char *text;   /* EVENT */
+    enum store_domain_event ev;
+    int64_t when;
+    struct store_fetch_opts fo; /* FETCH; fo.domain is domain */
+    int subdomains;             /* COUNT */
+    /* Results, handed to the callback, which owns them from then on. */
+    struct store_batch *batch;      /* FETCH: allocated at the start */
+    struct store_count *count;      /* COUNT: allocated at the start */
+    struct store_domain_info *scan; /* SCAN */
+    size_t nscan;
 };
 
 struct store_list {
@@ -79,23 +174,33 @@ struct store {
     char *path;
     sqlite3 *db;  /* write connection: the store thread's once it runs */
     sqlite3 *rdb; /* read-only connection: the loop thread's */
+    sqlite3 *xdb; /* read-only connection: the reader thread's once it runs */
     sqlite3_stmt *stmt[SS_COUNT];
-    char *chunk; /* STORE_CHUNK bytes: the store thread's copy buffer */
+    sqlite3_stmt *rstmt[RS_COUNT]; /* xdb's, prepared on first use */
+    char *chunk;                   /* STORE_CHUNK bytes: the store thread's copy buffer */
 
     uv_thread_t thread;
+    uv_thread_t reader;
     uv_async_t *async; /* malloc'd: freed in its close callback, after st */
     int *async_gone;   /* set while on_async runs; see store_close */
 
-    uv_mutex_t mu; /* protects pending, done, closing, stats */
-    uv_cond_t cv;
-    struct store_list pending; /* submitted, not yet taken by the thread */
+    uv_mutex_t mu;             /* protects pending, jobs, done, closing, stats */
+    uv_cond_t cv;              /* the store thread waits on it */
+    uv_cond_t rcv;             /* the reader thread waits on it */
+    struct store_list pending; /* for the store thread, not yet taken */
+    struct store_list jobs;    /* for the reader thread, not yet taken */
     struct store_list done;    /* finished, callback not yet run */
     int closing;
     struct store_stats stats;
 
     /* The store thread's only. */
-    int wal_frames;   /* WAL size after the last commit */
-    int ckpt_failing; /* the last checkpoint failed */
+    int wal_frames;      /* WAL size after the last commit */
+    int ckpt_failing;    /* the last checkpoint failed */
+    int64_t next_msg_id; /* message ids only grow while open: fetch cursors */
+
+    /* The reader thread's only: what the current job cost. */
+    uint64_t r_steps;
+    uint64_t r_fullscan;
 
     /* The loop thread's only: the last queue id handed out. */
     uint64_t qid_us;
@@ -120,6 +225,63 @@ static struct store_req *list_take(struct store_list *l)
 
     l->head = l->tail = NULL;
     return r;
+}
+
+static void dmsg_clear(struct store_dmsg *m)
+{
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        free(m->rcpts[i].address);
+        free(m->rcpts[i].domain);
+        free(m->rcpts[i].orcpt);
+        free(m->rcpts[i].last_reply);
+    }
+    free(m->rcpts);
+    free(m->sender);
+    free(m->envid);
+    free(m->body);
+}
+
+void store_batch_free(struct store_batch *b)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n; i++)
+        dmsg_clear(&b->msgs[i]);
+    free(b->msgs);
+    free(b);
+}
+
+void store_count_free(struct store_count *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->ndomains; i++)
+        free(c->domains[i]);
+    free(c->domains);
+    free(c);
+}
+
+void store_scan_free(struct store_domain_info *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(d[i].domain);
+    free(d);
+}
+
+/* Free a request and whatever it still owns (results not yet handed over). */
+static void req_free(struct store_req *r)
+{
+    if (r->upd) {
+        for (size_t i = 0; i < r->nupd; i++)
+            free((char *)r->upd[i].reply); /* our copy */
+        free(r->upd);
+    }
+    free(r->domain);
+    free(r->text);
+    store_batch_free(r->batch);
+    store_count_free(r->count);
+    store_scan_free(r->scan, r->nscan);
+    free(r);
 }
 
 /* Map a failed SQLite call to what the client is told: a full disk or
@@ -180,6 +342,40 @@ static int exec_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
 static int bind_str(sqlite3_stmt *s, int i, const char *v)
 {
     return v ? sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(s, i);
+}
+
+/* Write domain d reversed character by character into out, which holds
+ * strlen(d) + 1 bytes. A character is what SQLite's substr() and length()
+ * count (SQLITE_SKIP_UTF8): one byte, or a byte >= 0xc0 with the
+ * continuation bytes (10xxxxxx) after it, so schema 002's SQL and this
+ * agree on every input, valid UTF-8 or not. */
+static void domain_reverse(const char *d, char *out)
+{
+    size_t len = strlen(d), i = 0, o = len, n;
+
+    out[len] = '\0';
+    while (i < len) {
+        n = 1;
+        if ((unsigned char)d[i] >= 0xc0)
+            while (i + n < len && ((unsigned char)d[i + n] & 0xc0) == 0x80)
+                n++;
+        o -= n;
+        memcpy(out + o, d + i, n);
+        i += n;
+    }
+}
+
+/* domain reversed, then suffix, in a new string; NULL when out of memory. */
+static char *domain_reversed(const char *d, const char *suffix)
+{
+    size_t len = strlen(d), slen = strlen(suffix);
+    char *out = malloc(len + slen + 1);
+
+    if (out) {
+        domain_reverse(d, out);
+        memcpy(out + len, suffix, slen + 1);
+    }
+    return out;
 }
 
 /* Copy the spool file at m->spool_path into the (zero-filled, m->size bytes)
@@ -267,6 +463,7 @@ static int msg_insert(struct store *st, const struct store_msg *m, char *why, si
     sqlite3_stmt *s;
     sqlite3_int64 id;
     const char *what = "savepoint";
+    char rbuf[512], *rev = NULL;
     int rc, status = STORE_ERR_IO, have_sp = 0;
     size_t i;
 
@@ -297,10 +494,13 @@ static int msg_insert(struct store *st, const struct store_msg *m, char *why, si
     sqlite3_bind_int64(s, 7, (sqlite3_int64)m->size);
     bind_str(s, 8, m->client_addr);
     bind_str(s, 9, m->client_helo);
+    /* Not left to SQLite, which reuses the largest id once that message is
+     * gone: a delivery cursor past it would skip the new message. */
+    id = st->next_msg_id++;
+    sqlite3_bind_int64(s, 10, id);
     rc = stmt_run(st, SS_INS_MESSAGE);
     if (rc != SQLITE_OK)
         goto sql_fail;
-    id = sqlite3_last_insert_rowid(db);
 
     what = "insert body";
     s = st->stmt[SS_INS_BODY];
@@ -325,13 +525,29 @@ static int msg_insert(struct store *st, const struct store_msg *m, char *why, si
     s = st->stmt[SS_INS_RCPT];
     for (i = 0; i < m->nrcpts; i++) {
         const struct store_rcpt *r = &m->rcpts[i];
+        size_t dlen = r->domain ? strlen(r->domain) : 0;
 
+        if (!r->domain || !r->address) {
+            snprintf(why, whylen, "recipient %zu without %s", i, r->domain ? "address" : "domain");
+            status = STORE_ERR_IO;
+            goto rollback;
+        }
+        rev = dlen < sizeof rbuf ? rbuf : malloc(dlen + 1);
+        if (!rev) {
+            rc = SQLITE_NOMEM;
+            goto sql_fail;
+        }
+        domain_reverse(r->domain, rev);
         sqlite3_bind_int64(s, 1, id);
         bind_str(s, 2, r->domain);
         bind_str(s, 3, r->address);
         bind_str(s, 4, r->orcpt);
         sqlite3_bind_int64(s, 5, (sqlite3_int64)r->notify);
+        bind_str(s, 6, rev);
         rc = stmt_run(st, SS_INS_RCPT);
+        if (rev != rbuf)
+            free(rev);
+        rev = NULL;
         if (rc != SQLITE_OK)
             goto sql_fail;
     }
@@ -356,7 +572,115 @@ rollback:
     return status;
 }
 
-/* Fail every message from first up to (not including) stop that had not
+/* Apply the outcomes of one store_update inside the batch's transaction,
+ * under a savepoint, so that either all of them or none apply; then delete
+ * the messages they left without recipients (the body goes by ON DELETE
+ * CASCADE). A recipient that is gone already (delivered by an earlier,
+ * overlapping flush) is no error. Store thread. */
+static int upd_apply(struct store *st, const struct store_req *r, char *why, size_t whylen)
+{
+    sqlite3 *db = st->db;
+    sqlite3_stmt *s;
+    enum store_stmt which;
+    int rc, status = STORE_ERR_IO, have_sp = 0;
+    size_t i;
+
+    rc = stmt_run(st, SS_SAVEPOINT);
+    if (rc != SQLITE_OK)
+        goto sql_fail;
+    have_sp = 1;
+    for (i = 0; i < r->nupd; i++) {
+        const struct store_update *u = &r->upd[i];
+
+        switch (u->outcome) {
+        case STORE_DELIVERED:
+        case STORE_FAILED:
+            which = SS_DEL_RCPT;
+            s = st->stmt[which];
+            sqlite3_bind_int64(s, 1, u->rcpt_id);
+            sqlite3_bind_int64(s, 2, u->msg_id);
+            break;
+        case STORE_DEFERRED:
+            which = SS_DEFER_RCPT;
+            s = st->stmt[which];
+            sqlite3_bind_int64(s, 1, u->next_attempt);
+            bind_str(s, 2, u->reply);
+            sqlite3_bind_int64(s, 3, u->rcpt_id);
+            sqlite3_bind_int64(s, 4, u->msg_id);
+            break;
+        case STORE_WARNED:
+            which = SS_WARN_RCPT;
+            s = st->stmt[which];
+            sqlite3_bind_int64(s, 1, u->rcpt_id);
+            sqlite3_bind_int64(s, 2, u->msg_id);
+            break;
+        default:
+            snprintf(why, whylen, "update %zu: unknown outcome %d", i, (int)u->outcome);
+            goto rollback;
+        }
+        rc = stmt_run(st, which);
+        if (rc != SQLITE_OK)
+            goto sql_fail;
+    }
+    for (i = 0; i < r->nupd; i++) {
+        if (r->upd[i].outcome != STORE_DELIVERED && r->upd[i].outcome != STORE_FAILED)
+            continue;
+        sqlite3_bind_int64(st->stmt[SS_DEL_MSG_IF_DONE], 1, r->upd[i].msg_id);
+        rc = stmt_run(st, SS_DEL_MSG_IF_DONE);
+        if (rc != SQLITE_OK)
+            goto sql_fail;
+    }
+    rc = stmt_run(st, SS_RELEASE);
+    if (rc != SQLITE_OK)
+        goto sql_fail;
+    return STORE_OK;
+
+sql_fail:
+    status = status_of(db, rc);
+    snprintf(why, whylen, "update: %s", sqlite3_errmsg(db));
+rollback:
+    if (have_sp && !sqlite3_get_autocommit(db)) {
+        stmt_run(st, SS_ROLLBACK_TO);
+        stmt_run(st, SS_RELEASE);
+    }
+    return status;
+}
+
+/* Record a domain event in domain_state (an upsert). Store thread. */
+static int event_apply(struct store *st, const struct store_req *r, char *why, size_t whylen)
+{
+    enum store_stmt which;
+    sqlite3_stmt *s;
+    int rc;
+
+    switch (r->ev) {
+    case STORE_EV_ETRN:
+        which = SS_EV_ETRN;
+        break;
+    case STORE_EV_DELIVERY:
+        which = SS_EV_DELIVERY;
+        break;
+    case STORE_EV_ERROR:
+        which = SS_EV_ERROR;
+        break;
+    default:
+        snprintf(why, whylen, "unknown domain event %d", (int)r->ev);
+        return STORE_ERR_IO;
+    }
+    s = st->stmt[which];
+    bind_str(s, 1, r->domain);
+    sqlite3_bind_int64(s, 2, r->when);
+    if (which == SS_EV_ERROR)
+        bind_str(s, 3, r->text);
+    rc = stmt_run(st, which);
+    if (rc != SQLITE_OK) {
+        snprintf(why, whylen, "domain event: %s", sqlite3_errmsg(st->db));
+        return status_of(st->db, rc);
+    }
+    return STORE_OK;
+}
+
+/* Fail every request from first up to (not including) stop that had not
  * failed already: their transaction did not commit. Returns how many. */
 static size_t fail_range(struct store_req *first, struct store_req *stop, int status)
 {
@@ -402,9 +726,19 @@ static void batch_run(struct store *st, struct store_req *batch, size_t n)
             txn_first = r;
         }
         why[0] = '\0';
-        r->status = msg_insert(st, r->msg, why, sizeof why);
+        if (r->kind == REQ_SUBMIT)
+            r->status = msg_insert(st, r->msg, why, sizeof why);
+        else if (r->kind == REQ_UPDATE)
+            r->status = upd_apply(st, r, why, sizeof why);
+        else
+            r->status = event_apply(st, r, why, sizeof why);
         if (r->status != STORE_OK) {
-            log_warn("%s: store failed: %s", r->msg->queue_id, why);
+            if (r->kind == REQ_SUBMIT)
+                log_warn("%s: store failed: %s", r->msg->queue_id, why);
+            else if (r->kind == REQ_UPDATE)
+                log_warn("store: update of %zu recipients failed: %s", r->nupd, why);
+            else
+                log_warn("store: %s: domain event failed: %s", r->domain, why);
             if (sqlite3_get_autocommit(st->db)) {
                 log_warn("store: transaction rolled back: %s", why);
                 fail_range(txn_first, r, r->status);
@@ -419,13 +753,13 @@ static void batch_run(struct store *st, struct store_req *batch, size_t n)
             snprintf(why, sizeof why, "%s", sqlite3_errmsg(st->db));
             if (!sqlite3_get_autocommit(st->db))
                 stmt_run(st, SS_ROLLBACK);
-            log_warn("store: commit failed, messages=%zu: %s", fail_range(txn_first, NULL, status),
+            log_warn("store: commit failed, requests=%zu: %s", fail_range(txn_first, NULL, status),
                      why);
         }
     }
     for (r = batch; r; r = r->next)
         nfail += r->status != STORE_OK;
-    log_debug("store: batch messages=%zu committed=%zu failed=%zu", n, n - nfail, nfail);
+    log_debug("store: batch requests=%zu committed=%zu failed=%zu", n, n - nfail, nfail);
 }
 
 /* The spool files of a finished batch are the store's (store.h): remove
@@ -436,29 +770,39 @@ static void batch_unlink(struct store_req *batch)
     char ebuf[128];
 
     for (r = batch; r; r = r->next)
-        if (r->msg->spool_path && unlink(r->msg->spool_path) < 0 && errno != ENOENT)
+        if (r->kind == REQ_SUBMIT && r->msg->spool_path && unlink(r->msg->spool_path) < 0 &&
+            errno != ENOENT)
             log_warn("%s: cannot remove spool file %s: %s", r->msg->queue_id, r->msg->spool_path,
                      strerror_r(errno, ebuf, sizeof ebuf));
 }
 
+static uint64_t req_bytes(const struct store_req *r)
+{
+    return r->kind == REQ_SUBMIT ? r->msg->size : 0;
+}
+
 /* Take the next batch off the pending list: everything waiting, up to the
- * caps of store.h (always at least one message). Store thread, mu held. */
-static struct store_req *batch_take(struct store *st, size_t *n)
+ * caps of store.h (always at least one request; an update or an event
+ * counts as one message against STORE_BATCH_MAX_MSGS). *n is the number of
+ * requests, *nmsgs the messages among them. Store thread, mu held. */
+static struct store_req *batch_take(struct store *st, size_t *n, size_t *nmsgs)
 {
     struct store_req *first = st->pending.head, *last = first;
-    uint64_t bytes = first->msg->size;
+    uint64_t bytes = req_bytes(first);
 
     *n = 1;
+    *nmsgs = first->kind == REQ_SUBMIT;
     while (last->next && *n < STORE_BATCH_MAX_MSGS &&
-           bytes + last->next->msg->size <= STORE_BATCH_MAX_BYTES) {
+           bytes + req_bytes(last->next) <= STORE_BATCH_MAX_BYTES) {
         last = last->next;
-        bytes += last->msg->size;
+        bytes += req_bytes(last);
         (*n)++;
+        *nmsgs += last->kind == REQ_SUBMIT;
     }
     st->pending.head = last->next;
     if (!st->pending.head)
         st->pending.tail = NULL;
-    st->stats.pending -= *n;
+    st->stats.pending -= *nmsgs;
     last->next = NULL;
     return first;
 }
@@ -503,7 +847,7 @@ static void store_thread_main(void *arg)
     struct store *st = arg;
     struct store_req *batch, *r;
     sigset_t all;
-    size_t n;
+    size_t n, nmsgs, nupd;
 
     /* Signals are the loop thread's business (uv_signal). */
     sigfillset(&all);
@@ -516,22 +860,29 @@ static void store_thread_main(void *arg)
             uv_mutex_unlock(&st->mu);
             break;
         }
-        batch = batch_take(st, &n);
+        batch = batch_take(st, &n, &nmsgs);
         uv_mutex_unlock(&st->mu);
 
         batch_run(st, batch, n);
         batch_unlink(batch);
 
         uv_mutex_lock(&st->mu);
+        nupd = 0;
         while (batch) {
             r = batch;
             batch = batch->next;
+            if (r->kind == REQ_EVENT) {
+                req_free(r); /* fire and forget: no callback */
+                continue;
+            }
+            nupd += r->kind == REQ_UPDATE;
             list_append(&st->done, r);
         }
         st->stats.batches++;
-        st->stats.messages += n;
-        if (n > st->stats.largest_batch)
-            st->stats.largest_batch = n;
+        st->stats.messages += nmsgs;
+        st->stats.updates += nupd;
+        if (nmsgs > st->stats.largest_batch)
+            st->stats.largest_batch = nmsgs;
         uv_mutex_unlock(&st->mu);
         uv_async_send(st->async);
 
@@ -540,22 +891,61 @@ static void store_thread_main(void *arg)
     }
 }
 
-/* Run the callbacks of finished submissions, in submission order. Touches
- * nothing of the store, which a callback may have closed. Loop thread. */
+/* Run the callback of one finished request and free the request; the
+ * results go to the callback. Touches nothing of the store, which a
+ * callback may close. Loop thread. */
+static void run_one(struct store_req *r)
+{
+    struct store_batch *b;
+    struct store_count *c;
+    struct store_domain_info *d;
+    size_t nd;
+
+    switch (r->kind) {
+    case REQ_SUBMIT:
+        r->cb.submit(r->msg, r->status, r->arg);
+        break;
+    case REQ_UPDATE:
+        if (r->cb.update)
+            r->cb.update(r->status, r->arg);
+        break;
+    case REQ_FETCH:
+        b = r->batch;
+        r->batch = NULL;
+        r->cb.fetch(b, r->status, r->arg);
+        break;
+    case REQ_COUNT:
+        c = r->count;
+        r->count = NULL;
+        r->cb.count(c, r->status, r->arg);
+        break;
+    case REQ_SCAN:
+        d = r->scan;
+        nd = r->nscan;
+        r->scan = NULL;
+        r->nscan = 0;
+        r->cb.scan(d, nd, r->status, r->arg);
+        break;
+    case REQ_EVENT:
+        break;
+    }
+    req_free(r);
+}
+
+/* Run the callbacks of a list of finished requests, in list order. */
 static void run_callbacks(struct store_req *r)
 {
     struct store_req *next;
 
     for (; r; r = next) {
         next = r->next;
-        r->cb(r->msg, r->status, r->arg);
-        free(r);
+        run_one(r);
     }
 }
 
-/* The store thread finished a batch. Callbacks run one at a time, each
- * taken off the done list first, so that a callback which calls
- * store_close leaves the rest to store_close (it sets *gone). */
+/* The store thread finished a batch or the reader thread a job. Callbacks
+ * run one at a time, each taken off the done list first, so that a callback
+ * which calls store_close leaves the rest to store_close (it sets *gone). */
 static void on_async(uv_async_t *h)
 {
     struct store *st = h->data;
@@ -575,7 +965,7 @@ static void on_async(uv_async_t *h)
         uv_mutex_unlock(&st->mu);
         if (!r)
             break;
-        run_callbacks(r);
+        run_one(r);
         if (gone)
             return;
     }
@@ -585,6 +975,360 @@ static void on_async(uv_async_t *h)
 static void on_async_closed(uv_handle_t *h)
 {
     free(h);
+}
+
+/* ---- the reader thread ---------------------------------------------------------- */
+
+/* A reader statement, prepared on first use. Reader thread. */
+static sqlite3_stmt *rstmt(struct store *st, enum store_rstmt which)
+{
+    if (!st->rstmt[which] &&
+        sqlite3_prepare_v3(st->xdb, store_rstmt_sql[which], -1, SQLITE_PREPARE_PERSISTENT,
+                           &st->rstmt[which], NULL) != SQLITE_OK)
+        return NULL;
+    return st->rstmt[which];
+}
+
+/* Reset a reader statement after use and count what it cost (VM steps grow
+ * with the rows a query visits: the tests use them to prove that a fetch
+ * for one domain does not read the others). Reader thread. */
+static void rdone(struct store *st, sqlite3_stmt *s)
+{
+    st->r_steps += (uint64_t)sqlite3_stmt_status(s, SQLITE_STMTSTATUS_VM_STEP, 1);
+    st->r_fullscan += (uint64_t)sqlite3_stmt_status(s, SQLITE_STMTSTATUS_FULLSCAN_STEP, 1);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+}
+
+/* Run a reader statement that returns no rows (BEGIN, COMMIT). */
+static int rstmt_exec(struct store *st, enum store_rstmt which)
+{
+    sqlite3_stmt *s = rstmt(st, which);
+    int rc;
+
+    if (!s)
+        return sqlite3_errcode(st->xdb);
+    rc = sqlite3_step(s);
+    rdone(st, s);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Copy text column i into *out (NULL for SQL NULL). SQLITE_OK or _NOMEM. */
+static int col_dup(sqlite3_stmt *s, int i, char **out)
+{
+    const unsigned char *t;
+
+    *out = NULL;
+    if (sqlite3_column_type(s, i) == SQLITE_NULL)
+        return SQLITE_OK;
+    t = sqlite3_column_text(s, i);
+    if (!t || !(*out = strdup((const char *)t)))
+        return SQLITE_NOMEM;
+    return SQLITE_OK;
+}
+
+/* Grow an array of *cap elements of size sz to hold one more than n. */
+static int grow(void **arr, size_t *cap, size_t n, size_t sz)
+{
+    size_t ncap;
+    void *p;
+
+    if (n < *cap)
+        return SQLITE_OK;
+    ncap = *cap ? *cap * 2 : 8;
+    p = reallocarray(*arr, ncap, sz);
+    if (!p)
+        return SQLITE_NOMEM;
+    *arr = p;
+    *cap = ncap;
+    return SQLITE_OK;
+}
+
+/* Read message id's body with the incremental blob API, straight into a
+ * buffer of its own (no second copy inside SQLite). Reader thread. */
+static int read_body(struct store *st, struct store_dmsg *m)
+{
+    sqlite3_blob *blob = NULL;
+    int rc, len;
+
+    rc = sqlite3_blob_open(st->xdb, "main", "message_body", "data", m->id, 0, &blob);
+    if (rc != SQLITE_OK)
+        goto done;
+    len = sqlite3_blob_bytes(blob);
+    if ((uint64_t)len != m->size) {
+        log_warn("%s: stored body has %d bytes, message.size says %llu", m->queue_id, len,
+                 (unsigned long long)m->size);
+        m->size = (uint64_t)len; /* deliver what is there */
+    }
+    m->body = malloc((size_t)len + 1);
+    if (!m->body) {
+        rc = SQLITE_NOMEM;
+        goto done;
+    }
+    rc = len > 0 ? sqlite3_blob_read(blob, m->body, len, 0) : SQLITE_OK;
+    m->body[len] = '\0';
+done:
+    if (blob)
+        sqlite3_blob_close(blob);
+    return rc;
+}
+
+/*
+ * store_fetch: one domain's queued recipients that are due, message by
+ * message in id order past the cursor, at most max_msgs messages. The query
+ * walks recipient_rdomain from (domain, queued, after_id) onwards, so it
+ * reads this domain's rows only and stops as soon as the batch is full.
+ * Reader thread, inside the job's read transaction.
+ */
+static int job_fetch(struct store *st, struct store_req *r)
+{
+    struct store_batch *b = r->batch;
+    struct store_dmsg *m = NULL;
+    struct store_drcpt *d;
+    sqlite3_stmt *s;
+    size_t cap = 0, rcap = 0, i;
+    char *rev;
+    const unsigned char *qid;
+    int64_t mid;
+    int rc;
+
+    rev = domain_reversed(r->domain, "");
+    if (!rev)
+        return SQLITE_NOMEM;
+    s = rstmt(st, RS_FETCH);
+    if (!s) {
+        free(rev);
+        return sqlite3_errcode(st->xdb);
+    }
+    bind_str(s, 1, rev);
+    sqlite3_bind_int64(s, 2, r->fo.after_id);
+    sqlite3_bind_int64(s, 3, r->fo.due_before);
+    sqlite3_bind_int64(s, 4, r->fo.arrived_before);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        mid = sqlite3_column_int64(s, 0);
+        if (!m || m->id != mid) {
+            if (b->n == r->fo.max_msgs)
+                break;
+            if ((rc = grow((void **)&b->msgs, &cap, b->n, sizeof *b->msgs)) != SQLITE_OK)
+                break;
+            m = &b->msgs[b->n++];
+            memset(m, 0, sizeof *m);
+            rcap = 0;
+            m->id = mid;
+            qid = sqlite3_column_text(s, 10);
+            snprintf(m->queue_id, sizeof m->queue_id, "%s", qid ? (const char *)qid : "");
+            if ((rc = col_dup(s, 11, &m->sender)) != SQLITE_OK ||
+                (rc = col_dup(s, 12, &m->envid)) != SQLITE_OK)
+                break;
+            m->dsn_ret = sqlite3_column_int(s, 13);
+            m->body_8bit = sqlite3_column_int(s, 14);
+            m->arrival = sqlite3_column_int64(s, 15);
+            m->size = (uint64_t)sqlite3_column_int64(s, 16);
+            b->last_id = mid;
+        }
+        if ((rc = grow((void **)&m->rcpts, &rcap, m->nrcpts, sizeof *m->rcpts)) != SQLITE_OK)
+            break;
+        d = &m->rcpts[m->nrcpts++];
+        memset(d, 0, sizeof *d);
+        d->id = sqlite3_column_int64(s, 1);
+        d->notify = (unsigned)sqlite3_column_int64(s, 5);
+        d->attempts = sqlite3_column_int(s, 6);
+        d->next_attempt = sqlite3_column_int64(s, 7);
+        d->warned = sqlite3_column_int(s, 8);
+        if ((rc = col_dup(s, 2, &d->address)) != SQLITE_OK ||
+            (rc = col_dup(s, 3, &d->domain)) != SQLITE_OK ||
+            (rc = col_dup(s, 4, &d->orcpt)) != SQLITE_OK ||
+            (rc = col_dup(s, 9, &d->last_reply)) != SQLITE_OK)
+            break;
+    }
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+        rc = SQLITE_OK;
+    rdone(st, s);
+    free(rev);
+    for (i = 0; rc == SQLITE_OK && r->fo.with_body && i < b->n; i++)
+        rc = read_body(st, &b->msgs[i]);
+    return rc;
+}
+
+/* store_count: totals, then the distinct domains (each read back from a
+ * row, not un-reversed). Reader thread, inside the job's read transaction. */
+static int job_count(struct store *st, struct store_req *r)
+{
+    struct store_count *c = r->count;
+    char *rev = NULL, *lo = NULL, *hi = NULL, *dom;
+    sqlite3_stmt *s;
+    size_t cap = 0;
+    int rc = SQLITE_NOMEM;
+
+    if (!(rev = domain_reversed(r->domain, "")) || !(lo = domain_reversed(r->domain, ".")) ||
+        !(hi = domain_reversed(r->domain, "/")))
+        goto done;
+    s = rstmt(st, r->subdomains ? RS_COUNT_SUB : RS_COUNT_EXACT);
+    if (!s) {
+        rc = sqlite3_errcode(st->xdb);
+        goto done;
+    }
+    bind_str(s, 1, rev);
+    if (r->subdomains) {
+        bind_str(s, 2, lo);
+        bind_str(s, 3, hi);
+    }
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        c->messages = sqlite3_column_int64(s, 0);
+        c->recipients = sqlite3_column_int64(s, 1);
+        rc = SQLITE_OK;
+    }
+    rdone(st, s);
+    if (rc != SQLITE_OK || c->recipients == 0)
+        goto done;
+
+    s = rstmt(st, r->subdomains ? RS_DOMAINS_SUB : RS_DOMAINS_EXACT);
+    if (!s) {
+        rc = sqlite3_errcode(st->xdb);
+        goto done;
+    }
+    bind_str(s, 1, rev);
+    if (r->subdomains) {
+        bind_str(s, 2, lo);
+        bind_str(s, 3, hi);
+    }
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if ((rc = grow((void **)&c->domains, &cap, c->ndomains, sizeof *c->domains)) != SQLITE_OK ||
+            (rc = col_dup(s, 0, &dom)) != SQLITE_OK)
+            break;
+        if (dom)
+            c->domains[c->ndomains++] = dom;
+    }
+    if (rc == SQLITE_DONE)
+        rc = SQLITE_OK;
+    rdone(st, s);
+done:
+    free(rev);
+    free(lo);
+    free(hi);
+    return rc;
+}
+
+/* store_scan_domains: one row per domain with queued recipients. */
+static int job_scan(struct store *st, struct store_req *r)
+{
+    struct store_domain_info *d;
+    sqlite3_stmt *s = rstmt(st, RS_SCAN);
+    size_t cap = 0;
+    int rc;
+
+    if (!s)
+        return sqlite3_errcode(st->xdb);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if ((rc = grow((void **)&r->scan, &cap, r->nscan, sizeof *r->scan)) != SQLITE_OK)
+            break;
+        d = &r->scan[r->nscan++];
+        memset(d, 0, sizeof *d);
+        if ((rc = col_dup(s, 0, &d->domain)) != SQLITE_OK)
+            break;
+        if (!d->domain && !(d->domain = strdup(""))) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        d->recipients = sqlite3_column_int64(s, 1);
+        d->next_attempt = sqlite3_column_int64(s, 2);
+        d->oldest = sqlite3_column_int64(s, 3);
+    }
+    if (rc == SQLITE_DONE)
+        rc = SQLITE_OK;
+    rdone(st, s);
+    return rc;
+}
+
+static const char *job_name(enum req_kind k)
+{
+    return k == REQ_FETCH ? "fetch" : k == REQ_COUNT ? "count" : "scan";
+}
+
+/* Run one job in a read transaction of its own, so that its queries see
+ * one state of the queue and no snapshot is held between jobs (that would
+ * stop checkpoints). On failure the results are emptied: the callback gets
+ * STORE_ERR_IO and nothing half-read. Reader thread. */
+static void job_run(struct store *st, struct store_req *r)
+{
+    int rc;
+
+    rc = rstmt_exec(st, RS_BEGIN);
+    if (rc == SQLITE_OK) {
+        if (r->kind == REQ_FETCH)
+            rc = job_fetch(st, r);
+        else if (r->kind == REQ_COUNT)
+            rc = job_count(st, r);
+        else
+            rc = job_scan(st, r);
+    }
+    if (rc != SQLITE_OK) {
+        if ((rc & 0xff) == SQLITE_INTERRUPT)
+            log_debug("store: %s %s interrupted by store_close", job_name(r->kind),
+                      r->domain ? r->domain : "");
+        else
+            log_warn("store: %s %s failed: %s", job_name(r->kind), r->domain ? r->domain : "",
+                     rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(st->xdb));
+    }
+    if (!sqlite3_get_autocommit(st->xdb))
+        rstmt_exec(st, rc == SQLITE_OK ? RS_END : RS_ROLLBACK);
+    r->status = rc == SQLITE_OK ? STORE_OK : STORE_ERR_IO;
+    if (r->status != STORE_OK) {
+        if (r->batch) {
+            for (size_t i = 0; i < r->batch->n; i++)
+                dmsg_clear(&r->batch->msgs[i]);
+            free(r->batch->msgs);
+            memset(r->batch, 0, sizeof *r->batch);
+        }
+        if (r->count) {
+            for (size_t i = 0; i < r->count->ndomains; i++)
+                free(r->count->domains[i]);
+            free(r->count->domains);
+            memset(r->count, 0, sizeof *r->count);
+        }
+        store_scan_free(r->scan, r->nscan);
+        r->scan = NULL;
+        r->nscan = 0;
+    }
+}
+
+/* The reader thread: take jobs in order, run them, hand the results to the
+ * loop. Exits as soon as closing is set; store_close fails the jobs it
+ * left (they were never started). */
+static void reader_main(void *arg)
+{
+    struct store *st = arg;
+    struct store_req *r;
+    sigset_t all;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    for (;;) {
+        uv_mutex_lock(&st->mu);
+        while (!st->jobs.head && !st->closing)
+            uv_cond_wait(&st->rcv, &st->mu);
+        if (st->closing) {
+            uv_mutex_unlock(&st->mu);
+            break;
+        }
+        r = st->jobs.head;
+        st->jobs.head = r->next;
+        if (!st->jobs.head)
+            st->jobs.tail = NULL;
+        uv_mutex_unlock(&st->mu);
+
+        st->r_steps = st->r_fullscan = 0;
+        job_run(st, r);
+
+        uv_mutex_lock(&st->mu);
+        list_append(&st->done, r);
+        st->stats.reads++;
+        st->stats.read_steps += st->r_steps;
+        st->stats.read_fullscan_steps += st->r_fullscan;
+        uv_mutex_unlock(&st->mu);
+        uv_async_send(st->async);
+    }
 }
 
 /* Encode v as exactly n base-36 digits (zero-padded, most significant first). */
@@ -719,8 +1463,11 @@ static void store_free(struct store *st)
 {
     for (int i = 0; i < SS_COUNT; i++)
         sqlite3_finalize(st->stmt[i]);
-    /* The read connection first: the last connection to close checkpoints
+    for (int i = 0; i < RS_COUNT; i++)
+        sqlite3_finalize(st->rstmt[i]);
+    /* The read connections first: the last connection to close checkpoints
      * and removes the WAL, which only the writer can do. */
+    sqlite3_close(st->xdb);
     sqlite3_close(st->rdb);
     sqlite3_close(st->db);
     free(st->chunk);
@@ -753,6 +1500,16 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
     }
     if (qid_seed(st, err, errlen) < 0)
         goto fail;
+    {
+        char last[32];
+
+        rc = exec_text(st->db, "SELECT coalesce(max(id), 0) FROM message", last, sizeof last);
+        if (rc != SQLITE_OK) {
+            snprintf(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->db));
+            goto fail;
+        }
+        st->next_msg_id = strtoll(last, NULL, 10) + 1;
+    }
     sqlite3_wal_hook(st->db, on_wal_commit, st);
     rc = sqlite3_open_v2(path, &st->rdb, SQLITE_OPEN_READONLY, NULL);
     if (rc != SQLITE_OK) {
@@ -762,12 +1519,26 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
     }
     sqlite3_extended_result_codes(st->rdb, 1);
     sqlite3_busy_timeout(st->rdb, STORE_BUSY_TIMEOUT_MS);
+    rc = sqlite3_open_v2(path, &st->xdb, SQLITE_OPEN_READONLY, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s: reader connection: %s", path,
+                 st->xdb ? sqlite3_errmsg(st->xdb) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    sqlite3_extended_result_codes(st->xdb, 1);
+    sqlite3_busy_timeout(st->xdb, STORE_BUSY_TIMEOUT_MS);
 
     if (uv_mutex_init(&st->mu) != 0) {
         snprintf(err, errlen, "%s: cannot create the store mutex", path);
         goto fail;
     }
     if (uv_cond_init(&st->cv) != 0) {
+        uv_mutex_destroy(&st->mu);
+        snprintf(err, errlen, "%s: cannot create the store condition variable", path);
+        goto fail;
+    }
+    if (uv_cond_init(&st->rcv) != 0) {
+        uv_cond_destroy(&st->cv);
         uv_mutex_destroy(&st->mu);
         snprintf(err, errlen, "%s: cannot create the store condition variable", path);
         goto fail;
@@ -779,10 +1550,23 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
         goto fail;
     }
     st->async->data = st;
+    /* From here on xdb is the reader thread's. */
+    rc = uv_thread_create(&st->reader, reader_main, st);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s: cannot start reader thread: %s", path, uv_strerror(rc));
+        uv_close((uv_handle_t *)st->async, on_async_closed);
+        st->async = NULL;
+        goto fail;
+    }
     /* From here on the write connection is the store thread's. */
     rc = uv_thread_create(&st->thread, store_thread_main, st);
     if (rc != 0) {
         snprintf(err, errlen, "%s: cannot start store thread: %s", path, uv_strerror(rc));
+        uv_mutex_lock(&st->mu);
+        st->closing = 1;
+        uv_cond_signal(&st->rcv);
+        uv_mutex_unlock(&st->mu);
+        uv_thread_join(&st->reader);
         uv_close((uv_handle_t *)st->async, on_async_closed);
         st->async = NULL;
         goto fail;
@@ -792,6 +1576,7 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
 fail:
     if (st) {
         if (sync_ok) {
+            uv_cond_destroy(&st->rcv);
             uv_cond_destroy(&st->cv);
             uv_mutex_destroy(&st->mu);
         }
@@ -810,8 +1595,9 @@ int store_submit(struct store *st, struct store_msg *msg, store_submit_cb cb, vo
     r = calloc(1, sizeof *r);
     if (!r)
         return UV_ENOMEM;
+    r->kind = REQ_SUBMIT;
     r->msg = msg;
-    r->cb = cb;
+    r->cb.submit = cb;
     r->arg = arg;
     uv_mutex_lock(&st->mu);
     if (st->closing) {
@@ -849,27 +1635,39 @@ void store_new_queue_id(struct store *st, char out[STORE_QID_LEN + 1])
     out[STORE_QID_LEN] = '\0';
 }
 
-/* Stop taking submissions, let the thread commit what is pending and exit,
- * then run the remaining callbacks here (they are all finished and this is
- * the loop thread) and release everything. The async handle is freed by
- * its close callback when the loop next runs; nothing else stays active. */
+/* Stop taking requests, let the store thread commit what is pending and
+ * exit, stop the reader (interrupting the job it runs), then run the
+ * remaining callbacks here (this is the loop thread): finished requests in
+ * the order they finished, then the jobs the reader never started, with
+ * STORE_ERR_IO. Then release everything. The async handle is freed by its
+ * close callback when the loop next runs; nothing else stays active. */
 void store_close(struct store *st)
 {
-    struct store_req *r;
+    struct store_req *r, *left;
 
     if (!st)
         return;
     uv_mutex_lock(&st->mu);
     st->closing = 1;
     uv_cond_signal(&st->cv);
+    uv_cond_signal(&st->rcv);
     uv_mutex_unlock(&st->mu);
+    sqlite3_interrupt(st->xdb); /* thread-safe; a no-op when nothing runs */
     uv_thread_join(&st->thread);
+    uv_thread_join(&st->reader);
 
     if (st->async_gone)
         *st->async_gone = 1; /* we are inside on_async: it must stop */
     r = list_take(&st->done);
+    left = list_take(&st->jobs);
+    for (struct store_req *j = left; j; j = j->next)
+        j->status = STORE_ERR_IO;
+    /* st stays valid while they run: a request from one of them is
+     * refused (UV_ECANCELED), as store.h promises. */
     run_callbacks(r);
+    run_callbacks(left);
     uv_close((uv_handle_t *)st->async, on_async_closed);
+    uv_cond_destroy(&st->rcv);
     uv_cond_destroy(&st->cv);
     uv_mutex_destroy(&st->mu);
     store_free(st);
@@ -952,4 +1750,139 @@ int store_query_value(struct store *st, const char *sql, char **out, size_t *out
                       size_t errlen)
 {
     return read_row(st, sql, NULL, NULL, 0, out, outlen, err, errlen);
+}
+
+/* ---- delivery (issue 3) ----------------------------------------------------------- */
+
+static struct store_req *req_new(enum req_kind kind, void *arg)
+{
+    struct store_req *r = calloc(1, sizeof *r);
+
+    if (r) {
+        r->kind = kind;
+        r->arg = arg;
+    }
+    return r;
+}
+
+/* Hand r to the reader or the store thread; on error r is freed and its
+ * callback never runs. Loop thread. */
+static int req_queue(struct store *st, struct store_req *r, int reader)
+{
+    uv_mutex_lock(&st->mu);
+    if (st->closing) {
+        uv_mutex_unlock(&st->mu);
+        req_free(r);
+        return UV_ECANCELED;
+    }
+    if (reader) {
+        list_append(&st->jobs, r);
+        uv_cond_signal(&st->rcv);
+    } else {
+        list_append(&st->pending, r);
+        uv_cond_signal(&st->cv);
+    }
+    uv_mutex_unlock(&st->mu);
+    return 0;
+}
+
+int store_fetch(struct store *st, const struct store_fetch_opts *o, store_fetch_cb cb, void *arg)
+{
+    struct store_req *r;
+
+    if (!st || !o || !o->domain || !cb || o->max_msgs == 0)
+        return UV_EINVAL;
+    if (!(r = req_new(REQ_FETCH, arg)))
+        return UV_ENOMEM;
+    r->cb.fetch = cb;
+    r->fo = *o;
+    r->domain = strdup(o->domain);
+    r->fo.domain = r->domain;
+    r->batch = calloc(1, sizeof *r->batch);
+    if (!r->domain || !r->batch) {
+        req_free(r);
+        return UV_ENOMEM;
+    }
+    return req_queue(st, r, 1);
+}
+
+int store_count(struct store *st, const char *domain, int subdomains, store_count_cb cb, void *arg)
+{
+    struct store_req *r;
+
+    if (!st || !domain || !cb)
+        return UV_EINVAL;
+    if (!(r = req_new(REQ_COUNT, arg)))
+        return UV_ENOMEM;
+    r->cb.count = cb;
+    r->subdomains = subdomains != 0;
+    r->domain = strdup(domain);
+    r->count = calloc(1, sizeof *r->count);
+    if (!r->domain || !r->count) {
+        req_free(r);
+        return UV_ENOMEM;
+    }
+    return req_queue(st, r, 1);
+}
+
+int store_scan_domains(struct store *st, store_scan_cb cb, void *arg)
+{
+    struct store_req *r;
+
+    if (!st || !cb)
+        return UV_EINVAL;
+    if (!(r = req_new(REQ_SCAN, arg)))
+        return UV_ENOMEM;
+    r->cb.scan = cb;
+    return req_queue(st, r, 1);
+}
+
+int store_update(struct store *st, const struct store_update *u, size_t n, store_update_cb cb,
+                 void *arg)
+{
+    struct store_req *r;
+
+    if (!st || (n > 0 && !u))
+        return UV_EINVAL;
+    if (!(r = req_new(REQ_UPDATE, arg)))
+        return UV_ENOMEM;
+    r->cb.update = cb;
+    r->upd = calloc(n ? n : 1, sizeof *r->upd);
+    if (!r->upd) {
+        req_free(r);
+        return UV_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        r->upd[i] = u[i];
+        r->upd[i].reply = NULL;
+        r->nupd = i + 1; /* req_free frees the replies copied so far */
+        if (u[i].reply && !(r->upd[i].reply = strdup(u[i].reply))) {
+            req_free(r);
+            return UV_ENOMEM;
+        }
+    }
+    return req_queue(st, r, 0);
+}
+
+void store_domain_event(struct store *st, const char *domain, enum store_domain_event ev,
+                        int64_t when, const char *text)
+{
+    struct store_req *r;
+    int rc = UV_ENOMEM;
+
+    if (!st || !domain)
+        return;
+    r = req_new(REQ_EVENT, NULL);
+    if (r) {
+        r->ev = ev;
+        r->when = when;
+        r->domain = strdup(domain);
+        r->text = text ? strdup(text) : NULL;
+        if (!r->domain || (text && !r->text))
+            req_free(r);
+        else
+            rc = req_queue(st, r, 0);
+    }
+    if (rc != 0 && rc != UV_ECANCELED)
+        log_warn("store: %s: domain event not recorded: %s", domain, uv_strerror(rc));
 }

@@ -70,8 +70,10 @@ int store_submit(struct store *st, struct store_msg *msg, store_submit_cb cb, vo
 void store_new_queue_id(struct store *st, char out[STORE_QID_LEN + 1]);
 
 /* Commit what is pending, stop the thread, close the database. Callbacks of
- * pending submissions run before this returns (called directly; a
- * store_submit from one of them fails). Loop thread, loop running or not,
+ * pending submissions and updates run before this returns (called directly;
+ * a store_submit from one of them fails), and so do those of reader jobs:
+ * with their results when they had finished, else with STORE_ERR_IO (a job
+ * running is interrupted). Loop thread, loop running or not,
  * also from inside a store_submit_cb. The async handle is released when the
  * loop next runs; after that the store holds nothing on the loop. */
 void store_close(struct store *st);
@@ -88,6 +90,11 @@ struct store_stats {
     uint64_t messages;      /* messages in them (messages / batches: group commit) */
     uint64_t largest_batch; /* most messages in one batch */
     uint64_t pending;       /* submitted, not yet taken by the store thread */
+    /* issue 3 */
+    uint64_t updates;             /* store_update calls committed or failed */
+    uint64_t reads;               /* reader jobs run (fetch, count, scan) */
+    uint64_t read_steps;          /* SQLite VM steps those jobs took: grows with rows visited */
+    uint64_t read_fullscan_steps; /* of which stepping through a whole table or index */
 };
 void store_stats(struct store *st, struct store_stats *out);
 
@@ -129,8 +136,8 @@ struct store_drcpt {
     unsigned notify;
     int attempts;
     int64_t next_attempt;
-    int warned;        /* a delay warning was sent for it */
-    char *last_reply;  /* or NULL */
+    int warned;       /* a delay warning was sent for it */
+    char *last_reply; /* or NULL */
 };
 
 /* A queued message with the recipients a fetch selected. */
@@ -143,7 +150,7 @@ struct store_dmsg {
     int body_8bit;
     int64_t arrival;
     uint64_t size;
-    char *body;        /* the stored message (size bytes), NULL when not asked for */
+    char *body; /* the stored message (size bytes), NULL when not asked for */
     struct store_drcpt *rcpts;
     size_t nrcpts;
 };
@@ -151,20 +158,28 @@ struct store_dmsg {
 struct store_batch {
     struct store_dmsg *msgs;
     size_t n;
-    int64_t last_id;   /* largest message id in it: the next fetch's after_id */
+    int64_t last_id; /* largest message id in it: the next fetch's after_id */
 };
+/* Frees b itself and everything in it (b is malloc'd by the store). NULL is fine. */
 void store_batch_free(struct store_batch *b);
 
 struct store_fetch_opts {
-    const char *domain;      /* recipients of this exact (normalised) domain */
-    int64_t after_id;        /* only messages with id > after_id (a cursor) */
-    size_t max_msgs;         /* at most this many messages */
-    int64_t due_before;      /* only recipients with next_attempt <= this (INT64_MAX: all) */
-    int64_t arrived_before;  /* only messages that arrived before this (INT64_MAX: all) */
+    const char *domain;     /* recipients of this exact (normalised) domain */
+    int64_t after_id;       /* only messages with id > after_id (a cursor) */
+    size_t max_msgs;        /* at most this many messages */
+    int64_t due_before;     /* only recipients with next_attempt <= this (INT64_MAX: all) */
+    int64_t arrived_before; /* only messages that arrived before this (INT64_MAX: all) */
     int with_body;
 };
 /* b is the callee's: free it with store_batch_free. An empty batch (n == 0)
- * means nothing (more) matches. status 0 or STORE_ERR_IO. */
+ * means nothing (more) matches. status 0 or STORE_ERR_IO (then b is empty,
+ * never NULL). Message ids only grow while the store is open, so a cursor
+ * (after_id) misses nothing queued after the fetch started.
+ * Recipients are in id order, messages in id order, each message at most once.
+ * Returns 0 (cb runs exactly once, on the loop thread, in the order jobs were
+ * started), UV_EINVAL (no domain, max_msgs 0), UV_ENOMEM or UV_ECANCELED
+ * (store_close has begun); then cb is never called. The same holds for
+ * store_count and store_scan_domains. */
 typedef void (*store_fetch_cb)(struct store_batch *b, int status, void *arg);
 int store_fetch(struct store *st, const struct store_fetch_opts *o, store_fetch_cb cb, void *arg);
 
@@ -178,9 +193,10 @@ struct store_count {
     size_t ndomains;
 };
 typedef void (*store_count_cb)(struct store_count *c, int status, void *arg);
+/* Frees c itself and everything in it. NULL is fine. c is never NULL in the
+ * callback; on STORE_ERR_IO it is all zero. */
 void store_count_free(struct store_count *c);
-int store_count(struct store *st, const char *domain, int subdomains, store_count_cb cb,
-                void *arg);
+int store_count(struct store *st, const char *domain, int subdomains, store_count_cb cb, void *arg);
 
 /* Every domain with queued recipients, for the scheduler (start-up, retry
  * and expiry scans). */
@@ -191,6 +207,7 @@ struct store_domain_info {
     int64_t oldest;       /* earliest arrival */
 };
 typedef void (*store_scan_cb)(struct store_domain_info *d, size_t n, int status, void *arg);
+/* Frees the array d (sorted by domain) and its strings; d may be NULL when n is 0. */
 void store_scan_free(struct store_domain_info *d, size_t n);
 int store_scan_domains(struct store *st, store_scan_cb cb, void *arg);
 
@@ -205,12 +222,15 @@ struct store_update {
     int64_t rcpt_id;
     int64_t msg_id;
     enum store_outcome outcome;
-    int64_t next_attempt;   /* STORE_DEFERRED */
-    const char *reply;      /* STORE_DEFERRED: copied by store_update */
+    int64_t next_attempt; /* STORE_DEFERRED */
+    const char *reply;    /* STORE_DEFERRED: copied by store_update */
 };
 /* Apply updates in the writer's next group commit; a message whose last
  * recipient is removed is deleted with its body. The array and strings are
- * copied. cb (may be NULL) runs on the loop thread after the commit. */
+ * copied. cb (may be NULL) runs on the loop thread after the commit, with
+ * STORE_OK or a store_status (then none of the n updates was applied).
+ * 0, or UV_EINVAL / UV_ENOMEM / UV_ECANCELED and cb is never called.
+ * Updates for recipients that are gone already are no-ops. */
 typedef void (*store_update_cb)(int status, void *arg);
 int store_update(struct store *st, const struct store_update *u, size_t n, store_update_cb cb,
                  void *arg);
@@ -218,6 +238,7 @@ int store_update(struct store *st, const struct store_update *u, size_t n, store
 /* Record an event for a domain in domain_state (fire and forget, writer thread):
  * last ETRN time, last delivery time, or last error text. */
 enum store_domain_event { STORE_EV_ETRN, STORE_EV_DELIVERY, STORE_EV_ERROR };
+/* (STORE_EV_ERROR stores text in last_error and when in last_error_at.) */
 void store_domain_event(struct store *st, const char *domain, enum store_domain_event ev,
                         int64_t when, const char *text);
 
