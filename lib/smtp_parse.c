@@ -158,8 +158,8 @@ const char *smtp_parse_strerror(int status)
 /* ---- paths (RFC 5321 §4.1.2) ------------------------------------------------------------ */
 
 /*
- * Domain = sub-domain *("." sub-domain); sub-domain = Let-dig [Ldh-str], so a
- * label starts and ends with a letter or digit. Label and total lengths are
+ * Domain = sub-domain *("." sub-domain) ["."]; sub-domain = Let-dig [Ldh-str],
+ * so a label starts and ends with a letter or digit. Label and total lengths are
  * the addr layer's business (RFC 1123), only the octet limit is checked by the
  * caller. Advances *pos past the domain; 0 or -1.
  */
@@ -178,6 +178,10 @@ static int scan_domain(const char *s, size_t len, size_t *pos)
             return -1;
         if (i < len && s[i] == '.') {
             i++;
+            /* one trailing dot (an absolute name, "example.org.") is not RFC
+             * 5321 syntax, but MTAs send it; the addr layer removes it */
+            if (i >= len || !is_letdig((unsigned char)s[i]))
+                break;
             continue;
         }
         break;

@@ -50,6 +50,7 @@ static const unsigned state_next[SMTPD_NSTATES] = {
 #undef B
 
 static const struct conn_cbs session_cbs;
+static void spool_resume(void *arg);
 static void process_input(struct smtpd_session *s);
 static void session_maybe_free(struct smtpd_session *s);
 
@@ -206,9 +207,11 @@ static int write_received(struct smtpd_session *s)
     proto = !s->esmtp ? "SMTP" : s->tls ? "ESMTPS" : "ESMTP";
     rc |= buf_appendf(&h, "Received: from %s ([%s])\r\n", s->helo, s->addr);
     if (s->tls)
-        rc |=
-            buf_appendf(&h, "\t(using %s with cipher %s (%d bits))\r\n", conn_tls_version(s->conn),
-                        conn_tls_cipher(s->conn), conn_tls_bits(s->conn));
+        /* Postfix's shape: (bits used/bits of the algorithm); equal for
+         * every cipher TLS 1.2+ offers */
+        rc |= buf_appendf(&h, "\t(using %s with cipher %s (%d/%d bits))\r\n",
+                          conn_tls_version(s->conn), conn_tls_cipher(s->conn),
+                          conn_tls_bits(s->conn), conn_tls_bits(s->conn));
     rc |= buf_appendf(&h, "\tby %s (relayd) with %s id %s", s->cfg->hostname, proto,
                       s->txn.msg.queue_id);
     if (s->txn.msg.nrcpts == 1)
@@ -371,6 +374,8 @@ static void update_reading(struct smtpd_session *s)
         return;
     want = s->state != SMTPD_COMMIT && s->state != SMTPD_CLOSING && s->in.len < SMTPD_IN_PAUSE &&
            !(s->state == SMTPD_DATA && spool_busy(s->txn.spool));
+    if (!want && s->state == SMTPD_DATA && spool_busy(s->txn.spool))
+        spool_on_drain(s->txn.spool, spool_resume, s); /* the disk caught up: read on */
     if (want && s->read_paused) {
         s->read_paused = 0;
         conn_read_start(s->conn);

@@ -1,1 +1,7 @@
-int main(void){return 0;}
+/* placeholder until the module lands: reports itself as not yet written */
+#include <stdio.h>
+int main(void)
+{
+    puts("1..0 # SKIP not written yet");
+    return 0;
+}
