@@ -78,9 +78,12 @@ def test_simple_commands(relayd):
     assert r.code == 214 and r.lines[-1].startswith("214 2.0.0"), r
     r = c.expect("FROB nicate", 500)
     assert r.line.startswith("500 5.5.2"), r
-    for cmd in ("ETRN example.org", "ATRN", "AUTH PLAIN", "BDAT 10 LAST"):
-        r = c.expect(cmd, 502)
-        assert r.line.startswith("502 5.5.1"), r
+    # not in this stage (ETRN/ATRN/AUTH come with the next issue)
+    r = c.expect("BDAT 10 LAST", 502)
+    assert r.line.startswith("502 5.5.1"), r
+    # RFC 821 TURN would hand this connection's mail to an unauthenticated peer: never
+    r = c.cmd("TURN")
+    assert r.code in (500, 502), r
     # the session still works after all that
     c.expect("MAIL FROM:<a@b.test>", 250)
     assert c.expect("QUIT", 221).line.startswith("221 2.0.0")
