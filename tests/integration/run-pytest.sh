@@ -20,6 +20,7 @@ RELAYD_TAP_DONE=$done_file
 export PYTHONPATH PYTHONDONTWRITEBYTECODE RELAYD_TAP_FD RELAYD_TAP_DONE
 
 "$PYTHON" -m pytest -p no:cacheprovider -p tap_plugin -q -rfE --tb=short --continue-on-collection-errors \
+	--rootdir "$top_srcdir/tests/integration" \
 	"$top_srcdir/tests/integration" "$@" 3>&1 1>&2
 rc=$?
 
