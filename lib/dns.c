@@ -1,1 +1,797 @@
-/* placeholder: being written */
+/*
+ * dns: c-ares 1.18 on the libuv loop. Owns the channel, one uv_poll_t per
+ * c-ares socket (socket-state callback) and one uv_timer re-armed from
+ * ares_timeout() after every call into c-ares. The only file that includes
+ * ares.h. Does no caching and no policy (relayd/resolver.c does both).
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <ares.h>
+
+#include "dns.h"
+
+/* RFC 1035 §3.2.2 / §3.2.4, RFC 3596 §2.1 */
+#define DNS_TYPE_A    1
+#define DNS_TYPE_SOA  6
+#define DNS_TYPE_MX   15
+#define DNS_TYPE_AAAA 28
+#define DNS_CLASS_IN  1
+
+#define DNS_HDR_LEN   12
+#define DNS_NAME_MAX  253 /* RFC 1035 §2.3.4, without the trailing dot */
+#define DNS_MAX_ADDRS 64  /* addresses kept per A or AAAA answer */
+
+/* Per try; c-ares doubles it on each round over the servers, so with two
+ * tries one silent server costs 1 s + 2 s before the lookup is TEMPFAIL.
+ * Short on purpose: a deferred delivery is retried, a stuck one holds a
+ * connection slot. A resolver still working on a cold name keeps going
+ * and has the answer cached for the next attempt. */
+#define DNS_TIMEOUT_MS 1000
+#define DNS_TRIES      2
+
+/* One c-ares socket and the poll handle watching it. Freed in its close
+ * callback only. */
+struct dns_sock {
+    uv_poll_t poll;
+    struct dns *d;
+    ares_socket_t fd;
+    struct dns_sock *next;
+};
+
+struct dns {
+    uv_loop_t *loop;
+    ares_channel channel; /* NULL once destroyed */
+    uv_timer_t timer;
+    struct dns_sock *socks; /* sockets c-ares has open */
+    unsigned handles;       /* initialised handles whose close callback has not run */
+    int depth;              /* calls into c-ares in progress (callbacks may nest) */
+    int closing;            /* dns_close() was called */
+    uint64_t rng;           /* xorshift64* state for shuffling equal MX preferences */
+};
+
+/* An A/AAAA lookup for AF_UNSPEC is two queries; their answers meet here. */
+struct dns_pair {
+    dns_addr_cb cb;
+    void *arg;
+    int pending;
+    int status[2]; /* [0] AAAA, [1] A */
+    struct dns_addr *addrs[2];
+    size_t n[2];
+    uint32_t ttl[2];
+};
+
+/* One query in flight: what to call with its answer. */
+struct dns_query {
+    struct dns *d;
+    int type;
+    dns_mx_cb mx_cb;
+    dns_addr_cb addr_cb;
+    void *arg;
+    struct dns_pair *pair; /* AF_UNSPEC: the pair this half belongs to */
+    int half;              /* its index in pair */
+};
+
+static pthread_once_t library_once = PTHREAD_ONCE_INIT;
+static int library_status = ARES_SUCCESS;
+
+static void library_init(void)
+{
+    library_status = ares_library_init(ARES_LIB_INIT_ALL);
+}
+
+/* ---- small helpers ----------------------------------------------------------------------- */
+
+static uint64_t rng_next(struct dns *d)
+{
+    uint64_t x = d->rng;
+
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    d->rng = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+static int map_status(int ares_status)
+{
+    switch (ares_status) {
+    case ARES_SUCCESS:
+        return DNS_OK;
+    case ARES_ENOTFOUND:
+        return DNS_NXDOMAIN;
+    case ARES_ENODATA:
+        return DNS_NODATA;
+    case ARES_EDESTRUCTION:
+    case ARES_ECANCELLED:
+        return DNS_CANCELLED;
+    case ARES_ENOMEM:
+    case ARES_EBADNAME:
+    case ARES_EBADFAMILY:
+        return DNS_ERR;
+    default:
+        /* ESERVFAIL, ETIMEOUT, ECONNREFUSED, EREFUSED, ENOTIMP, EFORMERR,
+         * EBADRESP, ...: the answer may be different next time. */
+        return DNS_TEMPFAIL;
+    }
+}
+
+const char *dns_strerror(int status)
+{
+    switch (status) {
+    case DNS_OK:
+        return "success";
+    case DNS_NXDOMAIN:
+        return "host or domain name not found";
+    case DNS_NODATA:
+        return "no records of the requested type";
+    case DNS_TEMPFAIL:
+        return "temporary DNS failure";
+    case DNS_CANCELLED:
+        return "DNS lookup cancelled";
+    case DNS_ERR:
+        return "bad name or out of memory";
+    default:
+        return "unknown DNS status";
+    }
+}
+
+/* A name c-ares may be asked about: 1..253 octets of printable ASCII
+ * without spaces, one trailing dot allowed. Syntax beyond that is the
+ * server's business; a label that cannot exist just gets NXDOMAIN. */
+static int valid_name(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (len > 0 && name[len - 1] == '.')
+        len--;
+    if (len == 0 || len > DNS_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c <= 0x20 || c >= 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/* ---- reading TTLs from the raw answer ----------------------------------------------------- */
+
+/* Offset just past the (possibly compressed) name at off, or -1. */
+static int skip_name(const unsigned char *m, int len, int off)
+{
+    for (int hops = 0; hops < 128 && off < len; hops++) {
+        unsigned c = m[off];
+        if (c == 0)
+            return off + 1;
+        if ((c & 0xc0) == 0xc0)
+            return off + 2 <= len ? off + 2 : -1;
+        if ((c & 0xc0) != 0)
+            return -1;
+        off += 1 + (int)c;
+    }
+    return -1;
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* RFC 2181 §8: a TTL with the top bit set is taken as zero. */
+static uint32_t sane_ttl(uint32_t ttl)
+{
+    return (ttl & 0x80000000u) ? 0 : ttl;
+}
+
+/* The smallest TTL of the answer records of type (0 if none), and the
+ * negative-caching TTL of an authority SOA, min(SOA TTL, MINIMUM) as RFC
+ * 2308 §5 defines it (0 without one). c-ares 1.18 parses MX records
+ * without their TTLs, hence this walk. */
+static void answer_ttls(const unsigned char *m, int len, int type, uint32_t *ans, uint32_t *neg)
+{
+    int off = DNS_HDR_LEN, qd, an, ns;
+    int have = 0;
+
+    *ans = 0;
+    *neg = 0;
+    if (m == NULL || len < DNS_HDR_LEN)
+        return;
+    qd = m[4] << 8 | m[5];
+    an = m[6] << 8 | m[7];
+    ns = m[8] << 8 | m[9];
+    for (int i = 0; i < qd; i++) {
+        off = skip_name(m, len, off);
+        if (off < 0 || off + 4 > len)
+            return;
+        off += 4;
+    }
+    for (int i = 0; i < an + ns; i++) {
+        int rtype, rclass, rdlen;
+        uint32_t ttl;
+        off = skip_name(m, len, off);
+        if (off < 0 || off + 10 > len)
+            return;
+        rtype = m[off] << 8 | m[off + 1];
+        rclass = m[off + 2] << 8 | m[off + 3];
+        ttl = sane_ttl(get32(m + off + 4));
+        rdlen = m[off + 8] << 8 | m[off + 9];
+        off += 10;
+        if (off + rdlen > len)
+            return;
+        if (i < an && rtype == type && rclass == DNS_CLASS_IN) {
+            if (!have || ttl < *ans)
+                *ans = ttl;
+            have = 1;
+        } else if (i >= an && rtype == DNS_TYPE_SOA && rclass == DNS_CLASS_IN) {
+            int p = skip_name(m, off + rdlen, off); /* MNAME */
+            if (p >= 0)
+                p = skip_name(m, off + rdlen, p); /* RNAME */
+            if (p >= 0 && p + 20 <= off + rdlen) {
+                uint32_t minimum = sane_ttl(get32(m + p + 16));
+                *neg = ttl < minimum ? ttl : minimum;
+            }
+        }
+        off += rdlen;
+    }
+}
+
+/* ---- the loop side: polls and the timer -------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct dns *d;
+
+    if (h->type == UV_POLL) {
+        struct dns_sock *s = h->data;
+        d = s->d;
+        free(s);
+    } else {
+        d = h->data;
+    }
+    if (--d->handles == 0 && d->closing)
+        free(d);
+}
+
+static void close_sock(struct dns *d, struct dns_sock *s)
+{
+    for (struct dns_sock **pp = &d->socks; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    /* Stop watching before c-ares closes the descriptor (it does so right
+     * after this callback), so a reused number is never polled twice. */
+    uv_poll_stop(&s->poll);
+    uv_close((uv_handle_t *)&s->poll, on_handle_closed);
+}
+
+static void on_timer(uv_timer_t *t);
+static void finish_close(struct dns *d);
+
+/* Ask c-ares when it next needs us, and set the timer for then. */
+static void rearm(struct dns *d)
+{
+    struct timeval tv, *tvp;
+    uint64_t ms;
+
+    if (d->channel == NULL)
+        return;
+    tvp = ares_timeout(d->channel, NULL, &tv);
+    if (tvp == NULL) {
+        uv_timer_stop(&d->timer);
+        return;
+    }
+    ms = (uint64_t)tvp->tv_sec * 1000 + ((uint64_t)tvp->tv_usec + 999) / 1000;
+    uv_timer_start(&d->timer, on_timer, ms, 0);
+}
+
+/* Every call into c-ares is bracketed by enter/leave. Callbacks run inside
+ * c-ares, and c-ares must not be destroyed from one of its own callbacks, so
+ * a dns_close() made there takes effect in leave(). */
+static void enter(struct dns *d)
+{
+    d->depth++;
+}
+
+static void leave(struct dns *d)
+{
+    if (--d->depth > 0)
+        return;
+    if (d->closing && d->channel != NULL)
+        finish_close(d);
+    else
+        rearm(d);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    struct dns_sock *s = h->data;
+    struct dns *d = s->d;
+    ares_socket_t rfd = ARES_SOCKET_BAD, wfd = ARES_SOCKET_BAD;
+
+    if (d->channel == NULL)
+        return;
+    /* On a poll error let c-ares try both directions and meet the error
+     * itself: it then closes the socket and moves on to the next server. */
+    if (status < 0 || (events & UV_READABLE))
+        rfd = s->fd;
+    if (status < 0 || (events & UV_WRITABLE))
+        wfd = s->fd;
+    enter(d);
+    ares_process_fd(d->channel, rfd, wfd);
+    leave(d);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct dns *d = t->data;
+
+    if (d->channel == NULL)
+        return;
+    enter(d);
+    ares_process_fd(d->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    leave(d);
+}
+
+/* c-ares' socket-state callback: start, change or stop watching fd. */
+static void on_sock_state(void *data, ares_socket_t fd, int readable, int writable)
+{
+    struct dns *d = data;
+    struct dns_sock *s;
+    int events = (readable ? UV_READABLE : 0) | (writable ? UV_WRITABLE : 0);
+
+    for (s = d->socks; s != NULL && s->fd != fd; s = s->next)
+        ;
+    if (events == 0) {
+        if (s != NULL)
+            close_sock(d, s);
+        return;
+    }
+    if (s == NULL) {
+        s = calloc(1, sizeof(*s));
+        if (s == NULL)
+            return; /* the query times out through the timer */
+        if (uv_poll_init_socket(d->loop, &s->poll, fd) != 0) {
+            free(s);
+            return;
+        }
+        s->poll.data = s;
+        s->d = d;
+        s->fd = fd;
+        s->next = d->socks;
+        d->socks = s;
+        d->handles++;
+        /* An idle socket c-ares keeps open must not hold the loop open;
+         * while a query is pending the timer (referenced) does. */
+        uv_unref((uv_handle_t *)&s->poll);
+    }
+    if (uv_poll_start(&s->poll, events, on_poll) != 0)
+        close_sock(d, s);
+}
+
+/* ---- open and close ---------------------------------------------------------------------- */
+
+int dns_open(uv_loop_t *loop, const char *servers, struct dns **out, char *err, size_t errlen)
+{
+    struct dns *d = NULL;
+    struct ares_options o;
+    int rc, optmask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
+    uint64_t seed = 0;
+
+    *out = NULL;
+    pthread_once(&library_once, library_init);
+    if (library_status != ARES_SUCCESS) {
+        snprintf(err, errlen, "c-ares: %s", ares_strerror(library_status));
+        return -1;
+    }
+    d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    d->loop = loop;
+    memset(&o, 0, sizeof(o));
+    o.sock_state_cb = on_sock_state;
+    o.sock_state_cb_data = d;
+    o.timeout = DNS_TIMEOUT_MS;
+    o.tries = DNS_TRIES;
+    rc = ares_init_options(&d->channel, &o, optmask);
+    if (rc != ARES_SUCCESS) {
+        snprintf(err, errlen, "c-ares: %s", ares_strerror(rc));
+        free(d);
+        return -1;
+    }
+    if (servers != NULL && (rc = ares_set_servers_ports_csv(d->channel, servers)) != ARES_SUCCESS) {
+        snprintf(err, errlen, "DNS servers '%s': %s", servers, ares_strerror(rc));
+        ares_destroy(d->channel);
+        free(d);
+        return -1;
+    }
+    uv_timer_init(loop, &d->timer);
+    d->timer.data = d;
+    d->handles = 1;
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
+        seed = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)d;
+    d->rng = seed != 0 ? seed : 0x9E3779B97F4A7C15ull;
+    *out = d;
+    return 0;
+}
+
+/* Destroy the channel (every pending callback runs with DNS_CANCELLED and
+ * every socket is reported closed), then close the timer; d is freed by
+ * the last close callback. */
+static void finish_close(struct dns *d)
+{
+    ares_channel ch = d->channel;
+
+    d->depth++;
+    ares_destroy(ch);
+    d->channel = NULL;
+    d->depth--;
+    while (d->socks != NULL)
+        close_sock(d, d->socks);
+    uv_close((uv_handle_t *)&d->timer, on_handle_closed);
+}
+
+void dns_close(struct dns *d)
+{
+    if (d == NULL || d->closing)
+        return;
+    d->closing = 1;
+    if (d->depth == 0)
+        finish_close(d);
+}
+
+/* ---- MX ---------------------------------------------------------------------------------- */
+
+struct mx_order {
+    unsigned pref;
+    uint64_t key; /* random: equal preferences in random order (RFC 5321 §5.1) */
+    size_t idx;
+};
+
+static int cmp_mx_order(const void *a, const void *b)
+{
+    const struct mx_order *x = a, *y = b;
+
+    if (x->pref != y->pref)
+        return x->pref < y->pref ? -1 : 1;
+    return x->key < y->key ? -1 : x->key > y->key;
+}
+
+/* The answer as a dns_mx array sorted by preference, ties shuffled. A null
+ * MX's target "." (RFC 7505) comes out as host "". */
+static int build_mx(struct dns *d, struct ares_mx_reply *head, struct dns_mx **out, size_t *nout)
+{
+    size_t n = 0, k = 0;
+    struct dns_mx *tmp = NULL, *mx = NULL;
+    struct mx_order *ord = NULL;
+    int rc = -1;
+
+    for (struct ares_mx_reply *r = head; r != NULL; r = r->next)
+        n++;
+    tmp = calloc(n ? n : 1, sizeof(*tmp));
+    mx = calloc(n ? n : 1, sizeof(*mx));
+    ord = calloc(n ? n : 1, sizeof(*ord));
+    if (tmp == NULL || mx == NULL || ord == NULL)
+        goto done;
+    for (struct ares_mx_reply *r = head; r != NULL; r = r->next) {
+        const char *h = r->host ? r->host : "";
+        size_t len = strlen(h);
+        if (len > 0 && h[len - 1] == '.')
+            len--;
+        if (len >= sizeof(tmp[k].host))
+            continue; /* cannot be a host name */
+        memcpy(tmp[k].host, h, len);
+        tmp[k].host[len] = '\0';
+        tmp[k].pref = r->priority;
+        ord[k].pref = r->priority;
+        ord[k].key = rng_next(d);
+        ord[k].idx = k;
+        k++;
+    }
+    qsort(ord, k, sizeof(*ord), cmp_mx_order);
+    for (size_t i = 0; i < k; i++)
+        mx[i] = tmp[ord[i].idx];
+    *out = mx;
+    *nout = k;
+    mx = NULL;
+    rc = 0;
+done:
+    free(tmp);
+    free(mx);
+    free(ord);
+    return rc;
+}
+
+static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+    struct dns_query *q = arg;
+    struct ares_mx_reply *head = NULL;
+    struct dns_mx *mx = NULL;
+    size_t n = 0;
+    uint32_t ttl = 0, neg = 0;
+    int st = map_status(status);
+
+    (void)timeouts;
+    answer_ttls(abuf, alen, DNS_TYPE_MX, &ttl, &neg);
+    if (st == DNS_OK) {
+        int r = ares_parse_mx_reply(abuf, alen, &head);
+        if (r == ARES_ENODATA)
+            st = DNS_NODATA; /* e.g. only a CNAME */
+        else if (r != ARES_SUCCESS)
+            st = map_status(r) == DNS_ERR ? DNS_ERR : DNS_TEMPFAIL;
+        else if (build_mx(q->d, head, &mx, &n) < 0)
+            st = DNS_ERR;
+        else if (n == 0)
+            st = DNS_NODATA;
+    }
+    if (st == DNS_NODATA || st == DNS_NXDOMAIN)
+        ttl = neg;
+    else if (st != DNS_OK)
+        ttl = 0;
+    q->mx_cb(q->arg, st, st == DNS_OK ? mx : NULL, st == DNS_OK ? n : 0, ttl);
+    if (head != NULL)
+        ares_free_data(head);
+    free(mx);
+    free(q);
+}
+
+/* Callbacks run exactly once when this returns 0, usually from the loop but
+ * possibly before it returns (when c-ares fails the query at once). On
+ * failure (bad name, out of memory, closing) they never run. */
+int dns_query_mx(struct dns *d, const char *name, dns_mx_cb cb, void *arg)
+{
+    struct dns_query *q;
+
+    if (d == NULL || d->closing || d->channel == NULL || name == NULL || !valid_name(name))
+        return DNS_ERR;
+    q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return DNS_ERR;
+    q->d = d;
+    q->type = DNS_TYPE_MX;
+    q->mx_cb = cb;
+    q->arg = arg;
+    enter(d);
+    ares_query(d->channel, name, DNS_CLASS_IN, DNS_TYPE_MX, on_mx, q);
+    leave(d);
+    return 0;
+}
+
+/* ---- A / AAAA ---------------------------------------------------------------------------- */
+
+/* The addresses of an A or AAAA answer; *status may turn into NODATA when
+ * the answer held only a CNAME. */
+static struct dns_addr *parse_addrs(int type, const unsigned char *abuf, int alen, size_t *n,
+                                    uint32_t *ttl, int *status)
+{
+    struct dns_addr *out = NULL;
+    int cnt = DNS_MAX_ADDRS, r;
+    int have = 0;
+
+    *n = 0;
+    *ttl = 0;
+    if (type == DNS_TYPE_A) {
+        struct ares_addrttl t[DNS_MAX_ADDRS];
+        r = ares_parse_a_reply(abuf, alen, NULL, t, &cnt);
+        if (r == ARES_SUCCESS && cnt > 0 && (out = calloc((size_t)cnt, sizeof(*out))) != NULL) {
+            for (int i = 0; i < cnt; i++) {
+                struct sockaddr_in *sin = (struct sockaddr_in *)&out[i].addr;
+                uint32_t tt = t[i].ttl < 0 ? 0 : (uint32_t)t[i].ttl;
+                sin->sin_family = AF_INET;
+                sin->sin_addr = t[i].ipaddr;
+                if (!have || tt < *ttl)
+                    *ttl = tt;
+                have = 1;
+            }
+        }
+    } else {
+        struct ares_addr6ttl t[DNS_MAX_ADDRS];
+        r = ares_parse_aaaa_reply(abuf, alen, NULL, t, &cnt);
+        if (r == ARES_SUCCESS && cnt > 0 && (out = calloc((size_t)cnt, sizeof(*out))) != NULL) {
+            for (int i = 0; i < cnt; i++) {
+                struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out[i].addr;
+                uint32_t tt = t[i].ttl < 0 ? 0 : (uint32_t)t[i].ttl;
+                sin6->sin6_family = AF_INET6;
+                memcpy(&sin6->sin6_addr, &t[i].ip6addr, sizeof(sin6->sin6_addr));
+                if (!have || tt < *ttl)
+                    *ttl = tt;
+                have = 1;
+            }
+        }
+    }
+    if (r == ARES_SUCCESS && cnt > 0 && out == NULL)
+        *status = DNS_ERR;
+    else if (r == ARES_SUCCESS && cnt > 0)
+        *n = (size_t)cnt;
+    else if (r == ARES_SUCCESS || r == ARES_ENODATA)
+        *status = DNS_NODATA;
+    else
+        *status = map_status(r) == DNS_ERR ? DNS_ERR : DNS_TEMPFAIL;
+    return out;
+}
+
+/* Both halves of an AF_UNSPEC lookup are in: addresses if either has some
+ * (IPv6 first), else the more telling failure. */
+static void pair_done(struct dns_pair *p)
+{
+    struct dns_addr *all = NULL;
+    size_t n = p->n[0] + p->n[1];
+    uint32_t ttl = 0;
+    int st, have = 0;
+
+    if (n > 0) {
+        all = calloc(n, sizeof(*all));
+        st = all != NULL ? DNS_OK : DNS_ERR;
+        for (int h = 0; all != NULL && h < 2; h++) {
+            if (p->n[h] == 0)
+                continue;
+            memcpy(all + (h ? p->n[0] : 0), p->addrs[h], p->n[h] * sizeof(*all));
+            if (!have || p->ttl[h] < ttl)
+                ttl = p->ttl[h];
+            have = 1;
+        }
+    } else if (p->status[0] == DNS_CANCELLED || p->status[1] == DNS_CANCELLED) {
+        st = DNS_CANCELLED;
+    } else if (p->status[0] == DNS_NXDOMAIN || p->status[1] == DNS_NXDOMAIN) {
+        st = DNS_NXDOMAIN; /* the name does not exist, whatever the type */
+        ttl = p->status[0] == DNS_NXDOMAIN ? p->ttl[0] : p->ttl[1];
+    } else if (p->status[0] == DNS_NODATA && p->status[1] == DNS_NODATA) {
+        st = DNS_NODATA;
+        ttl = p->ttl[0] < p->ttl[1] ? p->ttl[0] : p->ttl[1];
+    } else if (p->status[0] == DNS_ERR || p->status[1] == DNS_ERR) {
+        st = DNS_ERR;
+    } else {
+        st = DNS_TEMPFAIL; /* one half NODATA, the other unanswered: unknown */
+    }
+    p->cb(p->arg, st, st == DNS_OK ? all : NULL, st == DNS_OK ? n : 0,
+          st == DNS_OK || st == DNS_NXDOMAIN || st == DNS_NODATA ? ttl : 0);
+    free(all);
+    free(p->addrs[0]);
+    free(p->addrs[1]);
+    free(p);
+}
+
+/* One half's answer into its pair. */
+static void pair_half(struct dns_pair *p, int half, int st, struct dns_addr *addrs, size_t n,
+                      uint32_t ttl)
+{
+    p->status[half] = st;
+    p->addrs[half] = addrs;
+    p->n[half] = n;
+    p->ttl[half] = ttl;
+    if (--p->pending == 0)
+        pair_done(p);
+}
+
+static void on_addr(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+    struct dns_query *q = arg;
+    struct dns_addr *addrs = NULL;
+    size_t n = 0;
+    uint32_t ttl = 0, ans, neg;
+    int st = map_status(status);
+
+    (void)timeouts;
+    answer_ttls(abuf, alen, q->type, &ans, &neg);
+    if (st == DNS_OK)
+        addrs = parse_addrs(q->type, abuf, alen, &n, &ttl, &st);
+    if (st == DNS_NODATA || st == DNS_NXDOMAIN)
+        ttl = neg;
+    else if (st != DNS_OK)
+        ttl = 0;
+    if (q->pair != NULL) {
+        pair_half(q->pair, q->half, st, addrs, n, ttl); /* takes addrs */
+        addrs = NULL;
+    } else {
+        q->addr_cb(q->arg, st, st == DNS_OK ? addrs : NULL, st == DNS_OK ? n : 0, ttl);
+    }
+    free(addrs);
+    free(q);
+}
+
+/* A literal address answers at once, without a query (RFC 5321 §4.1.3
+ * address literals and route = [addr] need no DNS). 1 if name was one. */
+static int answer_literal(const char *name, int family, dns_addr_cb cb, void *arg)
+{
+    struct dns_addr a;
+    struct in_addr a4;
+    struct in6_addr a6;
+
+    memset(&a, 0, sizeof(a));
+    if (inet_pton(AF_INET, name, &a4) == 1) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&a.addr;
+        sin->sin_family = AF_INET;
+        sin->sin_addr = a4;
+    } else if (inet_pton(AF_INET6, name, &a6) == 1) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a.addr;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_addr = a6;
+    } else {
+        return 0;
+    }
+    if (family != AF_UNSPEC && family != a.addr.ss_family)
+        cb(arg, DNS_NODATA, NULL, 0, 0);
+    else
+        cb(arg, DNS_OK, &a, 1, 0);
+    return 1;
+}
+
+static struct dns_query *new_addr_query(struct dns *d, int type, dns_addr_cb cb, void *arg,
+                                        struct dns_pair *pair, int half)
+{
+    struct dns_query *q = calloc(1, sizeof(*q));
+
+    if (q == NULL)
+        return NULL;
+    q->d = d;
+    q->type = type;
+    q->addr_cb = cb;
+    q->arg = arg;
+    q->pair = pair;
+    q->half = half;
+    return q;
+}
+
+/* As dns_query_mx: 0 and exactly one callback (before this returns for a
+ * literal), or DNS_ERR and none. */
+int dns_query_addr(struct dns *d, const char *name, int family, dns_addr_cb cb, void *arg)
+{
+    struct dns_query *q[2] = {NULL, NULL};
+    struct dns_pair *p = NULL;
+    int types[2] = {DNS_TYPE_AAAA, DNS_TYPE_A};
+
+    if (d == NULL || d->closing || d->channel == NULL || name == NULL ||
+        (family != AF_INET && family != AF_INET6 && family != AF_UNSPEC))
+        return DNS_ERR;
+    if (answer_literal(name, family, cb, arg))
+        return 0;
+    if (!valid_name(name))
+        return DNS_ERR;
+    if (family != AF_UNSPEC) {
+        q[0] = new_addr_query(d, family == AF_INET ? DNS_TYPE_A : DNS_TYPE_AAAA, cb, arg, NULL, 0);
+        if (q[0] == NULL)
+            return DNS_ERR;
+        enter(d);
+        ares_query(d->channel, name, DNS_CLASS_IN, q[0]->type, on_addr, q[0]);
+        leave(d);
+        return 0;
+    }
+    p = calloc(1, sizeof(*p));
+    if (p != NULL) {
+        q[0] = new_addr_query(d, types[0], NULL, NULL, p, 0);
+        q[1] = new_addr_query(d, types[1], NULL, NULL, p, 1);
+    }
+    if (p == NULL || q[0] == NULL || q[1] == NULL) {
+        free(p);
+        free(q[0]);
+        free(q[1]);
+        return DNS_ERR;
+    }
+    p->cb = cb;
+    p->arg = arg;
+    p->pending = 2;
+    enter(d);
+    for (int h = 0; h < 2; h++) {
+        /* A callback of the first half may have closed d: the second is
+         * then never asked, and counts as cancelled. */
+        if (d->closing) {
+            free(q[h]);
+            pair_half(p, h, DNS_CANCELLED, NULL, 0, 0);
+            continue;
+        }
+        ares_query(d->channel, name, DNS_CLASS_IN, types[h], on_addr, q[h]);
+    }
+    leave(d);
+    return 0;
+}
