@@ -115,7 +115,7 @@ static const unsigned cl_transitions[ST_COUNT] = {
     [ST_CONNECTING] = B(ST_GREETING),
     [ST_GREETING] = B(ST_EHLO) | B(ST_QUIT),
     [ST_EHLO] = B(ST_HELO) | B(ST_STARTTLS) | B(ST_READY) | B(ST_QUIT),
-    [ST_HELO] = B(ST_STARTTLS) | B(ST_READY) | B(ST_QUIT),
+    [ST_HELO] = B(ST_READY) | B(ST_QUIT), /* HELO announces nothing: no STARTTLS */
     [ST_STARTTLS] = B(ST_TLS) | B(ST_QUIT),
     [ST_TLS] = B(ST_EHLO),
     [ST_READY] = B(ST_MAIL) | B(ST_LOCAL) | B(ST_QUIT),
@@ -885,12 +885,13 @@ static void cl_reply(struct smtp_client *cl, const struct smtp_client_reply *r)
         break;
     case ST_READY:
     case ST_LOCAL:
-        /* RFC 5321 §3.8: a 421 may come at any time, then the server closes. */
-        if (r->code == 421)
-            cl_close(cl, 0);
-        else
+        /* RFC 5321 §3.8: a 421 may come at any time, then the server
+         * closes. Anything else means replies and commands no longer pair
+         * up: the connection is not fit for another message. */
+        if (r->code != 421)
             log_warn("smtp_client %s: unexpected reply while idle: %d %s", cl->peer, r->code,
                      r->text);
+        cl_close(cl, 0);
         break;
     case ST_CONNECTING:
     case ST_TLS:

@@ -41,7 +41,9 @@ struct fake_cfg {
     int hold_until_data;  /* answer MAIL/RCPT only when DATA/RSET/QUIT arrives (RFC 2920 §3.1) */
     int drop_in_body;     /* reset the connection when the first body bytes arrive */
     int ignore_dot;       /* never answer the final dot */
+    int pause_in_body;    /* stop reading for 200 ms when the body starts */
     struct tls_ctx *tls;  /* server context: STARTTLS is accepted when set */
+    const char *starttls; /* reply to STARTTLS (default "220 2.0.0 Ready to start TLS") */
 };
 
 #define DEFAULT_GREETING "220 fake.test ESMTP\r\n"
@@ -52,6 +54,8 @@ struct fake_cfg {
 struct fake {
     uv_loop_t *loop;
     uv_tcp_t listener;
+    uv_timer_t pause; /* pause_in_body */
+    int paused;
     int port;
     struct fake_cfg cfg;
     struct conn *conn;
@@ -131,7 +135,7 @@ static void fake_command(struct fake *f, const char *line)
             fake_write(f, "454 4.7.0 TLS not available\r\n");
             return;
         }
-        fake_write(f, "220 2.0.0 Ready to start TLS\r\n");
+        fake_write(f, f->cfg.starttls ? f->cfg.starttls : "220 2.0.0 Ready to start TLS\r\n");
         buf_reset(&f->in); /* RFC 3207 §5: nothing read in the clear counts */
         assert_int_equal(conn_starttls(f->conn, f->cfg.tls, 1, NULL), 0);
     } else if (strncasecmp(line, "MAIL FROM:", 10) == 0) {
@@ -209,6 +213,14 @@ static size_t fake_data(struct fake *f, const char *p, size_t len)
     return used;
 }
 
+static void fake_resume(uv_timer_t *t)
+{
+    struct fake *f = t->data;
+
+    if (f->conn != NULL)
+        assert_int_equal(conn_read_start(f->conn), 0);
+}
+
 static void fake_on_data(struct conn *c, const char *data, size_t len)
 {
     struct fake *f = conn_udata(c);
@@ -217,6 +229,11 @@ static void fake_on_data(struct conn *c, const char *data, size_t len)
     if (f->in_data && f->cfg.drop_in_body) {
         conn_abort(c);
         return;
+    }
+    if (f->in_data && f->cfg.pause_in_body && !f->paused) {
+        f->paused = 1; /* this chunk is kept; nothing more is read for a while */
+        conn_read_stop(c);
+        uv_timer_start(&f->pause, fake_resume, 200, 0);
     }
     assert_int_equal(buf_append(&f->in, data, len), 0);
     while (f->conn != NULL && off < f->in.len) {
@@ -305,6 +322,8 @@ static void fake_start(struct fake *f, uv_loop_t *loop)
     buf_init(&f->held, 1 << 20);
     assert_int_equal(uv_tcp_init(loop, &f->listener), 0);
     f->listener.data = f;
+    assert_int_equal(uv_timer_init(loop, &f->pause), 0);
+    f->pause.data = f;
     assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &sa), 0);
     assert_int_equal(uv_tcp_bind(&f->listener, (struct sockaddr *)&sa, 0), 0);
     assert_int_equal(uv_listen((uv_stream_t *)&f->listener, 8, fake_on_connection), 0);
@@ -314,8 +333,10 @@ static void fake_start(struct fake *f, uv_loop_t *loop)
 
 static void fake_stop(struct fake *f)
 {
-    if (!uv_is_closing((uv_handle_t *)&f->listener))
+    if (!uv_is_closing((uv_handle_t *)&f->listener)) {
         uv_close((uv_handle_t *)&f->listener, NULL);
+        uv_close((uv_handle_t *)&f->pause, NULL);
+    }
     if (f->conn != NULL)
         conn_close(f->conn);
 }
@@ -977,6 +998,34 @@ static void test_starttls_may(void **state)
     }
 }
 
+/* Plaintext the server sends behind its 220 to STARTTLS must not be read as
+ * the answer to the EHLO that follows over TLS (RFC 3207 §5, CVE-2011-0411):
+ * here it would announce SIZE 5 and get the message refused locally. */
+static void test_starttls_injection(void **state)
+{
+    struct run r;
+    struct tmsg t;
+
+    (void)state;
+    run_init(&r);
+    r.opts.tls = SMTP_TLS_ENCRYPT;
+    r.opts.tls_ctx = cli_ctx;
+    r.f.cfg.tls = srv_ctx;
+    r.f.cfg.ehlo = "250-fake.test\r\n250 STARTTLS\r\n";
+    r.f.cfg.starttls = "220 2.0.0 Ready\r\n250-injected\r\n250 SIZE 5\r\n";
+    r.f.cfg.ehlo_tls = "250-fake.test\r\n250 SIZE 1000\r\n";
+    tmsg_init(&t, "s@example.org", "longer than five\r\n", 1, two_rcpts);
+    r.msgs[r.nmsgs++] = &t.m;
+    run_go(&r);
+
+    assert_int_equal(r.ready_status, 0);
+    assert_int_equal(r.tls_at_ready, 1);
+    assert_int_equal(r.sent_status[0], 0);
+    assert_reply(&t.rc[0].reply, 250, "2.0.0");
+    assert_non_null(strstr(bstr(&r.f.cmds), "MAIL FROM:<s@example.org> SIZE=18\n"));
+    run_done(&r);
+}
+
 /* tls = verify: a trusted certificate with the right name passes; a wrong
  * name or an untrusted issuer fails with 4.7.5 and nothing is sent. */
 static void test_starttls_verify(void **state)
@@ -1156,6 +1205,37 @@ static void test_big_body(void **state)
     run_done(&r);
 }
 
+/* A server that stops reading for a while as an 8 MB body starts: the
+ * client must wait for on_drain instead of overrunning the conn's output
+ * limit (conn_write's -ENOBUFS), and the body still arrives intact. */
+static void test_slow_reader(void **state)
+{
+    size_t len = 8000000; /* whole 100-byte lines, each led by a dot */
+    char *body = malloc(len + 1);
+    struct run r;
+    struct tmsg t;
+
+    (void)state;
+    assert_non_null(body);
+    for (size_t i = 0; i < len; i++)
+        body[i] = i % 100 == 98 ? '\r' : i % 100 == 99 ? '\n' : i % 100 == 0 ? '.' : 'q';
+    body[len] = '\0';
+    run_init(&r);
+    r.f.cfg.pause_in_body = 1;
+    tmsg_init(&t, "s@example.org", body, 1, two_rcpts);
+    r.msgs[r.nmsgs++] = &t.m;
+    run_go(&r);
+
+    assert_int_equal(r.f.paused, 1);
+    assert_int_equal(r.sent_status[0], 0);
+    assert_reply(&t.rc[0].reply, 250, "2.0.0");
+    assert_int_equal(r.f.body.len, len);
+    assert_memory_equal(r.f.body.data, body, len);
+    assert_int_equal(r.f.raw.len, len + len / 100);
+    free(body);
+    run_done(&r);
+}
+
 /* Attach to an open connection (ATRN): the client waits for the greeting. */
 static void test_attach(void **state)
 {
@@ -1199,8 +1279,8 @@ static void test_connect_refused(void **state)
  * that is no reply at all. Each one ends the session with a local 4xx. */
 static void test_bad_replies(void **state)
 {
-    char longline[3100], many[2000];
-    const char *greetings[3];
+    char longline[3100], many[2000], *flood = malloc(20001);
+    const char *greetings[4];
     size_t n = 0;
     struct run r;
 
@@ -1214,16 +1294,23 @@ static void test_bad_replies(void **state)
     greetings[0] = longline;
     greetings[1] = many;
     greetings[2] = "hello there\r\n";
-    for (int i = 0; i < 3; i++) {
+    assert_non_null(flood);
+    memset(flood, 'y', 20000); /* no line end at all */
+    memcpy(flood, "220 ", 4);
+    flood[20000] = '\0';
+    greetings[3] = flood;
+    for (int i = 0; i < 4; i++) {
         run_init(&r);
         r.f.cfg.greeting = greetings[i];
         run_go(&r);
         assert_true(r.ready_status < 0);
         assert_int_equal(r.why.code / 100, 4);
         assert_non_null(strstr(r.why.text, "protocol error"));
+        assert_non_null(strstr(r.why.text, i == 2 ? "malformed" : "too long"));
         assert_int_equal(r.f.ehlo_count, 0);
         run_done(&r);
     }
+    free(flood);
 }
 
 /* Bad messages are refused by smtp_client_send, no callback, the session
@@ -1268,12 +1355,14 @@ int main(void)
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_dsn_params),
         cmocka_unit_test(test_starttls_may),
+        cmocka_unit_test(test_starttls_injection),
         cmocka_unit_test(test_starttls_verify),
         cmocka_unit_test(test_encrypt_not_offered),
         cmocka_unit_test(test_reuse),
         cmocka_unit_test(test_drop_mid_body),
         cmocka_unit_test(test_dot_timeout),
         cmocka_unit_test(test_big_body),
+        cmocka_unit_test(test_slow_reader),
         cmocka_unit_test(test_attach),
         cmocka_unit_test(test_connect_refused),
         cmocka_unit_test(test_bad_replies),
