@@ -135,3 +135,88 @@ def module_relayd(tmp_path_factory, relayd_path):
         problems.append(str(e))
     problems += r.check_health()
     assert not problems, "\n".join(problems + ["log tail:\n" + r.log_tail(80)])
+
+
+# --- delivery, ETRN and bounces (issue 3) ------------------------------------------------
+# delivery_env bundles what those tests start besides relayd: recording sinks
+# (sink.py), dnsmasq (dns.py) and private Postfix instances (postfix_site.py).
+# It asks for its helpers before relayd_factory, so at teardown every relayd
+# is stopped first and the sites it was talking to after it.
+
+
+class DeliveryEnv:
+    def __init__(self, tmp_path, start_relayd):
+        self.tmp = tmp_path
+        self._start_relayd = start_relayd
+        self.sinks = []
+        self.dnses = []
+        self.postfixes = []
+
+    def sink(self, name="sink", host="127.0.0.1", port=0, start=True):
+        """A recording SMTP sink (started unless start=False: then only its port
+        is chosen, so a route can name it while the site is still down)."""
+        from sink import Sink
+        from relayd_fixture import free_port
+
+        s = Sink(host=host, port=port or free_port(host), name=name)
+        self.sinks.append(s)
+        if start:
+            s.start()
+        return s
+
+    def common_port(self, hosts):
+        """A port free on every one of hosts (loopback addresses): relayd's
+        delivery_port, shared by every MX sink of a test."""
+        import socket
+        from relayd_fixture import free_port
+
+        for _ in range(20):
+            port = free_port(hosts[0])
+            try:
+                for h in hosts:
+                    with socket.socket() as s:
+                        s.bind((h, port))
+                return port
+            except OSError:
+                continue
+        raise AssertionError("no port free on all of %r" % (hosts,))
+
+    def dns(self, **records):
+        from dns import Dnsmasq
+
+        d = Dnsmasq(str(self.tmp / ("dns%d" % len(self.dnses))), **records)
+        self.dnses.append(d)
+        return d.start()
+
+    def postfix(self, domain, users=("user",)):
+        from postfix_site import PostfixSite
+
+        p = PostfixSite(domain, users)
+        self.postfixes.append(p)
+        p.setup()
+        return p.start()
+
+    def relayd(self, **kw):
+        return self._start_relayd(**kw)
+
+    def close(self):
+        for s in self.sinks:
+            s.stop()
+        for d in self.dnses:
+            d.stop()
+        for p in self.postfixes:
+            p.teardown()
+
+
+@pytest.fixture
+def delivery_env(tmp_path):
+    env = DeliveryEnv(tmp_path, None)
+    yield env
+    env.close()
+
+
+@pytest.fixture
+def denv(delivery_env, relayd_factory):
+    """delivery_env with relayd_factory as env.relayd(...); relayds stop first."""
+    delivery_env._start_relayd = relayd_factory
+    return delivery_env
