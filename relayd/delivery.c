@@ -1,1 +1,992 @@
-/* placeholder: being written */
+/*
+ * delivery: relayd's outbound SMTP. A run delivers one recipient domain's
+ * queued mail; runs whose domains share a next hop (the same route host, or
+ * the same MX domain) share that next hop's connections, at most
+ * max_site_connections of them, and every connection sends message after
+ * message (connection reuse) until no run of its next hop has work left.
+ * Messages come from the store in batches (reader thread); outcomes go back
+ * in batches (writer thread's group commit), and a run reports done only
+ * once they are committed. A 5xx is bounced (the DSN committed) before the
+ * recipient is removed, so a crash can repeat a delivery, never lose one.
+ * It does not decide when to run (sched.c) nor build DSNs (bounce.c).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bounce.h"
+#include "config.h"
+#include "delivery.h"
+#include "dsn.h"
+#include "log.h"
+#include "resolver.h"
+#include "server.h"
+#include "smtp_client.h"
+#include "store.h"
+
+#define FETCH_BATCH  100 /* messages per store_fetch */
+#define UPDATE_FLUSH 256 /* outcomes per store_update */
+
+struct dl_batch {
+    struct store_batch *b;
+    size_t left; /* messages not finished yet */
+};
+
+struct dl_item {
+    struct store_dmsg *m;
+    struct dl_batch *owner;
+};
+
+struct dl_nexthop;
+
+struct dl_run {
+    struct dl_run *next; /* in the next hop's FIFO */
+    struct delivery *dl;
+    struct dl_nexthop *nh;
+    char *domain;
+    int64_t due_before;
+    int64_t after_id; /* fetch cursor */
+    struct dl_item *items;
+    size_t head, nitems, cap;
+    int fetching;
+    int exhausted;     /* nothing more to fetch */
+    unsigned inflight; /* messages taken and not finished */
+    struct store_update *upd;
+    char **upd_text; /* replies owned for the updates */
+    size_t nupd, updcap;
+    unsigned updating; /* store_update calls outstanding */
+    int permfail;      /* the next hop cannot be resolved for good: bounce */
+    char permfail_why[256];
+    struct delivery_result res;
+    delivery_done_cb done;
+    void *arg;
+};
+
+struct dl_conn {
+    struct dl_conn *next, *prev;
+    struct dl_nexthop *nh;
+    struct smtp_client *cl;
+    size_t target; /* index into nh->targets */
+    int ready;
+    int busy;    /* a message is being sent */
+    int waiting; /* ready, waiting for a fetch */
+    int setup_failed;
+    char setup_why[700];
+    struct dl_run *run;
+    struct dl_item item;
+    struct smtp_client_msg msg;
+    struct smtp_client_rcpt *rcpts;
+    size_t rcap;
+};
+
+struct dl_nexthop {
+    struct dl_nexthop *next;
+    struct delivery *dl;
+    char key[300];
+    char *lookup_domain; /* the domain the lookup is made for */
+    struct resolver_target *targets;
+    size_t ntargets;
+    size_t next_target; /* spread new connections over equal targets */
+    int resolved, resolving;
+    int up; /* a connection got ready since the last failure */
+    unsigned nconns;
+    unsigned limit;
+    struct dl_run *runs; /* FIFO */
+    struct dl_conn *conns;
+};
+
+struct delivery {
+    struct server *srv;
+    struct dl_nexthop *hops;
+    int stopping;
+    void (*stop_cb)(void *arg);
+    void *stop_arg;
+};
+
+static void run_check(struct dl_run *run);
+static void nh_kick(struct dl_nexthop *nh);
+static void conn_take_work(struct dl_conn *dc);
+
+static int64_t now_unix(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/* ---- next hops ------------------------------------------------------------------- */
+
+static void nh_key(const struct cfg_domain *dom, const char *domain, char *out, size_t outlen)
+{
+    if (dom->route_host != NULL)
+        snprintf(out, outlen, "[%s]:%u", dom->route_host, dom->route_port);
+    else
+        snprintf(out, outlen, "mx:%s:%u", domain, dom->route_port);
+}
+
+static struct dl_nexthop *nh_get(struct delivery *dl, const char *domain)
+{
+    const struct cfg_domain *dom = config_delivery_domain(dl->srv->cfg, domain);
+    char key[300];
+    struct dl_nexthop *nh;
+
+    nh_key(dom, domain, key, sizeof(key));
+    for (nh = dl->hops; nh != NULL; nh = nh->next)
+        if (strcmp(nh->key, key) == 0)
+            return nh;
+    nh = calloc(1, sizeof(*nh));
+    if (nh == NULL)
+        return NULL;
+    nh->lookup_domain = strdup(domain);
+    if (nh->lookup_domain == NULL) {
+        free(nh);
+        return NULL;
+    }
+    nh->dl = dl;
+    snprintf(nh->key, sizeof(nh->key), "%s", key);
+    nh->limit = dom->max_site_connections ? dom->max_site_connections : 1;
+    nh->next = dl->hops;
+    dl->hops = nh;
+    return nh;
+}
+
+static void delivery_check_stopped(struct delivery *dl)
+{
+    void (*cb)(void *);
+
+    if (!dl->stopping || dl->hops != NULL || dl->stop_cb == NULL)
+        return;
+    cb = dl->stop_cb;
+    dl->stop_cb = NULL;
+    cb(dl->stop_arg);
+}
+
+/* Free a next hop nobody uses any more. */
+static void nh_maybe_free(struct dl_nexthop *nh)
+{
+    struct delivery *dl = nh->dl;
+    struct dl_nexthop **pp;
+
+    if (nh->runs != NULL || nh->conns != NULL || nh->resolving)
+        return;
+    for (pp = &dl->hops; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == nh) {
+            *pp = nh->next;
+            break;
+        }
+    }
+    free(nh->targets);
+    free(nh->lookup_domain);
+    free(nh);
+    delivery_check_stopped(dl);
+}
+
+/* Messages some run of nh could still hand to a connection. */
+static size_t nh_work(const struct dl_nexthop *nh)
+{
+    const struct dl_run *r;
+    size_t n = 0;
+
+    for (r = nh->runs; r != NULL; r = r->next) {
+        if (r->permfail)
+            continue;
+        n += r->nitems - r->head;
+        if (!r->exhausted)
+            n++;
+    }
+    return n;
+}
+
+/* ---- outcomes -------------------------------------------------------------------- */
+
+static void run_updated(int status, void *arg)
+{
+    struct dl_run *run = arg;
+    struct dl_nexthop *nh = run->nh;
+
+    if (status != 0)
+        log_warn("%s: could not record delivery results in the queue", run->domain);
+    run->updating--;
+    run_check(run);
+    nh_maybe_free(nh);
+}
+
+static void run_flush_updates(struct dl_run *run)
+{
+    size_t i;
+
+    if (run->nupd == 0)
+        return;
+    if (store_update(run->dl->srv->store, run->upd, run->nupd, run_updated, run) == 0)
+        run->updating++;
+    else
+        log_warn("%s: could not record delivery results in the queue", run->domain);
+    for (i = 0; i < run->nupd; i++)
+        free(run->upd_text[i]);
+    run->nupd = 0;
+}
+
+static void run_add_update(struct dl_run *run, const struct store_drcpt *r, int64_t msg_id,
+                           enum store_outcome outcome, int64_t next_attempt, const char *reply)
+{
+    struct store_update *u;
+
+    if (run->nupd == run->updcap) {
+        size_t cap = run->updcap ? run->updcap * 2 : 64;
+        struct store_update *nu = realloc(run->upd, cap * sizeof(*nu));
+        char **nt;
+        if (nu == NULL)
+            return; /* the recipient stays queued: delivered twice at worst */
+        run->upd = nu;
+        nt = realloc(run->upd_text, cap * sizeof(*nt));
+        if (nt == NULL)
+            return;
+        run->upd_text = nt;
+        run->updcap = cap;
+    }
+    u = &run->upd[run->nupd];
+    u->rcpt_id = r->id;
+    u->msg_id = msg_id;
+    u->outcome = outcome;
+    u->next_attempt = next_attempt;
+    run->upd_text[run->nupd] = reply != NULL ? strdup(reply) : NULL;
+    u->reply = run->upd_text[run->nupd];
+    run->nupd++;
+    if (run->nupd >= UPDATE_FLUSH)
+        run_flush_updates(run);
+}
+
+static void item_release(struct dl_run *run, struct dl_item *it)
+{
+    if (it->owner != NULL && --it->owner->left == 0) {
+        store_batch_free(it->owner->b);
+        free(it->owner);
+    }
+    it->owner = NULL;
+    it->m = NULL;
+}
+
+/* Exponential backoff for one recipient, from min_backoff to max_backoff. */
+static int64_t retry_at(const struct config *cfg, int attempts)
+{
+    uint64_t b = cfg->min_backoff;
+    int i;
+
+    for (i = 0; i < attempts && b < cfg->max_backoff; i++)
+        b *= 2;
+    if (b > cfg->max_backoff)
+        b = cfg->max_backoff;
+    return now_unix() + (int64_t)(b / 1000);
+}
+
+static void log_outcome(const struct store_dmsg *m, const struct store_drcpt *r, const char *relay,
+                        const struct smtp_client_reply *rep, const char *status)
+{
+    char dsn[16];
+
+    dsn_status_from_reply(rep->code, rep->enh, dsn);
+    log_info("%s: to=<%s>, relay=%s, delay=%" PRId64 ", dsn=%s, status=%s (%d %s%s%s)", m->queue_id,
+             r->address, relay, now_unix() - m->arrival, dsn, status, rep->code, rep->enh,
+             rep->enh[0] ? " " : "", rep->text);
+}
+
+/* What is left of a message after its bounce was queued (or failed). */
+struct dl_bounce {
+    struct dl_run *run;
+    struct dl_item item;
+    size_t n;
+    const struct store_drcpt **rcpts;
+};
+
+static void bounce_finish(struct dl_bounce *b, int status)
+{
+    struct dl_run *run = b->run;
+    size_t i;
+
+    for (i = 0; i < b->n; i++) {
+        if (status == 0)
+            run_add_update(run, b->rcpts[i], b->item.m->id, STORE_FAILED, 0, NULL);
+        else /* no DSN on disk: keep the recipient rather than lose the news */
+            run_add_update(run, b->rcpts[i], b->item.m->id, STORE_DEFERRED,
+                           retry_at(run->dl->srv->cfg, b->rcpts[i]->attempts), "bounce failed");
+    }
+    item_release(run, &b->item);
+    run->inflight--;
+    free(b->rcpts);
+    free(b);
+    run_check(run);
+}
+
+static void bounce_committed(void *arg, int status)
+{
+    struct dl_bounce *b = arg;
+    struct dl_nexthop *nh = b->run->nh;
+
+    bounce_finish(b, status);
+    nh_maybe_free(nh);
+}
+
+/* Queue a DSN for the failed recipients of an item and finish the item once
+ * it is committed. The item must not be released by the caller. */
+static void bounce_item(struct dl_run *run, struct dl_item *it, struct bounce_rcpt *br, size_t n)
+{
+    struct dl_bounce *b = calloc(1, sizeof(*b));
+    size_t i;
+
+    if (b == NULL || (b->rcpts = calloc(n, sizeof(*b->rcpts))) == NULL) {
+        free(b);
+        item_release(run, it);
+        run->inflight--;
+        return;
+    }
+    b->run = run;
+    b->item = *it;
+    b->n = n;
+    for (i = 0; i < n; i++)
+        b->rcpts[i] = br[i].rcpt;
+    if (bounce_send(run->dl->srv, it->m, br, n, DSN_FAILURE, bounce_committed, b) != 0)
+        bounce_finish(b, -1);
+}
+
+/* ---- runs ------------------------------------------------------------------------ */
+
+static void run_finish(struct dl_run *run)
+{
+    struct dl_nexthop *nh = run->nh;
+    struct dl_run **pp;
+    delivery_done_cb done = run->done;
+    void *arg = run->arg;
+    struct delivery_result res = run->res;
+
+    for (pp = &nh->runs; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == run) {
+            *pp = run->next;
+            break;
+        }
+    }
+    free(run->items);
+    free(run->upd);
+    free(run->upd_text);
+    free(run->domain);
+    free(run);
+    done(arg, &res);
+    /* idle connections of this next hop may have nothing left to do */
+    {
+        struct dl_conn *dc, *next;
+        for (dc = nh->conns; dc != NULL; dc = next) {
+            next = dc->next;
+            if (dc->ready && !dc->busy)
+                conn_take_work(dc);
+        }
+    }
+    /* the entry point that got us here frees nh if it is unused now */
+}
+
+static void run_check(struct dl_run *run)
+{
+    if (!run->exhausted || run->head < run->nitems || run->inflight > 0 || run->fetching)
+        return;
+    run_flush_updates(run);
+    if (run->updating > 0)
+        return;
+    run_finish(run);
+}
+
+/* Drop what was fetched and not started: it stays queued for a later run. */
+static void run_abort(struct dl_run *run, int site_down, const char *why)
+{
+    run->exhausted = 1;
+    while (run->head < run->nitems)
+        item_release(run, &run->items[run->head++]);
+    if (site_down) {
+        run->res.site_down = 1;
+        snprintf(run->res.why, sizeof(run->res.why), "%s", why);
+    }
+    run_check(run);
+}
+
+static void run_bounce_items(struct dl_run *run)
+{
+    while (run->head < run->nitems) {
+        struct dl_item it = run->items[run->head++];
+        struct bounce_rcpt *br = calloc(it.m->nrcpts ? it.m->nrcpts : 1, sizeof(*br));
+        size_t i;
+
+        run->inflight++;
+        if (br == NULL) {
+            item_release(run, &it);
+            run->inflight--;
+            continue;
+        }
+        for (i = 0; i < it.m->nrcpts; i++) {
+            br[i].rcpt = &it.m->rcpts[i];
+            br[i].code = 550;
+            br[i].enh = "5.4.4";
+            br[i].text = run->permfail_why;
+            log_info("%s: to=<%s>, relay=none, delay=%" PRId64 ", dsn=5.4.4, status=bounced (%s)",
+                     it.m->queue_id, it.m->rcpts[i].address, now_unix() - it.m->arrival,
+                     run->permfail_why);
+        }
+        run->res.bounced += it.m->nrcpts;
+        bounce_item(run, &it, br, it.m->nrcpts);
+        free(br);
+    }
+}
+
+static void run_fetch(struct dl_run *run);
+
+static void fetch_done_inner(struct store_batch *b, int status, struct dl_run *run)
+{
+    struct dl_nexthop *nh = run->nh;
+    struct dl_batch *owner = NULL;
+    size_t i;
+
+    run->fetching = 0;
+    if (status != 0 || b == NULL || b->n == 0 || run->dl->stopping || run->exhausted) {
+        if (status != 0)
+            snprintf(run->res.why, sizeof(run->res.why), "cannot read the queue");
+        if (b != NULL)
+            store_batch_free(b);
+        run->exhausted = 1;
+        run_check(run);
+        return;
+    }
+    run->after_id = b->last_id;
+    owner = calloc(1, sizeof(*owner));
+    if (owner == NULL || run->nitems - run->head + b->n > SIZE_MAX / 2) {
+        free(owner);
+        store_batch_free(b);
+        run->exhausted = 1;
+        run_check(run);
+        return;
+    }
+    /* compact the FIFO before appending */
+    if (run->head > 0) {
+        memmove(run->items, run->items + run->head,
+                (run->nitems - run->head) * sizeof(*run->items));
+        run->nitems -= run->head;
+        run->head = 0;
+    }
+    if (run->nitems + b->n > run->cap) {
+        size_t cap = run->nitems + b->n;
+        struct dl_item *ni = realloc(run->items, cap * sizeof(*ni));
+        if (ni == NULL) {
+            free(owner);
+            store_batch_free(b);
+            run->exhausted = 1;
+            run_check(run);
+            return;
+        }
+        run->items = ni;
+        run->cap = cap;
+    }
+    owner->b = b;
+    owner->left = b->n;
+    for (i = 0; i < b->n; i++) {
+        run->items[run->nitems].m = &b->msgs[i];
+        run->items[run->nitems].owner = owner;
+        run->nitems++;
+    }
+    if (b->n < FETCH_BATCH)
+        run->exhausted = 1;
+    if (run->permfail) {
+        run_bounce_items(run);
+        if (!run->exhausted)
+            run_fetch(run);
+        run_check(run);
+        return;
+    }
+    nh_kick(nh);
+    /* connections that were waiting for this fetch */
+    {
+        struct dl_conn *dc, *next;
+        for (dc = nh->conns; dc != NULL; dc = next) {
+            next = dc->next;
+            if (dc->ready && !dc->busy && dc->waiting)
+                conn_take_work(dc);
+        }
+    }
+    run_check(run);
+}
+
+static void fetch_done(struct store_batch *b, int status, void *arg)
+{
+    struct dl_run *run = arg;
+    struct dl_nexthop *nh = run->nh;
+
+    fetch_done_inner(b, status, run);
+    nh_maybe_free(nh);
+}
+
+static void run_fetch(struct dl_run *run)
+{
+    struct store_fetch_opts o;
+
+    if (run->fetching || run->exhausted)
+        return;
+    memset(&o, 0, sizeof(o));
+    o.domain = run->domain;
+    o.after_id = run->after_id;
+    o.max_msgs = FETCH_BATCH;
+    o.due_before = run->due_before;
+    o.arrived_before = INT64_MAX;
+    o.with_body = 1;
+    run->fetching = 1;
+    if (store_fetch(run->dl->srv->store, &o, fetch_done, run) != 0) {
+        run->fetching = 0;
+        run->exhausted = 1;
+        snprintf(run->res.why, sizeof(run->res.why), "cannot read the queue");
+    }
+}
+
+/* ---- connections ----------------------------------------------------------------- */
+
+static const struct smtp_client_cbs client_cbs;
+
+static void conn_unlink(struct dl_conn *dc)
+{
+    struct dl_nexthop *nh = dc->nh;
+
+    if (dc->prev != NULL)
+        dc->prev->next = dc->next;
+    else
+        nh->conns = dc->next;
+    if (dc->next != NULL)
+        dc->next->prev = dc->prev;
+    nh->nconns--;
+}
+
+static int conn_start(struct dl_conn *dc)
+{
+    struct dl_nexthop *nh = dc->nh;
+    struct server *srv = nh->dl->srv;
+    const struct cfg_domain *dom = config_delivery_domain(srv->cfg, nh->lookup_domain);
+    const struct resolver_target *t = &nh->targets[dc->target];
+    struct smtp_client_opts o;
+
+    memset(&o, 0, sizeof(o));
+    o.helo_name = srv->cfg->hostname;
+    o.tls = (enum smtp_client_tls)dom->tls;
+    o.tls_ctx = dom->tls == CFG_TLS_VERIFY ? srv->tls_client_verify : srv->tls_client;
+    if (o.tls_ctx == NULL && o.tls == SMTP_TLS_MAY)
+        o.tls = SMTP_TLS_NONE;
+    o.tls_host = t->host;
+    o.peer_name = t->host;
+    o.connect_timeout = srv->cfg->connect_timeout;
+    o.command_timeout = srv->cfg->delivery_timeout;
+    o.data_timeout = srv->cfg->delivery_data_timeout;
+    dc->ready = dc->busy = dc->waiting = dc->setup_failed = 0;
+    return smtp_client_connect(srv->loop, (const struct sockaddr *)&t->addr, &o, &client_cbs, dc,
+                               &dc->cl);
+}
+
+/* Open one more connection to nh, starting at its next target. */
+static int conn_open(struct dl_nexthop *nh)
+{
+    struct dl_conn *dc = calloc(1, sizeof(*dc));
+    size_t tries;
+
+    if (dc == NULL)
+        return -1;
+    dc->nh = nh;
+    dc->next = nh->conns;
+    if (nh->conns != NULL)
+        nh->conns->prev = dc;
+    nh->conns = dc;
+    nh->nconns++;
+    for (tries = 0; tries < nh->ntargets; tries++) {
+        dc->target = (nh->next_target + tries) % nh->ntargets;
+        if (conn_start(dc) == 0) {
+            nh->next_target = (dc->target + 1) % nh->ntargets;
+            return 0;
+        }
+    }
+    conn_unlink(dc);
+    free(dc);
+    return -1;
+}
+
+/* The site cannot be reached: every run of nh gives up for now. */
+static void nh_down(struct dl_nexthop *nh, const char *why)
+{
+    struct dl_run *r, *next;
+
+    log_info("%s: site unreachable: %s", nh->key, why);
+    nh->up = 0;
+    for (r = nh->runs; r != NULL; r = next) {
+        next = r->next;
+        if (!r->permfail)
+            run_abort(r, 1, why);
+    }
+}
+
+/* Open connections while there is work and the limit allows. While the site
+ * has not answered yet, one connection probes it (no storm on a dead site). */
+static void nh_spawn(struct dl_nexthop *nh)
+{
+    struct delivery *dl = nh->dl;
+    size_t work = nh_work(nh);
+    unsigned want;
+
+    if (dl->stopping || !nh->resolved || nh->ntargets == 0)
+        return;
+    want = work < nh->limit ? (unsigned)work : nh->limit;
+    if (!nh->up && want > 1)
+        want = 1;
+    while (nh->nconns < want) {
+        if (conn_open(nh) != 0) {
+            if (nh->nconns == 0)
+                nh_down(nh, "cannot open a connection");
+            break;
+        }
+    }
+}
+
+static void resolved(void *arg, int status, const struct resolver_target *t, size_t n,
+                     const char *why)
+{
+    struct dl_nexthop *nh = arg;
+    struct dl_run *r, *next;
+
+    nh->resolving = 0;
+    if (status == RESOLVER_OK && n > 0) {
+        struct resolver_target *copy = malloc(n * sizeof(*copy));
+        if (copy != NULL) {
+            memcpy(copy, t, n * sizeof(*copy));
+            free(nh->targets);
+            nh->targets = copy;
+            nh->ntargets = n;
+            nh->resolved = 1;
+            nh_spawn(nh);
+            nh_maybe_free(nh);
+            return;
+        }
+        status = RESOLVER_TEMPFAIL;
+        why = "out of memory";
+    }
+    if (status == RESOLVER_PERMFAIL) {
+        for (r = nh->runs; r != NULL; r = next) {
+            next = r->next;
+            r->permfail = 1;
+            snprintf(r->permfail_why, sizeof(r->permfail_why), "%s", why ? why : "no route");
+            snprintf(r->res.why, sizeof(r->res.why), "%s", r->permfail_why);
+            run_bounce_items(r);
+            if (!r->exhausted)
+                run_fetch(r);
+            run_check(r);
+        }
+    } else {
+        nh_down(nh, why != NULL ? why : "temporary DNS failure");
+    }
+    nh_maybe_free(nh);
+}
+
+static void nh_kick(struct dl_nexthop *nh)
+{
+    struct delivery *dl = nh->dl;
+
+    if (nh->resolved) {
+        nh_spawn(nh);
+        return;
+    }
+    if (nh->resolving || nh->runs == NULL)
+        return;
+    nh->resolving = 1;
+    resolver_lookup(dl->srv->resolver, dl->srv->cfg,
+                    config_delivery_domain(dl->srv->cfg, nh->lookup_domain), nh->lookup_domain,
+                    resolved, nh);
+}
+
+static void conn_send(struct dl_conn *dc, struct dl_run *run, struct dl_item it)
+{
+    const struct store_dmsg *m = it.m;
+    size_t i;
+
+    if (m->nrcpts > dc->rcap) {
+        struct smtp_client_rcpt *nr = realloc(dc->rcpts, m->nrcpts * sizeof(*nr));
+        if (nr == NULL) {
+            item_release(run, &it);
+            run->inflight--;
+            run_check(run);
+            return;
+        }
+        dc->rcpts = nr;
+        dc->rcap = m->nrcpts;
+    }
+    memset(dc->rcpts, 0, m->nrcpts * sizeof(*dc->rcpts));
+    for (i = 0; i < m->nrcpts; i++) {
+        dc->rcpts[i].address = m->rcpts[i].address;
+        dc->rcpts[i].orcpt = m->rcpts[i].orcpt;
+        dc->rcpts[i].notify = m->rcpts[i].notify;
+    }
+    memset(&dc->msg, 0, sizeof(dc->msg));
+    dc->msg.sender = m->sender;
+    dc->msg.envid = m->envid;
+    dc->msg.ret = m->dsn_ret;
+    dc->msg.body_8bit = m->body_8bit;
+    dc->msg.body = m->body;
+    dc->msg.body_len = (size_t)m->size;
+    dc->msg.rcpts = dc->rcpts;
+    dc->msg.nrcpts = m->nrcpts;
+    dc->msg.udata = dc;
+    dc->run = run;
+    dc->item = it;
+    dc->busy = 1;
+    dc->waiting = 0;
+    if (smtp_client_send(dc->cl, &dc->msg) != 0) {
+        /* the client refused: the message stays queued for the next run */
+        dc->busy = 0;
+        dc->run = NULL;
+        item_release(run, &it);
+        run->inflight--;
+        run_check(run);
+        smtp_client_quit(dc->cl);
+    }
+}
+
+/* Give a ready connection its next message, wait for a fetch, or end it. */
+static void conn_take_work(struct dl_conn *dc)
+{
+    struct dl_nexthop *nh = dc->nh;
+    struct dl_run *run;
+    int pending = 0;
+
+    if (!dc->ready || dc->busy)
+        return;
+    if (!nh->dl->stopping) {
+        for (run = nh->runs; run != NULL; run = run->next) {
+            if (run->permfail)
+                continue;
+            if (run->head < run->nitems) {
+                struct dl_item it = run->items[run->head++];
+                run->inflight++;
+                /* fetch ahead so the next batch is there when this one ends */
+                if (run->nitems - run->head < FETCH_BATCH / 2)
+                    run_fetch(run);
+                conn_send(dc, run, it);
+                return;
+            }
+            if (!run->exhausted) {
+                run_fetch(run);
+                pending = 1;
+            }
+        }
+    }
+    if (pending) {
+        dc->waiting = 1;
+        return;
+    }
+    dc->ready = 0;
+    smtp_client_quit(dc->cl);
+}
+
+static void on_ready(struct smtp_client *cl, int status, const struct smtp_client_reply *why)
+{
+    struct dl_conn *dc = smtp_client_udata(cl);
+
+    if (status != 0) {
+        dc->setup_failed = 1;
+        if (why != NULL && why->code != 0)
+            snprintf(dc->setup_why, sizeof(dc->setup_why), "%s said: %d %s %s",
+                     smtp_client_peer(cl), why->code, why->enh, why->text);
+        else
+            snprintf(dc->setup_why, sizeof(dc->setup_why), "connect to %s failed%s%s",
+                     smtp_client_peer(cl), why != NULL && why->text[0] ? ": " : "",
+                     why != NULL ? why->text : "");
+        log_info("%s: %s", dc->nh->key, dc->setup_why);
+        return; /* on_closed follows */
+    }
+    dc->ready = 1;
+    dc->nh->up = 1;
+    conn_take_work(dc);
+    nh_maybe_free(dc->nh);
+}
+
+static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int status)
+{
+    struct dl_conn *dc = smtp_client_udata(cl);
+    struct dl_nexthop *nh = dc->nh;
+    struct dl_run *run = dc->run;
+    struct dl_item it = dc->item;
+    const struct store_dmsg *m = it.m;
+    const struct config *cfg = dc->nh->dl->srv->cfg;
+    const char *relay = smtp_client_peer(cl);
+    struct bounce_rcpt *br = NULL;
+    size_t i, nb = 0;
+
+    dc->busy = 0;
+    dc->run = NULL;
+    dc->item.m = NULL;
+    for (i = 0; i < msg->nrcpts; i++) {
+        const struct smtp_client_reply *rep = &msg->rcpts[i].reply;
+        const struct store_drcpt *r = &m->rcpts[i];
+        char text[sizeof(rep->text) + 32];
+
+        snprintf(text, sizeof(text), "%d %s%s%s", rep->code, rep->enh, rep->enh[0] ? " " : "",
+                 rep->text);
+        if (rep->code >= 200 && rep->code < 300) {
+            log_outcome(m, r, relay, rep, "sent");
+            run_add_update(run, r, m->id, STORE_DELIVERED, 0, NULL);
+            run->res.delivered++;
+        } else if (rep->code >= 500 && rep->code < 600) {
+            log_outcome(m, r, relay, rep, "bounced");
+            if (br == NULL)
+                br = calloc(msg->nrcpts, sizeof(*br));
+            if (br == NULL) {
+                run_add_update(run, r, m->id, STORE_DEFERRED, retry_at(cfg, r->attempts), text);
+                continue;
+            }
+            br[nb].rcpt = r;
+            br[nb].code = rep->code;
+            br[nb].enh = rep->enh;
+            br[nb].text = rep->text;
+            br[nb].remote_mta = relay;
+            nb++;
+            run->res.bounced++;
+        } else {
+            log_outcome(m, r, relay, rep, "deferred");
+            run_add_update(run, r, m->id, STORE_DEFERRED, retry_at(cfg, r->attempts), text);
+            run->res.deferred++;
+            snprintf(run->res.why, sizeof(run->res.why), "%.250s", text);
+        }
+    }
+    if (nb > 0) {
+        bounce_item(run, &it, br, nb);
+    } else {
+        item_release(run, &it);
+        run->inflight--;
+    }
+    free(br);
+    if (status == 0)
+        conn_take_work(dc);
+    run_check(run);
+    nh_maybe_free(nh);
+}
+
+static void on_closed(struct smtp_client *cl)
+{
+    struct dl_conn *dc = smtp_client_udata(cl);
+    struct dl_nexthop *nh = dc->nh;
+
+    dc->cl = NULL;
+    /* a connection that never got ready tries the next target itself */
+    if (dc->setup_failed && !nh->dl->stopping && nh_work(nh) > 0) {
+        while (dc->target + 1 < nh->ntargets) {
+            dc->target++;
+            if (conn_start(dc) == 0)
+                return;
+        }
+        conn_unlink(dc);
+        if (nh->nconns == 0)
+            nh_down(nh, dc->setup_why);
+        free(dc->rcpts);
+        free(dc);
+        nh_maybe_free(nh);
+        return;
+    }
+    conn_unlink(dc);
+    free(dc->rcpts);
+    free(dc);
+    /* replace a connection lost in the middle of the work */
+    if (!nh->dl->stopping && nh_work(nh) > 0 && nh->up)
+        nh_spawn(nh);
+    nh_maybe_free(nh);
+}
+
+static const struct smtp_client_cbs client_cbs = {
+    .on_ready = on_ready,
+    .on_sent = on_sent,
+    .on_closed = on_closed,
+};
+
+/* ---- interface ------------------------------------------------------------------- */
+
+int delivery_open(struct server *srv, struct delivery **out)
+{
+    struct delivery *dl = calloc(1, sizeof(*dl));
+
+    if (dl == NULL)
+        return -1;
+    dl->srv = srv;
+    *out = dl;
+    return 0;
+}
+
+void delivery_run(struct delivery *dl, const char *domain, int64_t due_before,
+                  delivery_done_cb done, void *arg)
+{
+    struct dl_nexthop *nh;
+    struct dl_run *run, **pp;
+
+    nh = dl->stopping ? NULL : nh_get(dl, domain);
+    run = nh != NULL ? calloc(1, sizeof(*run)) : NULL;
+    if (run == NULL || (run->domain = strdup(domain)) == NULL) {
+        struct delivery_result res;
+        free(run);
+        memset(&res, 0, sizeof(res));
+        snprintf(res.why, sizeof(res.why), "%s", dl->stopping ? "shutting down" : "out of memory");
+        if (nh != NULL)
+            nh_maybe_free(nh);
+        done(arg, &res);
+        return;
+    }
+    run->dl = dl;
+    run->nh = nh;
+    run->due_before = due_before;
+    run->done = done;
+    run->arg = arg;
+    for (pp = &nh->runs; *pp != NULL; pp = &(*pp)->next)
+        ;
+    *pp = run;
+    /* read the queue while the connection is being set up */
+    run_fetch(run);
+    if (!run->fetching) {
+        run_check(run);
+        nh_maybe_free(nh);
+        return;
+    }
+    nh_kick(nh); /* may answer at once; run stays alive while its fetch is out */
+}
+
+int delivery_running(const struct delivery *dl, const char *domain)
+{
+    const struct dl_nexthop *nh;
+    const struct dl_run *r;
+
+    for (nh = dl->hops; nh != NULL; nh = nh->next)
+        for (r = nh->runs; r != NULL; r = r->next)
+            if (strcmp(r->domain, domain) == 0)
+                return 1;
+    return 0;
+}
+
+void delivery_stop(struct delivery *dl, void (*cb)(void *arg), void *arg)
+{
+    struct dl_nexthop *nh, *nhnext;
+
+    dl->stopping = 1;
+    dl->stop_cb = cb;
+    dl->stop_arg = arg;
+    for (nh = dl->hops; nh != NULL; nh = nhnext) {
+        struct dl_run *r, *rnext;
+        struct dl_conn *dc, *dnext;
+        nhnext = nh->next;
+        for (dc = nh->conns; dc != NULL; dc = dnext) {
+            dnext = dc->next;
+            if (dc->cl != NULL && !dc->busy) {
+                dc->ready = 0;
+                smtp_client_quit(dc->cl);
+            }
+        }
+        for (r = nh->runs; r != NULL; r = rnext) {
+            rnext = r->next;
+            run_abort(r, 0, "shutting down");
+        }
+    }
+    delivery_check_stopped(dl);
+}
+
+void delivery_free(struct delivery *dl)
+{
+    free(dl);
+}

@@ -21,6 +21,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "etrn.h"
+#include "resolver.h"
+#include "sched.h"
 #include "listener.h"
 #include "log.h"
 #include "server.h"
@@ -198,6 +201,7 @@ static void reload(struct relayd_main *m)
         log_warn("reload: user changed; restart relayd to apply");
     srv->cfg = ncfg;
     config_unref(old);
+    resolver_flush_cache(srv->resolver);
     log_set_level(ncfg->log_level);
     log_info("configuration reloaded from %s (%zu domains)", m->config_path, ncfg->ndomains);
 }
@@ -208,12 +212,11 @@ static void close_handle(uv_handle_t *h)
         uv_close(h, NULL);
 }
 
-/* Every session is gone: commit what is pending and let the loop end. */
-static void finish_shutdown(struct server *srv)
+/* Deliveries have ended: commit what is pending and let the loop end. */
+static void deliveries_stopped(struct server *srv)
 {
     struct relayd_main *m = (struct relayd_main *)srv;
 
-    srv->on_sessions_gone = NULL;
     if (m->shutdown_timer_open) {
         m->shutdown_timer_open = 0;
         close_handle((uv_handle_t *)&m->shutdown_timer);
@@ -223,6 +226,15 @@ static void finish_shutdown(struct server *srv)
     close_handle((uv_handle_t *)&m->sig_hup);
     store_close(srv->store);
     srv->store = NULL;
+    resolver_close(srv->resolver);
+    srv->resolver = NULL;
+}
+
+/* Every session is gone: stop the deliveries (bounded by their timeouts). */
+static void finish_shutdown(struct server *srv)
+{
+    srv->on_sessions_gone = NULL;
+    sched_stop(srv->sched, deliveries_stopped);
 }
 
 static void on_shutdown_timeout(uv_timer_t *t)
@@ -351,8 +363,19 @@ int main(int argc, char **argv)
         log_fatal(EX_CANTCREAT, "cannot set up the spool directory for %s", srv->cfg->database);
     if (store_open(srv->loop, srv->cfg->database, &srv->store, err, sizeof(err)) != 0)
         log_fatal(EX_SOFTWARE, "cannot open the queue %s: %s", srv->cfg->database, err);
+    if (resolver_open(srv->loop, srv->cfg->dns_servers, &srv->resolver, err, sizeof(err)) != 0)
+        log_fatal(EX_SOFTWARE, "cannot start the resolver: %s", err);
+    /* outbound TLS: opportunistic, and verifying for tls = verify domains */
+    srv->tls_client = tls_ctx_new_client(0, NULL, err, sizeof(err));
+    if (srv->tls_client == NULL)
+        log_warn("outbound TLS unavailable: %s", err);
+    srv->tls_client_verify = tls_ctx_new_client(1, srv->cfg->tls_ca_file, err, sizeof(err));
+    if (srv->tls_client_verify == NULL)
+        log_warn("verified outbound TLS unavailable: %s", err);
     if (drop_privileges(srv, srv->cfg->user) != 0)
         log_fatal(EX_NOPERM, "cannot drop privileges");
+    if (etrn_open(srv, &srv->etrn) != 0 || sched_open(srv, &srv->sched) != 0)
+        log_fatal(EX_SOFTWARE, "out of memory");
 
     uv_signal_init(srv->loop, &m.sig_term);
     uv_signal_init(srv->loop, &m.sig_int);
@@ -379,7 +402,11 @@ int main(int argc, char **argv)
     uv_run(srv->loop, UV_RUN_DEFAULT); /* let the listener's close callbacks run */
     if (uv_loop_close(srv->loop) != 0)
         log_warn("loop closed with handles still open");
+    sched_free(srv->sched);
+    etrn_free(srv->etrn);
     tls_ctx_free(srv->tls);
+    tls_ctx_free(srv->tls_client);
+    tls_ctx_free(srv->tls_client_verify);
     for (size_t k = 0; k < srv->ntls_retired; k++)
         tls_ctx_free(srv->tls_retired[k]);
     free(srv->tls_retired);

@@ -1,1 +1,539 @@
-/* placeholder: being written */
+/*
+ * sched: when each domain's mail is delivered. A site (recipient domain) in
+ * mode hold waits for ETRN, an operator flush or a probe; a site in mode
+ * retry - and mail to other destinations, such as bounces - is tried when
+ * mail arrives and then with exponential backoff for the site as a whole
+ * (min_backoff .. max_backoff), one run at a time: while a site is down it
+ * gets one probe per interval, not one connection per message. An ETRN for
+ * a site being flushed joins the flush. A periodic scan of the queue finds
+ * expired mail (bounced) and mail due a delay warning. The SMTP work itself
+ * is delivery.c's; the DSNs are bounce.c's.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bounce.h"
+#include "config.h"
+#include "delivery.h"
+#include "log.h"
+#include "sched.h"
+#include "server.h"
+#include "store.h"
+
+#define SITE_BUCKETS 1024
+#define TICK_MS      1000
+#define MAINT_BATCH  100
+
+struct site {
+    struct site *next; /* hash chain */
+    char *domain;
+    int running;
+    int64_t run_due;   /* due_before of the running run */
+    int again;         /* run again (all mail) when this run ends */
+    int has_mail;      /* as far as we know something is queued */
+    int maint;         /* an expiry or warning pass is running */
+    uint64_t backoff;  /* ms; 0 = the site is fine */
+    uint64_t next_try; /* uv_now() ms when a retry site may be tried */
+    uint64_t last_probe;
+};
+
+struct sched {
+    struct server *srv;
+    struct delivery *dl;
+    struct site *sites[SITE_BUCKETS];
+    uv_timer_t tick;
+    uv_timer_t scan;
+    int timers_open;
+    int scanning;
+    int stopping;
+    unsigned busy; /* runs and maintenance passes in progress */
+    void (*stop_cb)(struct server *srv);
+};
+
+static void site_start(struct sched *sc, struct site *st, int64_t due_before, const char *why);
+
+static int64_t now_unix(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static unsigned site_hash(const char *s)
+{
+    unsigned h = 2166136261u;
+
+    while (*s != '\0')
+        h = (h ^ (unsigned char)*s++) * 16777619u;
+    return h % SITE_BUCKETS;
+}
+
+static struct site *site_get(struct sched *sc, const char *domain)
+{
+    struct site **pp = &sc->sites[site_hash(domain)];
+    struct site *st;
+
+    for (st = *pp; st != NULL; st = st->next)
+        if (strcmp(st->domain, domain) == 0)
+            return st;
+    st = calloc(1, sizeof(*st));
+    if (st == NULL || (st->domain = strdup(domain)) == NULL) {
+        free(st);
+        return NULL;
+    }
+    st->next = *pp;
+    *pp = st;
+    return st;
+}
+
+static void sched_check_stopped(struct sched *sc);
+
+static void delivery_stopped(void *arg)
+{
+    struct sched *sc = arg;
+    void (*cb)(struct server *) = sc->stop_cb;
+
+    sc->stop_cb = NULL;
+    if (cb != NULL)
+        cb(sc->srv);
+}
+
+static void sched_check_stopped(struct sched *sc)
+{
+    if (!sc->stopping || sc->busy > 0 || sc->stop_cb == NULL)
+        return;
+    delivery_stop(sc->dl, delivery_stopped, sc);
+}
+
+/* ---- runs ------------------------------------------------------------------------ */
+
+struct run_ctx {
+    struct sched *sc;
+    struct site *st;
+};
+
+static void run_done(void *arg, const struct delivery_result *r)
+{
+    struct run_ctx *rc = arg;
+    struct sched *sc = rc->sc;
+    struct site *st = rc->st;
+    const struct config *cfg = sc->srv->cfg;
+    uint64_t now = uv_now(sc->srv->loop);
+
+    free(rc);
+    st->running = 0;
+    sc->busy--;
+    if (r->site_down || (r->deferred > 0 && r->delivered == 0)) {
+        /* RFC 5321 §4.5.4.1: back off the site as a whole */
+        st->backoff = st->backoff == 0 ? cfg->min_backoff : st->backoff * 2;
+        if (st->backoff > cfg->max_backoff)
+            st->backoff = cfg->max_backoff;
+        st->next_try = now + st->backoff;
+        store_domain_event(sc->srv->store, st->domain, STORE_EV_ERROR, now_unix(), r->why);
+        log_info("%s: delivery deferred (%s); next try in %" PRIu64 "s", st->domain,
+                 r->why[0] ? r->why : "temporary failure", st->backoff / 1000);
+    } else {
+        st->backoff = 0;
+        st->next_try = 0;
+        if (r->delivered > 0)
+            store_domain_event(sc->srv->store, st->domain, STORE_EV_DELIVERY, now_unix(), NULL);
+        if (r->delivered + r->deferred + r->bounced == 0)
+            st->has_mail = st->again; /* nothing was due */
+    }
+    if (st->again && !sc->stopping) {
+        st->again = 0;
+        site_start(sc, st, INT64_MAX, "again");
+        return;
+    }
+    st->again = 0;
+    sched_check_stopped(sc);
+}
+
+static void site_start(struct sched *sc, struct site *st, int64_t due_before, const char *why)
+{
+    struct run_ctx *rc;
+
+    if (st->running || st->maint || sc->stopping)
+        return;
+    rc = malloc(sizeof(*rc));
+    if (rc == NULL)
+        return;
+    rc->sc = sc;
+    rc->st = st;
+    st->running = 1;
+    st->run_due = due_before;
+    st->last_probe = uv_now(sc->srv->loop);
+    sc->busy++;
+    log_debug("%s: delivery run (%s)", st->domain, why);
+    delivery_run(sc->dl, st->domain, due_before, run_done, rc);
+}
+
+void sched_flush(struct sched *sc, const char *domain, const char *why)
+{
+    struct site *st = site_get(sc, domain);
+
+    if (st == NULL)
+        return;
+    st->has_mail = 1;
+    st->backoff = 0; /* ETRN says the site is up now */
+    st->next_try = 0;
+    if (st->running) {
+        /* join the flush in progress; a run that only took due mail is
+         * followed by one that takes everything */
+        if (st->run_due != INT64_MAX)
+            st->again = 1;
+        return;
+    }
+    if (st->maint) {
+        st->again = 1;
+        return;
+    }
+    site_start(sc, st, INT64_MAX, why);
+}
+
+void sched_queued(struct sched *sc, const char *domain)
+{
+    struct site *st = site_get(sc, domain);
+    const struct cfg_domain *dom;
+
+    if (st == NULL)
+        return;
+    st->has_mail = 1;
+    dom = config_delivery_domain(sc->srv->cfg, domain);
+    if (dom->mode != CFG_MODE_RETRY)
+        return;
+    if (st->running) {
+        st->again = 1;
+        return;
+    }
+    if (uv_now(sc->srv->loop) >= st->next_try)
+        site_start(sc, st, now_unix(), "new mail");
+}
+
+int sched_flushing(struct sched *sc, const char *domain)
+{
+    struct site **pp = &sc->sites[site_hash(domain)];
+    struct site *st;
+
+    for (st = *pp; st != NULL; st = st->next)
+        if (strcmp(st->domain, domain) == 0)
+            return st->running;
+    return 0;
+}
+
+/* ---- timers ---------------------------------------------------------------------- */
+
+static void on_tick(uv_timer_t *t)
+{
+    struct sched *sc = t->data;
+    uint64_t now = uv_now(sc->srv->loop);
+    size_t i;
+
+    if (sc->stopping)
+        return;
+    for (i = 0; i < SITE_BUCKETS; i++) {
+        struct site *st;
+        for (st = sc->sites[i]; st != NULL; st = st->next) {
+            const struct cfg_domain *dom;
+            if (st->running || st->maint || !st->has_mail)
+                continue;
+            dom = config_delivery_domain(sc->srv->cfg, st->domain);
+            if (dom->mode == CFG_MODE_RETRY) {
+                if (now >= st->next_try)
+                    site_start(sc, st, now_unix(), "retry");
+            } else if (dom->probe_interval > 0 && now >= st->last_probe + dom->probe_interval &&
+                       now >= st->next_try) {
+                site_start(sc, st, INT64_MAX, "probe");
+            }
+        }
+    }
+}
+
+/* Expiry and delay warnings for one site: fetch old mail in batches, queue
+ * the DSNs, then remove (expiry) or mark (warning) the recipients. */
+struct maint {
+    struct sched *sc;
+    struct site *st;
+    enum dsn_kind kind;
+    int64_t cutoff;      /* arrived before this */
+    int64_t retry_until; /* for warnings */
+    int64_t after_id;
+    struct store_batch *b;
+    size_t idx; /* next message of b */
+};
+
+static void maint_fetch(struct maint *mt);
+static void maint_next(struct maint *mt);
+
+static void maint_end(struct maint *mt)
+{
+    struct sched *sc = mt->sc;
+    struct site *st = mt->st;
+
+    if (mt->b != NULL)
+        store_batch_free(mt->b);
+    free(mt);
+    st->maint = 0;
+    sc->busy--;
+    if (st->again && !sc->stopping) {
+        st->again = 0;
+        site_start(sc, st, INT64_MAX, "ETRN after expiry");
+    }
+    sched_check_stopped(sc);
+}
+
+static void maint_dsn_done(void *arg, int status)
+{
+    struct maint *mt = arg;
+    const struct store_dmsg *m = &mt->b->msgs[mt->idx];
+    struct store_update *u = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*u));
+    size_t i, n = 0;
+
+    if (status == 0 && u != NULL) {
+        for (i = 0; i < m->nrcpts; i++) {
+            if (mt->kind == DSN_DELAY && m->rcpts[i].warned)
+                continue;
+            u[n].rcpt_id = m->rcpts[i].id;
+            u[n].msg_id = m->id;
+            u[n].outcome = mt->kind == DSN_FAILURE ? STORE_FAILED : STORE_WARNED;
+            n++;
+        }
+        if (n > 0)
+            store_update(mt->sc->srv->store, u, n, NULL, NULL);
+    }
+    free(u);
+    mt->idx++;
+    maint_next(mt);
+}
+
+static void maint_next(struct maint *mt)
+{
+    const struct config *cfg = mt->sc->srv->cfg;
+
+    while (mt->b != NULL && mt->idx < mt->b->n) {
+        const struct store_dmsg *m = &mt->b->msgs[mt->idx];
+        struct bounce_rcpt *br = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*br));
+        size_t i, n = 0;
+
+        if (br == NULL) {
+            mt->idx++;
+            continue;
+        }
+        for (i = 0; i < m->nrcpts; i++) {
+            const struct store_drcpt *r = &m->rcpts[i];
+            if (mt->kind == DSN_DELAY && r->warned)
+                continue;
+            br[n].rcpt = r;
+            br[n].code = mt->kind == DSN_FAILURE ? 550 : 450;
+            br[n].enh = "4.4.7";
+            br[n].text = r->last_reply != NULL ? r->last_reply
+                                               : (mt->kind == DSN_FAILURE
+                                                      ? "delivery time expired"
+                                                      : "the site has not collected its mail yet");
+            n++;
+            log_info("%s: to=<%s>, relay=none, delay=%" PRId64 ", dsn=4.4.7, status=%s (%s)",
+                     m->queue_id, r->address, now_unix() - m->arrival,
+                     mt->kind == DSN_FAILURE ? "expired, returned to sender"
+                                             : "delayed, warning sent",
+                     r->last_reply != NULL ? r->last_reply : "no delivery yet");
+        }
+        if (n == 0) {
+            free(br);
+            mt->idx++;
+            continue;
+        }
+        (void)cfg;
+        if (bounce_send(mt->sc->srv, m, br, n, mt->kind, maint_dsn_done, mt) != 0) {
+            free(br);
+            mt->idx++;
+            continue;
+        }
+        free(br);
+        return; /* maint_dsn_done continues */
+    }
+    if (mt->b != NULL) {
+        int more = mt->b->n == MAINT_BATCH;
+        store_batch_free(mt->b);
+        mt->b = NULL;
+        if (more && !mt->sc->stopping) {
+            maint_fetch(mt);
+            return;
+        }
+    }
+    maint_end(mt);
+}
+
+static void maint_fetched(struct store_batch *b, int status, void *arg)
+{
+    struct maint *mt = arg;
+
+    if (status != 0 || b == NULL || b->n == 0) {
+        if (b != NULL)
+            store_batch_free(b);
+        maint_end(mt);
+        return;
+    }
+    mt->b = b;
+    mt->idx = 0;
+    mt->after_id = b->last_id;
+    maint_next(mt);
+}
+
+static void maint_fetch(struct maint *mt)
+{
+    struct store_fetch_opts o;
+
+    memset(&o, 0, sizeof(o));
+    o.domain = mt->st->domain;
+    o.after_id = mt->after_id;
+    o.max_msgs = MAINT_BATCH;
+    o.due_before = INT64_MAX;
+    o.arrived_before = mt->cutoff;
+    o.with_body = 1;
+    if (store_fetch(mt->sc->srv->store, &o, maint_fetched, mt) != 0)
+        maint_end(mt);
+}
+
+static void maint_start(struct sched *sc, struct site *st, enum dsn_kind kind, int64_t cutoff,
+                        int64_t retry_until)
+{
+    struct maint *mt;
+
+    if (st->running || st->maint || sc->stopping)
+        return;
+    mt = calloc(1, sizeof(*mt));
+    if (mt == NULL)
+        return;
+    mt->sc = sc;
+    mt->st = st;
+    mt->kind = kind;
+    mt->cutoff = cutoff;
+    mt->retry_until = retry_until;
+    st->maint = 1;
+    sc->busy++;
+    maint_fetch(mt);
+}
+
+static void scanned(struct store_domain_info *d, size_t n, int status, void *arg)
+{
+    struct sched *sc = arg;
+    int64_t now = now_unix();
+    size_t i;
+
+    sc->scanning = 0;
+    sc->busy--;
+    if (status == 0 && !sc->stopping) {
+        for (i = 0; i < n; i++) {
+            struct site *st = site_get(sc, d[i].domain);
+            const struct cfg_domain *dom = config_delivery_domain(sc->srv->cfg, d[i].domain);
+            int64_t life = (int64_t)(dom->queue_lifetime / 1000);
+            int64_t warn = (int64_t)(dom->delay_warning / 1000);
+
+            if (st == NULL)
+                continue;
+            st->has_mail = 1;
+            if (life > 0 && d[i].oldest < now - life)
+                maint_start(sc, st, DSN_FAILURE, now - life, 0);
+            else if (warn > 0 && d[i].oldest < now - warn)
+                maint_start(sc, st, DSN_DELAY, now - warn, d[i].oldest + life);
+        }
+    }
+    if (d != NULL)
+        store_scan_free(d, n);
+    sched_check_stopped(sc);
+}
+
+static void on_scan(uv_timer_t *t)
+{
+    struct sched *sc = t->data;
+
+    if (sc->stopping || sc->scanning)
+        return;
+    sc->scanning = 1;
+    sc->busy++;
+    if (store_scan_domains(sc->srv->store, scanned, sc) != 0) {
+        sc->scanning = 0;
+        sc->busy--;
+    }
+}
+
+/* Scan often enough that the shortest lifetime or warning configured is
+ * honoured within a tenth of itself: 1 s .. 60 s. */
+static uint64_t scan_interval(const struct config *cfg)
+{
+    uint64_t m = cfg->queue_lifetime;
+    size_t i;
+
+    if (cfg->delay_warning > 0 && cfg->delay_warning < m)
+        m = cfg->delay_warning;
+    for (i = 0; i < cfg->ndomains; i++) {
+        if (cfg->domains[i].queue_lifetime > 0 && cfg->domains[i].queue_lifetime < m)
+            m = cfg->domains[i].queue_lifetime;
+        if (cfg->domains[i].delay_warning > 0 && cfg->domains[i].delay_warning < m)
+            m = cfg->domains[i].delay_warning;
+    }
+    m /= 10;
+    if (m < 1000)
+        m = 1000;
+    if (m > 60000)
+        m = 60000;
+    return m;
+}
+
+int sched_open(struct server *srv, struct sched **out)
+{
+    struct sched *sc = calloc(1, sizeof(*sc));
+    uint64_t every;
+
+    if (sc == NULL)
+        return -1;
+    sc->srv = srv;
+    if (delivery_open(srv, &sc->dl) != 0) {
+        free(sc);
+        return -1;
+    }
+    uv_timer_init(srv->loop, &sc->tick);
+    uv_timer_init(srv->loop, &sc->scan);
+    sc->tick.data = sc->scan.data = sc;
+    sc->timers_open = 1;
+    uv_timer_start(&sc->tick, on_tick, TICK_MS, TICK_MS);
+    every = scan_interval(srv->cfg);
+    /* the first scan at once: retry sites and bounces left from before */
+    uv_timer_start(&sc->scan, on_scan, 0, every);
+    *out = sc;
+    return 0;
+}
+
+void sched_stop(struct sched *sc, void (*cb)(struct server *srv))
+{
+    sc->stopping = 1;
+    sc->stop_cb = cb;
+    if (sc->timers_open) {
+        sc->timers_open = 0;
+        uv_close((uv_handle_t *)&sc->tick, NULL);
+        uv_close((uv_handle_t *)&sc->scan, NULL);
+    }
+    /* runs in progress end early: delivery_stop stops handing out messages */
+    if (sc->busy > 0)
+        delivery_stop(sc->dl, NULL, NULL);
+    sched_check_stopped(sc);
+}
+
+void sched_free(struct sched *sc)
+{
+    size_t i;
+
+    if (sc == NULL)
+        return;
+    for (i = 0; i < SITE_BUCKETS; i++) {
+        while (sc->sites[i] != NULL) {
+            struct site *st = sc->sites[i];
+            sc->sites[i] = st->next;
+            free(st->domain);
+            free(st);
+        }
+    }
+    delivery_free(sc->dl);
+    free(sc);
+}

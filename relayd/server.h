@@ -16,6 +16,7 @@ struct listener;
 struct smtpd_session;
 struct sched;
 struct resolver;
+struct etrn;
 
 struct server {
     uv_loop_t *loop;
@@ -24,11 +25,12 @@ struct server {
     struct tls_ctx *tls;          /* server TLS context, NULL when no tls_cert */
     struct tls_ctx **tls_retired; /* contexts replaced by a reload, freed at exit */
     size_t ntls_retired;
-    struct tls_ctx *tls_client;  /* outbound, no verification (tls = may/encrypt) */
+    struct tls_ctx *tls_client;        /* outbound, no verification (tls = may/encrypt) */
     struct tls_ctx *tls_client_verify; /* outbound, verifying (tls = verify) */
     struct listener *listener;
     struct sched *sched;
     struct resolver *resolver;
+    struct etrn *etrn; /* ETRN rate limits */
     char spool_dir[PATH_MAX];
     struct smtpd_session *sessions; /* every live session, for shutdown */
     unsigned nsessions;

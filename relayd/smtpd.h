@@ -29,6 +29,7 @@ enum smtpd_state {
     SMTPD_DATA,        /* 354 sent, reading the message */
     SMTPD_COMMIT,      /* message handed to the store, waiting for the commit */
     SMTPD_TLS,         /* STARTTLS handshake in progress */
+    SMTPD_ETRN,        /* ETRN is counting the queue; input waits */
     SMTPD_CLOSING,     /* QUIT, 421 or error: no more input is read */
     SMTPD_NSTATES
 };
@@ -37,7 +38,8 @@ enum smtpd_state {
 
 /* Counters for the disconnect line, like Postfix's "ehlo=1 mail=1 ...". */
 struct smtpd_counts {
-    unsigned helo, ehlo, starttls, mail, rcpt, data, rset, noop, vrfy, quit, unknown, commands;
+    unsigned helo, ehlo, starttls, mail, rcpt, data, rset, noop, vrfy, etrn, quit, unknown,
+        commands;
     unsigned mail_ok, rcpt_ok, data_ok, quit_ok, errors;
 };
 
@@ -75,6 +77,7 @@ struct smtpd_session {
     int closed;         /* conn is closing: no more replies */
     int conn_gone;      /* on_closed ran: the conn is freed */
     int commit_pending; /* the store holds txn.msg until commit_done */
+    int etrn_pending;   /* an ETRN count holds the session */
     struct buf in;      /* unprocessed input (bounded) */
     char *data_out;     /* decoder output scratch, SMTPD_DATA_CHUNK-sized */
     struct smtpd_txn txn;
@@ -104,6 +107,10 @@ void smtpd_quit(struct smtpd_session *s);
 void smtpd_protocol_error(struct smtpd_session *s);
 /* The "from=<...> to=<...> proto=... helo=<...>" tail of a reject log line. */
 void smtpd_log_reject(struct smtpd_session *s, const char *cmd, const char *reply, const char *to);
+
+/* An asynchronous step that held the session (ETRN) is over: go on reading,
+ * or free the session if it was closed meanwhile. */
+void smtpd_async_done(struct smtpd_session *s);
 
 /* smtpd_cmd.c */
 /* Run one command line (without its line end). */

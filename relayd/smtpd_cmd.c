@@ -11,6 +11,7 @@
 
 #include "addr.h"
 #include "config.h"
+#include "etrn.h"
 #include "log.h"
 #include "policy.h"
 #include "server.h"
@@ -32,9 +33,12 @@ static void refuse_out_of_order(struct smtpd_session *s, enum smtp_verb verb)
 {
     const char *why = "Error: bad sequence of commands";
 
-    if (s->state == SMTPD_GREETED &&
-        (verb == SMTP_CMD_MAIL || verb == SMTP_CMD_RCPT || verb == SMTP_CMD_DATA))
+    if (s->state == SMTPD_GREETED && (verb == SMTP_CMD_MAIL || verb == SMTP_CMD_RCPT ||
+                                      verb == SMTP_CMD_DATA || verb == SMTP_CMD_ETRN))
         why = "Error: send HELO/EHLO first";
+    else if (verb == SMTP_CMD_ETRN)
+        /* RFC 1985 §5: not inside a mail transaction (Postfix's etrn_cmd) */
+        why = "Error: MAIL transaction in progress";
     else if (verb == SMTP_CMD_MAIL)
         why = "Error: nested MAIL command";
     else if (verb == SMTP_CMD_RCPT || (verb == SMTP_CMD_DATA && s->state != SMTPD_MAIL))
@@ -94,6 +98,7 @@ static void do_helo(struct smtpd_session *s, const struct smtp_cmd *cmd, int esm
         smtpd_reply_raw(s, line);
         if (s->srv->tls != NULL && !s->tls)
             smtpd_reply_raw(s, "250-STARTTLS\r\n");
+        smtpd_reply_raw(s, "250-ETRN\r\n");
         smtpd_reply_raw(s, "250-8BITMIME\r\n");
         smtpd_reply_raw(s, "250-ENHANCEDSTATUSCODES\r\n");
         smtpd_reply_raw(s, "250 DSN\r\n");
@@ -313,7 +318,7 @@ static void cmd_expn(struct smtpd_session *s, const struct smtp_cmd *cmd)
 static void cmd_help(struct smtpd_session *s, const struct smtp_cmd *cmd)
 {
     smtpd_reply(s, 214, "2.0.0",
-                "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP%s; see RFC 5321",
+                "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY ETRN HELP%s; see RFC 5321",
                 s->srv->tls != NULL ? " STARTTLS" : "");
 }
 
@@ -360,7 +365,7 @@ static const struct smtpd_cmd_def cmd_table[] = {
     {SMTP_CMD_EXPN, ANY, cmd_expn},
     {SMTP_CMD_HELP, ANY, cmd_help},
     {SMTP_CMD_STARTTLS, B(GREETED) | B(READY), cmd_starttls},
-    {SMTP_CMD_ETRN, ANY, cmd_not_implemented},
+    {SMTP_CMD_ETRN, B(READY), etrn_cmd},
     {SMTP_CMD_AUTH, ANY, cmd_not_implemented},
     {SMTP_CMD_ATRN, ANY, cmd_not_implemented},
     {SMTP_CMD_BDAT, ANY, cmd_not_implemented},
@@ -405,6 +410,8 @@ void smtpd_cmd_dispatch(struct smtpd_session *s, const char *line, size_t len)
             s->n.rcpt++;
         else if (cmd.verb == SMTP_CMD_DATA)
             s->n.data++;
+        else if (cmd.verb == SMTP_CMD_ETRN)
+            s->n.etrn++;
         refuse_out_of_order(s, cmd.verb);
         return;
     }

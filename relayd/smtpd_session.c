@@ -17,6 +17,7 @@
 #include "config.h"
 #include "conn.h"
 #include "listener.h"
+#include "sched.h"
 #include "log.h"
 #include "server.h"
 #include "smtpd.h"
@@ -29,9 +30,9 @@
 #define SMTPD_IN_PAUSE (64 * 1024)
 
 static const char *const state_names[SMTPD_NSTATES] = {
-    [SMTPD_GREETED] = "GREETED", [SMTPD_READY] = "READY",     [SMTPD_MAIL] = "MAIL",
-    [SMTPD_RCPT] = "RCPT",       [SMTPD_DATA] = "DATA",       [SMTPD_COMMIT] = "COMMIT",
-    [SMTPD_TLS] = "TLS",         [SMTPD_CLOSING] = "CLOSING",
+    [SMTPD_GREETED] = "GREETED", [SMTPD_READY] = "READY", [SMTPD_MAIL] = "MAIL",
+    [SMTPD_RCPT] = "RCPT",       [SMTPD_DATA] = "DATA",   [SMTPD_COMMIT] = "COMMIT",
+    [SMTPD_TLS] = "TLS",         [SMTPD_ETRN] = "ETRN",   [SMTPD_CLOSING] = "CLOSING",
 };
 
 #define B(s) SMTPD_STATE_BIT(SMTPD_##s)
@@ -39,12 +40,13 @@ static const char *const state_names[SMTPD_NSTATES] = {
  * to CLOSING; everything else is listed. */
 static const unsigned state_next[SMTPD_NSTATES] = {
     [SMTPD_GREETED] = B(GREETED) | B(READY) | B(TLS),
-    [SMTPD_READY] = B(READY) | B(MAIL) | B(TLS),
+    [SMTPD_READY] = B(READY) | B(MAIL) | B(TLS) | B(ETRN),
     [SMTPD_MAIL] = B(READY) | B(RCPT),
     [SMTPD_RCPT] = B(READY) | B(RCPT) | B(DATA),
     [SMTPD_DATA] = B(READY) | B(COMMIT),
     [SMTPD_COMMIT] = B(READY),
     [SMTPD_TLS] = B(GREETED),
+    [SMTPD_ETRN] = B(READY),
     [SMTPD_CLOSING] = 0,
 };
 #undef B
@@ -73,7 +75,7 @@ static void timer_arm(struct smtpd_session *s)
 
     if (!s->timer_open || s->state == SMTPD_CLOSING)
         return;
-    if (s->state == SMTPD_COMMIT) {
+    if (s->state == SMTPD_COMMIT || s->state == SMTPD_ETRN) {
         /* waiting for our own disk, not for the client */
         uv_timer_stop(&s->timer);
         return;
@@ -252,6 +254,22 @@ static void data_done_reply(struct smtpd_session *s, int code, const char *enh, 
     smtpd_enter_state(s, SMTPD_READY);
 }
 
+/* Tell the scheduler which domains have new mail (retry domains start). */
+static void notify_sched(struct server *srv, const struct store_msg *msg)
+{
+    size_t i, j;
+
+    if (srv->sched == NULL)
+        return;
+    for (i = 0; i < msg->nrcpts; i++) {
+        for (j = 0; j < i; j++)
+            if (strcmp(msg->rcpts[j].domain, msg->rcpts[i].domain) == 0)
+                break;
+        if (j == i)
+            sched_queued(srv->sched, msg->rcpts[i].domain);
+    }
+}
+
 static void commit_done(struct store_msg *msg, int status, void *arg)
 {
     struct smtpd_session *s = arg;
@@ -263,6 +281,7 @@ static void commit_done(struct store_msg *msg, int status, void *arg)
                  (unsigned long long)msg->size, msg->nrcpts);
         if (!s->closed)
             smtpd_reply(s, 250, "2.0.0", "Ok: queued as %s", msg->queue_id);
+        notify_sched(s->srv, msg);
     } else if (!s->closed) {
         if (status == STORE_ERR_FULL)
             smtpd_reply(s, 452, "4.3.1", "Insufficient system storage");
@@ -372,8 +391,8 @@ static void update_reading(struct smtpd_session *s)
 
     if (s->closed)
         return;
-    want = s->state != SMTPD_COMMIT && s->state != SMTPD_CLOSING && s->in.len < SMTPD_IN_PAUSE &&
-           !(s->state == SMTPD_DATA && spool_busy(s->txn.spool));
+    want = s->state != SMTPD_COMMIT && s->state != SMTPD_ETRN && s->state != SMTPD_CLOSING &&
+           s->in.len < SMTPD_IN_PAUSE && !(s->state == SMTPD_DATA && spool_busy(s->txn.spool));
     if (!want && s->state == SMTPD_DATA && spool_busy(s->txn.spool))
         spool_on_drain(s->txn.spool, spool_resume, s); /* the disk caught up: read on */
     if (want && s->read_paused) {
@@ -522,6 +541,21 @@ static void on_tls(struct conn *c, int status)
     process_input(s);
 }
 
+void smtpd_async_done(struct smtpd_session *s)
+{
+    s->etrn_pending = 0;
+    if (s->closed) {
+        session_maybe_free(s);
+        return;
+    }
+    if (s->close_after_commit) {
+        smtpd_close_421(s, "4.3.2", "Service shutting down");
+        return;
+    }
+    timer_arm(s);
+    process_input(s);
+}
+
 void smtpd_quit(struct smtpd_session *s)
 {
     smtpd_reply(s, 221, "2.0.0", "Bye");
@@ -554,6 +588,7 @@ static void log_disconnect(struct smtpd_session *s)
     ADD("rset", k->rset);
     ADD("noop", k->noop);
     ADD("vrfy", k->vrfy);
+    ADD("etrn", k->etrn);
     ADD("quit", k->quit);
     ADD("unknown", k->unknown);
     ADD("commands", k->commands);
@@ -566,7 +601,7 @@ static void session_maybe_free(struct smtpd_session *s)
 {
     struct server *srv = s->srv;
 
-    if (!s->conn_gone || s->timer_open || s->commit_pending)
+    if (!s->conn_gone || s->timer_open || s->commit_pending || s->etrn_pending)
         return;
     if (s->admitted) {
         listener_release(srv->listener, s->addr);
@@ -693,7 +728,7 @@ void smtpd_session_shutdown_all(struct server *srv)
         next = s->next;
         if (s->closed)
             continue;
-        if (s->state == SMTPD_DATA || s->state == SMTPD_COMMIT)
+        if (s->state == SMTPD_DATA || s->state == SMTPD_COMMIT || s->state == SMTPD_ETRN)
             s->close_after_commit = 1;
         else if (s->state == SMTPD_TLS)
             session_close(s);
