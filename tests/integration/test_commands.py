@@ -12,7 +12,8 @@ def test_greeting_and_ehlo_keywords(relayd):
     assert r.code == 250
     assert r.lines[0] == "250-relay.test", r
     # 10M default, 1024-based
-    assert r.texts[1:] == ["PIPELINING", "SIZE 10485760", "8BITMIME", "ENHANCEDSTATUSCODES", "DSN"], r
+    assert r.texts[1:] == [
+        "PIPELINING", "SIZE 10485760", "ETRN", "8BITMIME", "ENHANCEDSTATUSCODES", "DSN"], r
     assert all(l.startswith("250-") for l in r.lines[:-1]) and r.lines[-1].startswith("250 "), r
 
 

@@ -27,7 +27,8 @@ def test_ehlo_offers_starttls(relayd_factory, tls_cert):
     r = tls_relayd(relayd_factory, tls_cert)
     c = r.raw()
     rep = c.ehlo()
-    assert rep.texts[1:] == ["PIPELINING", "SIZE 10485760", "STARTTLS", "8BITMIME", "ENHANCEDSTATUSCODES", "DSN"], rep
+    assert rep.texts[1:] == [
+        "PIPELINING", "SIZE 10485760", "STARTTLS", "ETRN", "8BITMIME", "ENHANCEDSTATUSCODES", "DSN"], rep
 
 
 def test_starttls_without_cert_not_implemented(relayd):
