@@ -314,6 +314,7 @@ static void bounce_finish(struct dl_bounce *b, int status)
     run->inflight--;
     free(b->rcpts);
     free(b);
+    run_flush_updates(run);
     run_check(run);
 }
 
@@ -857,6 +858,9 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
         run->inflight--;
     }
     free(br);
+    /* commit outcomes as they come (the writer batches them with everything
+     * else pending), so an ETRN during the flush counts what is still left */
+    run_flush_updates(run);
     if (status == 0)
         conn_take_work(dc);
     run_check(run);

@@ -325,7 +325,9 @@ static void maint_next(struct maint *mt)
             if (mt->kind == DSN_DELAY && r->warned)
                 continue;
             br[n].rcpt = r;
-            br[n].code = mt->kind == DSN_FAILURE ? 550 : 450;
+            /* RFC 3463 X.4.7: delivery time expired; no reply code of
+             * our own, the last one the site gave (if any) is the text */
+            br[n].code = 0;
             br[n].enh = "4.4.7";
             br[n].text = r->last_reply != NULL ? r->last_reply
                                                : (mt->kind == DSN_FAILURE

@@ -310,6 +310,9 @@ class Relayd:
             "database": self.db,
             "shutdown_timeout": "3s",
             "log_level": "info",
+            # never ask the machine's resolver (off loopback): a closed
+            # loopback port makes every lookup a quick temporary failure
+            "dns_servers": "127.0.0.1:1",
         }
         for k, v in keys.items():
             if v is None:

@@ -129,7 +129,7 @@ def check_queue(relayd, acked_all):
 @pytest.mark.time_limit(ROUNDS * ROUND_LIMIT + 60)
 def test_sigkill_under_load_loses_nothing(relayd_factory):
     rng, seed = seeded_random("test_sigkill_under_load_loses_nothing")
-    r = relayd_factory(domains={"example.org": {"mode": "hold"}, "d1.test": {}, "d2.test": {"mode": "retry"},
+    r = relayd_factory(domains={"example.org": {"mode": "hold"}, "d1.test": {}, "d2.test": {"mode": "retry", "route": "127.0.0.1:9"},
                                 "d3.test": {}, "sub.test": {"subdomains": "yes"}})
     acked_all = {}
     kills_total = 0

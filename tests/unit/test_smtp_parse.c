@@ -321,7 +321,7 @@ static void test_path_bad_addresses(void **state)
         "us[er@dom.example",
         "us\\er@dom.example",
         "user@.dom.example",
-        "user@dom.example.",
+        "user@dom.example..",
         "user@dom..example",
         "user@-dom.example",
         "user@dom-.example",
@@ -351,6 +351,21 @@ static void test_path_bad_addresses(void **state)
         if (rc != SMTP_PARSE_BAD_ADDRESS)
             fail_msg("path <%s>: got %d, want BAD_ADDRESS", bad[i], rc);
     }
+}
+
+/* One trailing dot (an absolute name) is tolerated; the addr layer drops it. */
+static void test_path_trailing_dot(void **state)
+{
+    struct smtp_rcpt_args a;
+    const char *arg = "TO:<user@dom.example.>";
+
+    (void)state;
+    assert_int_equal(smtp_parse_rcpt(arg, strlen(arg), &a), SMTP_PARSE_OK);
+    assert_string_equal(a.to.domain, "dom.example.");
+    arg = "TO:<user@dom.example..>";
+    assert_int_equal(smtp_parse_rcpt(arg, strlen(arg), &a), SMTP_PARSE_BAD_ADDRESS);
+    arg = "TO:<user@.>";
+    assert_int_equal(smtp_parse_rcpt(arg, strlen(arg), &a), SMTP_PARSE_BAD_ADDRESS);
 }
 
 static void test_path_quoted(void **state)
@@ -890,13 +905,13 @@ int main(void)
         cmocka_unit_test(test_verbs_bad_chars),    cmocka_unit_test(test_verbs_empty_and_spaces),
         cmocka_unit_test(test_mail_good),          cmocka_unit_test(test_mail_bad_syntax),
         cmocka_unit_test(test_mail_null_sender),   cmocka_unit_test(test_rcpt_good_and_postmaster),
-        cmocka_unit_test(test_path_bad_addresses), cmocka_unit_test(test_path_quoted),
-        cmocka_unit_test(test_path_source_route),  cmocka_unit_test(test_path_literals),
-        cmocka_unit_test(test_length_limits),      cmocka_unit_test(test_mail_params_good),
-        cmocka_unit_test(test_mail_params_bad),    cmocka_unit_test(test_rcpt_params),
-        cmocka_unit_test(test_etrn_good),          cmocka_unit_test(test_etrn_bad),
-        cmocka_unit_test(test_reply_lines),        cmocka_unit_test(test_mailbox_format),
-        cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_path_bad_addresses), cmocka_unit_test(test_path_trailing_dot),
+        cmocka_unit_test(test_path_quoted),        cmocka_unit_test(test_path_source_route),
+        cmocka_unit_test(test_path_literals),      cmocka_unit_test(test_length_limits),
+        cmocka_unit_test(test_mail_params_good),   cmocka_unit_test(test_mail_params_bad),
+        cmocka_unit_test(test_rcpt_params),        cmocka_unit_test(test_etrn_good),
+        cmocka_unit_test(test_etrn_bad),           cmocka_unit_test(test_reply_lines),
+        cmocka_unit_test(test_mailbox_format),     cmocka_unit_test(test_strerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
