@@ -67,7 +67,9 @@ static void diag_text(const struct bounce_rcpt *r, char *out, size_t outlen)
     const char *text = r->text ? r->text : "";
     size_t elen = r->enh ? strlen(r->enh) : 0;
 
-    if (r->code <= 0)
+    if (r->code <= 0 && elen && strncmp(text, r->enh, elen) != 0)
+        snprintf(out, outlen, "%s %s", r->enh, text); /* our own verdict, e.g. expiry */
+    else if (r->code <= 0)
         snprintf(out, outlen, "%s", text);
     else if (elen && strncmp(text, r->enh, elen) != 0)
         snprintf(out, outlen, "%d %s %s", r->code, r->enh, text);
