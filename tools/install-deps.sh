@@ -3,7 +3,7 @@
 # Idempotent: asks apt only when a package is missing. Needs root (or sudo).
 set -eu
 PKGS="build-essential autoconf automake pkg-config libuv1-dev libsqlite3-dev libssl-dev
-libc-ares-dev libcmocka-dev mandoc clang openssl sqlite3 swaks python3 python3-pytest
+libc-ares-dev libcmocka-dev libjson-c-dev mandoc clang openssl sqlite3 swaks python3 python3-pytest
 procps iproute2 dnsmasq-base fetchmail postfix"
 missing=""
 for p in $PKGS; do
