@@ -126,7 +126,9 @@ int store_query_value(struct store *st, const char *sql, char **out, size_t *out
  * through the writer thread's group commit like submissions. Callbacks run
  * on the loop thread. */
 
-enum store_rcpt_state { STORE_RCPT_QUEUED = 0 };
+/* recipient.state. Delivery (store_fetch) and the scheduler's scans see
+ * STORE_RCPT_QUEUED only: a held recipient waits for an operator's release. */
+enum store_rcpt_state { STORE_RCPT_QUEUED = 0, STORE_RCPT_HELD = 1 };
 
 struct store_drcpt {
     int64_t id;
@@ -138,6 +140,7 @@ struct store_drcpt {
     int64_t next_attempt;
     int warned;       /* a delay warning was sent for it */
     char *last_reply; /* or NULL */
+    int state;        /* enum store_rcpt_state (issue 4) */
 };
 
 /* A queued message with the recipients a fetch selected. */
@@ -153,6 +156,9 @@ struct store_dmsg {
     char *body; /* the stored message (size bytes), NULL when not asked for */
     struct store_drcpt *rcpts;
     size_t nrcpts;
+    /* issue 4: set by store_list only (NULL from store_fetch) */
+    char *client_addr;
+    char *client_helo;
 };
 
 struct store_batch {
@@ -241,5 +247,100 @@ enum store_domain_event { STORE_EV_ETRN, STORE_EV_DELIVERY, STORE_EV_ERROR };
 /* (STORE_EV_ERROR stores text in last_error and when in last_error_at.) */
 void store_domain_event(struct store *st, const char *domain, enum store_domain_event ev,
                         int64_t when, const char *text);
+
+/* ---- operator commands (issue 4) --------------------------------------------------
+ * What etrnctl does over the control socket: list and show messages, report
+ * per domain, and hold, release, delete, requeue. Listings and reports are
+ * reader jobs (reader thread, callbacks in order with the other reader jobs,
+ * results bounded per call); changes are writer jobs in the group commit.
+ * Return values and callback rules are those of store_fetch. */
+
+/* Which messages a store_list call returns. Filters combine with AND. */
+struct store_list_opts {
+    const char *queue_id;   /* only this message (NULL: any) */
+    const char *domain;     /* with a recipient in this (normalised) domain (NULL: any) ... */
+    int subdomains;         /* ... or in a domain below it */
+    const char *sender;     /* the sender contains this, ASCII case-insensitive (NULL: any) */
+    const char *recipient;  /* a recipient's address contains this, likewise (NULL: any) */
+    int64_t arrived_before; /* only messages that arrived before this (INT64_MAX: all) */
+    int held;               /* only messages with a held recipient */
+    int64_t after_id;       /* only messages with id > after_id (a cursor, as for fetch) */
+    size_t max_msgs;        /* at most this many messages, and no more once a batch holds
+                             * STORE_LIST_MAX_RCPTS recipients (a message is never split) */
+    int with_body;
+};
+#define STORE_LIST_MAX_RCPTS 10000
+/* Messages in id order with every recipient they still have, in any state
+ * (store_drcpt.state says which), and client_addr/client_helo. A batch with
+ * fewer than max_msgs messages may still be followed by more when the
+ * recipient cap cut it: page on with after_id = b->last_id until n == 0. */
+int store_list(struct store *st, const struct store_list_opts *o, store_fetch_cb cb, void *arg);
+
+/* The queue per recipient domain, for `etrnctl summary` and `domains`, and
+ * for flushes. A message counts once in each domain it has recipients in.
+ * Ages are sorted into qshape's buckets: bucket i < STORE_AGE_BUCKETS - 1
+ * holds messages younger than STORE_AGE_LIMIT(i) seconds (and not younger
+ * than the previous limit), the last bucket everything older. */
+#define STORE_AGE_BUCKETS  10
+#define STORE_AGE_LIMIT(i) ((int64_t)300 << (i)) /* 5, 10, 20 ... 1280 minutes */
+struct store_domain_report {
+    char *domain;
+    int64_t messages;        /* with a recipient in the domain */
+    int64_t queued_messages; /* ... of which with one that is not held */
+    int64_t held_messages;   /* ... of which with one that is held */
+    int64_t recipients;
+    uint64_t bytes; /* the size of those messages */
+    int64_t oldest; /* earliest arrival, 0 without mail */
+    int64_t ages[STORE_AGE_BUCKETS];
+    /* from domain_state; 0 / NULL: never */
+    int64_t last_etrn, last_delivery, last_error_at;
+    char *last_error;
+};
+struct store_report {
+    struct store_domain_report *d; /* sorted by domain (byte order) */
+    size_t n;
+    int64_t messages; /* the whole queue */
+    uint64_t bytes;
+};
+typedef void (*store_report_cb)(struct store_report *r, int status, void *arg);
+/* Frees r itself and everything in it. NULL is fine. r is never NULL in the
+ * callback; on STORE_ERR_IO it is empty. */
+void store_report_free(struct store_report *r);
+/* Every domain with queued mail or a domain_state row (domain NULL), or only
+ * domain (and, with subdomains, the domains below it); ages as of now. */
+int store_report(struct store *st, const char *domain, int subdomains, int64_t now,
+                 store_report_cb cb, void *arg);
+
+/* Operator changes. Each applies to the recipients in scope: every recipient
+ * of the messages named by queue_ids, or every recipient in domain (and
+ * below it, with subdomains), or (all) every recipient in the queue. */
+enum store_op {
+    STORE_OP_HOLD = 0, /* queued -> held */
+    STORE_OP_RELEASE,  /* held -> queued */
+    STORE_OP_DELETE,   /* remove them; a message left without recipients goes too */
+    STORE_OP_REQUEUE,  /* attempts = 0, next_attempt = 0, last_reply = NULL (any state) */
+    STORE_OP_DUE_NOW   /* next_attempt = 0 for queued ones (operator flush of a message) */
+};
+struct store_op_opts {
+    enum store_op op;
+    const char *const *queue_ids; /* n of them, or */
+    size_t nids;
+    const char *domain; /* or */
+    int subdomains;
+    int all;
+};
+struct store_op_result {
+    int64_t found;    /* queue_ids that named a message in the queue (else: messages) */
+    int64_t messages; /* messages with a recipient the operation changed */
+    char **domains;   /* the distinct domains of those recipients, sorted */
+    size_t ndomains;
+};
+typedef void (*store_op_cb)(struct store_op_result *r, int status, void *arg);
+/* Frees r itself and everything in it. NULL is fine. r is never NULL in the
+ * callback; on a failure (nothing was changed) it is all zero. */
+void store_op_result_free(struct store_op_result *r);
+/* Exactly one scope must be given (UV_EINVAL otherwise). The opts are copied.
+ * cb runs on the loop thread after the commit. */
+int store_op(struct store *st, const struct store_op_opts *o, store_op_cb cb, void *arg);
 
 #endif

@@ -1864,6 +1864,709 @@ static void test_fetch_stays_in_domain(void **state)
     free(names);
 }
 
+/* --- operator commands (issue 4): list, report, hold/release/delete/... ---- */
+
+struct ores {
+    struct fx *fx;
+    int called;
+    int status;
+    struct store_batch *b;
+    struct store_report *rep;
+    struct store_op_result *op;
+};
+
+static void on_olist(struct store_batch *b, int status, void *arg)
+{
+    struct ores *r = arg;
+
+    assert_non_null(b);
+    r->called++;
+    r->status = status;
+    r->b = b;
+    r->fx->ncalled++;
+}
+
+static void on_oreport(struct store_report *rep, int status, void *arg)
+{
+    struct ores *r = arg;
+
+    assert_non_null(rep);
+    r->called++;
+    r->status = status;
+    r->rep = rep;
+    r->fx->ncalled++;
+}
+
+static void on_oop(struct store_op_result *op, int status, void *arg)
+{
+    struct ores *r = arg;
+
+    assert_non_null(op);
+    r->called++;
+    r->status = status;
+    r->op = op;
+    r->fx->ncalled++;
+}
+
+/* Run a store_list to completion; the caller frees the batch. */
+static struct store_batch *list(struct fx *fx, const struct store_list_opts *o)
+{
+    struct ores r = {.fx = fx};
+
+    assert_int_equal(store_list(fx->st, o, on_olist, &r), 0);
+    run_until(fx, fx->ncalled + 1);
+    assert_int_equal(r.called, 1);
+    assert_int_equal(r.status, STORE_OK);
+    return r.b;
+}
+
+/* The queue ids of a batch, as "Q1 Q2" with each id replaced by its index
+ * in q[] (n of them): "0 2". */
+static void list_ids(const struct store_batch *b, struct qmsg *const *q, size_t n, char *out,
+                     size_t outlen)
+{
+    size_t off = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < b->n && off < outlen; i++) {
+        size_t k;
+
+        for (k = 0; k < n; k++)
+            if (strcmp(b->msgs[i].queue_id, q[k]->m.queue_id) == 0)
+                break;
+        off += (size_t)snprintf(out + off, outlen - off, "%s%zu", i ? " " : "", k);
+    }
+}
+
+static struct store_report *report(struct fx *fx, const char *domain, int sub, int64_t now)
+{
+    struct ores r = {.fx = fx};
+
+    assert_int_equal(store_report(fx->st, domain, sub, now, on_oreport, &r), 0);
+    run_until(fx, fx->ncalled + 1);
+    assert_int_equal(r.called, 1);
+    assert_int_equal(r.status, STORE_OK);
+    return r.rep;
+}
+
+static struct store_op_result *op(struct fx *fx, const struct store_op_opts *o)
+{
+    struct ores r = {.fx = fx};
+
+    assert_int_equal(store_op(fx->st, o, on_oop, &r), 0);
+    run_until(fx, fx->ncalled + 1);
+    assert_int_equal(r.called, 1);
+    assert_int_equal(r.status, STORE_OK);
+    return r.op;
+}
+
+/* The domains of an op result as "a,b". */
+static void op_domains(const struct store_op_result *o, char *out, size_t outlen)
+{
+    size_t off = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < o->ndomains && off < outlen; i++)
+        off += (size_t)snprintf(out + off, outlen - off, "%s%s", i ? "," : "", o->domains[i]);
+}
+
+/* Four messages the operator tests share: q[0] a+b, q[1] sub.a, q[2] b
+ * (older, other sender), q[3] a (null sender). */
+static void op_queue(struct fx *fx, struct qmsg *q[4])
+{
+    static const char *const d0[] = {"a.example", "b.example"};
+    static const char *const d1[] = {"sub.a.example"};
+    static const char *const d2[] = {"b.example"};
+    static const char *const d3[] = {"a.example"};
+
+    q[0] = qmsg_new(fx, 1000, d0, 2, 100, 1);
+    q[1] = qmsg_new(fx, 2000, d1, 1, 200, 2);
+    q[2] = qmsg_new(fx, 500, d2, 1, 300, 3);
+    q[2]->m.sender = "Other.Person@Example.COM";
+    q[3] = qmsg_new(fx, 3000, d3, 1, 400, 4);
+    q[3]->m.sender = "";
+    for (int i = 0; i < 4; i++)
+        qstore(fx, q[i]);
+}
+
+static void test_list(void **state)
+{
+    struct fx *fx = *state;
+    struct qmsg *q[4];
+    struct store_batch *b;
+    struct store_list_opts o;
+    char ids[128];
+
+    open_store(fx);
+    op_queue(fx, q);
+    memset(&o, 0, sizeof o);
+    o.arrived_before = INT64_MAX;
+    o.max_msgs = 100;
+    b = list(fx, &o);
+    list_ids(b, q, 4, ids, sizeof ids);
+    assert_string_equal(ids, "0 1 2 3");
+    /* Every recipient, the envelope and where it came from; no body unasked. */
+    assert_int_equal(b->msgs[0].nrcpts, 2);
+    assert_string_equal(b->msgs[0].rcpts[0].address, "u0@a.example");
+    assert_string_equal(b->msgs[0].rcpts[0].domain, "a.example");
+    assert_string_equal(b->msgs[0].rcpts[0].orcpt, "rfc822;first@example.org");
+    assert_int_equal(b->msgs[0].rcpts[0].notify, 4);
+    assert_int_equal(b->msgs[0].rcpts[0].state, STORE_RCPT_QUEUED);
+    assert_string_equal(b->msgs[0].rcpts[1].address, "u1@b.example");
+    assert_string_equal(b->msgs[0].sender, "sender@example.net");
+    assert_string_equal(b->msgs[0].envid, "ENV1");
+    assert_string_equal(b->msgs[0].client_addr, "192.0.2.9");
+    assert_string_equal(b->msgs[0].client_helo, "c.example.net");
+    assert_int_equal(b->msgs[0].arrival, 1000);
+    assert_int_equal(b->msgs[0].size, 100);
+    assert_null(b->msgs[0].body);
+    assert_string_equal(b->msgs[3].sender, "");
+    assert_int_equal(b->last_id, qmsg_id(fx, q[3]));
+    store_batch_free(b);
+
+    /* Filters: domain exact and with subdomains, sender and recipient
+     * substrings in any case, age, queue id, and all of them together. */
+    o.domain = "a.example";
+    b = list(fx, &o);
+    list_ids(b, q, 4, ids, sizeof ids);
+    assert_string_equal(ids, "0 3");
+    assert_int_equal(b->msgs[0].nrcpts, 2); /* the other domain's recipient is shown too */
+    store_batch_free(b);
+    o.subdomains = 1;
+    b = list(fx, &o);
+    list_ids(b, q, 4, ids, sizeof ids);
+    assert_string_equal(ids, "0 1 3");
+    store_batch_free(b);
+    o.domain = "xample"; /* whole labels, not a suffix of characters */
+    b = list(fx, &o);
+    assert_int_equal(b->n, 0);
+    store_batch_free(b);
+    o.domain = NULL;
+    o.subdomains = 0;
+    o.sender = "PERSON@example.com";
+    b = list(fx, &o);
+    list_ids(b, q, 4, ids, sizeof ids);
+    assert_string_equal(ids, "2");
+    store_batch_free(b);
+    o.sender = NULL;
+    o.recipient = "U0@SUB.";
+    b = list(fx, &o);
+    list_ids(b, q, 4, ids, sizeof ids);
+    assert_string_equal(ids, "1");
+    store_batch_free(b);
+    o.recipient = "@b.example";
+    o.arrived_before = 1000;
+    b = list(fx, &o);
+    list_ids(b, q, 4, ids, sizeof ids);
+    assert_string_equal(ids, "2");
+    store_batch_free(b);
+    o.recipient = NULL;
+    o.arrived_before = INT64_MAX;
+    o.queue_id = q[1]->m.queue_id;
+    o.with_body = 1;
+    b = list(fx, &o);
+    list_ids(b, q, 4, ids, sizeof ids);
+    assert_string_equal(ids, "1");
+    assert_non_null(b->msgs[0].body);
+    assert_memory_equal(b->msgs[0].body, q[1]->body, 200);
+    store_batch_free(b);
+    o.queue_id = "NOSUCHQUEUEID0";
+    b = list(fx, &o);
+    assert_int_equal(b->n, 0);
+    store_batch_free(b);
+
+    /* Paging with the cursor. */
+    memset(&o, 0, sizeof o);
+    o.arrived_before = INT64_MAX;
+    o.max_msgs = 3;
+    b = list(fx, &o);
+    assert_int_equal(b->n, 3);
+    o.after_id = b->last_id;
+    store_batch_free(b);
+    b = list(fx, &o);
+    list_ids(b, q, 4, ids, sizeof ids);
+    assert_string_equal(ids, "3");
+    o.after_id = b->last_id;
+    store_batch_free(b);
+    b = list(fx, &o);
+    assert_int_equal(b->n, 0);
+    store_batch_free(b);
+    for (int i = 0; i < 4; i++)
+        qmsg_free(q[i]);
+}
+
+/* A page stops once it holds STORE_LIST_MAX_RCPTS recipients, never inside
+ * a message; the cursor finds the rest. */
+static void test_list_recipient_cap(void **state)
+{
+    enum { PER = STORE_LIST_MAX_RCPTS / 2 };
+    struct fx *fx = *state;
+    const char **doms = calloc(PER, sizeof *doms);
+    struct qmsg *q[3];
+    struct store_list_opts o;
+    struct store_batch *b;
+
+    assert_non_null(doms);
+    for (int i = 0; i < PER; i++)
+        doms[i] = "big.example";
+    open_store(fx);
+    for (int i = 0; i < 3; i++) {
+        q[i] = qmsg_new(fx, 1, doms, PER, 10, (uint64_t)i);
+        qstore(fx, q[i]);
+    }
+    memset(&o, 0, sizeof o);
+    o.arrived_before = INT64_MAX;
+    o.max_msgs = 100;
+    b = list(fx, &o);
+    assert_int_equal(b->n, 2);
+    assert_int_equal(b->msgs[1].nrcpts, PER);
+    o.after_id = b->last_id;
+    store_batch_free(b);
+    b = list(fx, &o);
+    assert_int_equal(b->n, 1);
+    assert_string_equal(b->msgs[0].queue_id, q[2]->m.queue_id);
+    store_batch_free(b);
+    for (int i = 0; i < 3; i++)
+        qmsg_free(q[i]);
+    free(doms);
+}
+
+/* Hold keeps recipients from delivery (fetch, scan) until release; both
+ * work by message and by domain, and say what they changed. */
+static void test_hold_release(void **state)
+{
+    struct fx *fx = *state;
+    struct qmsg *q[4];
+    struct store_op_opts o;
+    struct store_op_result *res;
+    struct store_list_opts lo;
+    struct store_batch *b;
+    struct store_count *c;
+    struct res r = {.fx = fx};
+    const char *ids[3];
+    char text[256];
+
+    open_store(fx);
+    op_queue(fx, q);
+    memset(&o, 0, sizeof o);
+    o.op = STORE_OP_HOLD;
+    ids[0] = q[0]->m.queue_id;
+    ids[1] = "NOSUCHQUEUEID0";
+    o.queue_ids = ids;
+    o.nids = 2;
+    res = op(fx, &o);
+    assert_int_equal(res->found, 1);
+    assert_int_equal(res->messages, 1);
+    op_domains(res, text, sizeof text);
+    assert_string_equal(text, "a.example,b.example");
+    store_op_result_free(res);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM recipient WHERE state = %d", STORE_RCPT_HELD),
+                     2);
+    /* Held twice: found, nothing changed. */
+    o.nids = 1;
+    res = op(fx, &o);
+    assert_int_equal(res->found, 1);
+    assert_int_equal(res->messages, 0);
+    assert_int_equal(res->ndomains, 0);
+    store_op_result_free(res);
+
+    /* Delivery does not see held recipients; ETRN's count still does. */
+    b = fetch(fx, "a.example", 0, 100, INT64_MAX, INT64_MAX, 0);
+    assert_int_equal(b->n, 1);
+    assert_string_equal(b->msgs[0].queue_id, q[3]->m.queue_id);
+    store_batch_free(b);
+    b = fetch(fx, "b.example", 0, 100, INT64_MAX, INT64_MAX, 0);
+    assert_int_equal(b->n, 1);
+    assert_string_equal(b->msgs[0].queue_id, q[2]->m.queue_id);
+    store_batch_free(b);
+    c = count(fx, "a.example", 0);
+    assert_int_equal(c->messages, 2);
+    store_count_free(c);
+    assert_int_equal(store_scan_domains(fx->st, on_scan, &r), 0);
+    run_until(fx, fx->ncalled + 1);
+    assert_int_equal(r.nd, 3);
+    assert_string_equal(r.d[0].domain, "a.example");
+    assert_int_equal(r.d[0].recipients, 1);
+    store_scan_free(r.d, r.nd);
+
+    /* The held listing shows q[0], its recipients marked. */
+    memset(&lo, 0, sizeof lo);
+    lo.arrived_before = INT64_MAX;
+    lo.max_msgs = 10;
+    lo.held = 1;
+    b = list(fx, &lo);
+    assert_int_equal(b->n, 1);
+    assert_string_equal(b->msgs[0].queue_id, q[0]->m.queue_id);
+    assert_int_equal(b->msgs[0].rcpts[0].state, STORE_RCPT_HELD);
+    assert_int_equal(b->msgs[0].rcpts[1].state, STORE_RCPT_HELD);
+    store_batch_free(b);
+
+    /* Hold a domain with its subdomains: only those recipients. */
+    memset(&o, 0, sizeof o);
+    o.op = STORE_OP_HOLD;
+    o.domain = "a.example";
+    o.subdomains = 1;
+    res = op(fx, &o);
+    assert_int_equal(res->messages, 2); /* q[1], q[3]: q[0]'s was held already */
+    assert_int_equal(res->found, 2);
+    op_domains(res, text, sizeof text);
+    assert_string_equal(text, "a.example,sub.a.example");
+    store_op_result_free(res);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM recipient WHERE state = 0"), 1); /* q[2] */
+
+    /* Release the domain exactly: a.example's, not sub.a.example's, and
+     * q[0]'s b.example recipient stays held. */
+    o.op = STORE_OP_RELEASE;
+    o.subdomains = 0;
+    res = op(fx, &o);
+    assert_int_equal(res->messages, 2);
+    op_domains(res, text, sizeof text);
+    assert_string_equal(text, "a.example");
+    store_op_result_free(res);
+    b = fetch(fx, "a.example", 0, 100, INT64_MAX, INT64_MAX, 0);
+    assert_int_equal(b->n, 2);
+    store_batch_free(b);
+    b = fetch(fx, "sub.a.example", 0, 100, INT64_MAX, INT64_MAX, 0);
+    assert_int_equal(b->n, 0);
+    store_batch_free(b);
+
+    /* Release everything. */
+    memset(&o, 0, sizeof o);
+    o.op = STORE_OP_RELEASE;
+    o.all = 1;
+    res = op(fx, &o);
+    assert_int_equal(res->messages, 2); /* q[0] (b.example), q[1] */
+    op_domains(res, text, sizeof text);
+    assert_string_equal(text, "b.example,sub.a.example");
+    store_op_result_free(res);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM recipient WHERE state <> 0"), 0);
+    for (int i = 0; i < 4; i++)
+        qmsg_free(q[i]);
+}
+
+static void test_op_delete(void **state)
+{
+    struct fx *fx = *state;
+    struct qmsg *q[4];
+    struct store_op_opts o;
+    struct store_op_result *res;
+    const char *ids[2];
+    char text[256];
+
+    open_store(fx);
+    op_queue(fx, q);
+    memset(&o, 0, sizeof o);
+    o.op = STORE_OP_DELETE;
+    ids[0] = q[1]->m.queue_id;
+    o.queue_ids = ids;
+    o.nids = 1;
+    res = op(fx, &o);
+    assert_int_equal(res->found, 1);
+    assert_int_equal(res->messages, 1);
+    op_domains(res, text, sizeof text);
+    assert_string_equal(text, "sub.a.example");
+    store_op_result_free(res);
+    assert_int_equal(count_qid(fx, q[1]->m.queue_id), 0);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM message_body"), 3);
+    /* Gone already: not found, no error. */
+    res = op(fx, &o);
+    assert_int_equal(res->found, 0);
+    assert_int_equal(res->messages, 0);
+    store_op_result_free(res);
+
+    /* By domain: b.example's recipients; q[2] had no other and goes, q[0]
+     * keeps its a.example recipient. */
+    memset(&o, 0, sizeof o);
+    o.op = STORE_OP_DELETE;
+    o.domain = "b.example";
+    res = op(fx, &o);
+    assert_int_equal(res->messages, 2);
+    store_op_result_free(res);
+    assert_int_equal(count_qid(fx, q[2]->m.queue_id), 0);
+    assert_int_equal(count_qid(fx, q[0]->m.queue_id), 1);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM recipient"), 2);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM message_body"), 2);
+
+    memset(&o, 0, sizeof o);
+    o.op = STORE_OP_DELETE;
+    o.all = 1;
+    res = op(fx, &o);
+    assert_int_equal(res->messages, 2);
+    assert_int_equal(res->found, 2);
+    store_op_result_free(res);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM message"), 0);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM recipient"), 0);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM message_body"), 0);
+    for (int i = 0; i < 4; i++)
+        qmsg_free(q[i]);
+}
+
+static void test_op_requeue_due_now(void **state)
+{
+    struct fx *fx = *state;
+    struct qmsg *q[4];
+    struct store_op_opts o;
+    struct store_op_result *res;
+    const char *ids[1];
+    int64_t m0;
+
+    open_store(fx);
+    op_queue(fx, q);
+    m0 = qmsg_id(fx, q[0]);
+    {
+        struct store_update u[2] = {
+            {rcpt_id(fx, m0, "u0@a.example"), m0, STORE_DEFERRED, 9000, "451 later"},
+            {rcpt_id(fx, m0, "u1@b.example"), m0, STORE_DEFERRED, 9000, "452 full"},
+        };
+
+        update(fx, u, 2);
+        update(fx, u, 2);
+    }
+    /* Due now: next_attempt only, and not for held recipients. */
+    memset(&o, 0, sizeof o);
+    o.op = STORE_OP_HOLD;
+    o.domain = "b.example";
+    store_op_result_free(op(fx, &o));
+    o.op = STORE_OP_DUE_NOW;
+    ids[0] = q[0]->m.queue_id;
+    o.domain = NULL;
+    o.queue_ids = ids;
+    o.nids = 1;
+    res = op(fx, &o);
+    assert_int_equal(res->messages, 1);
+    assert_int_equal(res->ndomains, 1);
+    assert_string_equal(res->domains[0], "a.example");
+    store_op_result_free(res);
+    assert_int_equal(qint(fx,
+                          "SELECT next_attempt FROM recipient WHERE address = 'u0@a.example'"
+                          " AND message_id = %lld",
+                          (long long)m0),
+                     0);
+    assert_int_equal(qint(fx,
+                          "SELECT attempts FROM recipient WHERE address = 'u0@a.example'"
+                          " AND message_id = %lld",
+                          (long long)m0),
+                     2);
+    assert_int_equal(qint(fx, "SELECT next_attempt FROM recipient WHERE address = 'u1@b.example'"),
+                     9000);
+
+    /* Requeue: everything starts over, held or not, and stays held. */
+    memset(&o, 0, sizeof o);
+    o.op = STORE_OP_REQUEUE;
+    o.all = 1;
+    res = op(fx, &o);
+    assert_int_equal(res->messages, 4);
+    assert_int_equal(res->ndomains, 3);
+    store_op_result_free(res);
+    assert_int_equal(qint(fx, "SELECT count(*) FROM recipient WHERE attempts <> 0 OR"
+                              " next_attempt <> 0 OR last_reply IS NOT NULL"),
+                     0);
+    assert_int_equal(qint(fx, "SELECT state FROM recipient WHERE address = 'u1@b.example'"),
+                     STORE_RCPT_HELD);
+    for (int i = 0; i < 4; i++)
+        qmsg_free(q[i]);
+}
+
+static void test_report(void **state)
+{
+    static const char *const d4[] = {"a.example", "a.example", "c.example"};
+    struct fx *fx = *state;
+    struct qmsg *q[5];
+    struct store_report *rep;
+    struct store_op_opts o;
+    const char *ids[1];
+    const int64_t now = 100000;
+
+    open_store(fx);
+    rep = report(fx, NULL, 0, now);
+    assert_int_equal(rep->n, 0);
+    assert_int_equal(rep->messages, 0);
+    assert_int_equal(rep->bytes, 0);
+    store_report_free(rep);
+
+    op_queue(fx, q); /* arrivals 1000 2000 500 3000: ages 99000, 98000, 99500, 97000 */
+    q[4] = qmsg_new(fx, now - 299, d4, 3, 50, 5); /* two recipients in a.example, one in c */
+    qstore(fx, q[4]);
+    memset(&o, 0, sizeof o);
+    o.op = STORE_OP_HOLD;
+    ids[0] = q[3]->m.queue_id;
+    o.queue_ids = ids;
+    o.nids = 1;
+    store_op_result_free(op(fx, &o));
+    store_domain_event(fx->st, "a.example", STORE_EV_ETRN, 700, NULL);
+    store_domain_event(fx->st, "a.example", STORE_EV_ERROR, 800, "connect: refused");
+    store_domain_event(fx->st, "gone.example", STORE_EV_DELIVERY, 900, NULL);
+    update(fx, NULL, 0); /* the events are committed */
+
+    rep = report(fx, NULL, 0, now);
+    assert_int_equal(rep->messages, 5);
+    assert_int_equal(rep->bytes, 100 + 200 + 300 + 400 + 50);
+    assert_int_equal(rep->n, 5);
+    assert_string_equal(rep->d[0].domain, "a.example");
+    assert_int_equal(rep->d[0].messages, 3); /* q[0], q[3], q[4] (once, with 2 recipients) */
+    assert_int_equal(rep->d[0].recipients, 4);
+    assert_int_equal(rep->d[0].queued_messages, 2);
+    assert_int_equal(rep->d[0].held_messages, 1);
+    assert_int_equal(rep->d[0].bytes, 100 + 400 + 50);
+    assert_int_equal(rep->d[0].oldest, 1000);
+    assert_int_equal(rep->d[0].ages[0], 1);                     /* 299 s */
+    assert_int_equal(rep->d[0].ages[STORE_AGE_BUCKETS - 1], 2); /* > 1280 minutes */
+    for (int i = 1; i < STORE_AGE_BUCKETS - 1; i++)
+        assert_int_equal(rep->d[0].ages[i], 0);
+    assert_int_equal(rep->d[0].last_etrn, 700);
+    assert_int_equal(rep->d[0].last_error_at, 800);
+    assert_string_equal(rep->d[0].last_error, "connect: refused");
+    assert_int_equal(rep->d[0].last_delivery, 0);
+    assert_string_equal(rep->d[1].domain, "b.example");
+    assert_int_equal(rep->d[1].messages, 2);
+    assert_int_equal(rep->d[1].oldest, 500);
+    assert_null(rep->d[1].last_error);
+    assert_string_equal(rep->d[2].domain, "c.example");
+    assert_int_equal(rep->d[2].ages[0], 1);
+    assert_string_equal(rep->d[3].domain, "gone.example"); /* domain_state only */
+    assert_int_equal(rep->d[3].messages, 0);
+    assert_int_equal(rep->d[3].oldest, 0);
+    assert_int_equal(rep->d[3].last_delivery, 900);
+    assert_string_equal(rep->d[4].domain, "sub.a.example");
+    assert_int_equal(rep->d[4].messages, 1);
+    store_report_free(rep);
+
+    /* Bucket edges: an age equal to a limit goes to the next bucket. */
+    rep = report(fx, "c.example", 0, now + 1);
+    assert_int_equal(rep->n, 1);
+    assert_int_equal(rep->d[0].ages[0], 0);
+    assert_int_equal(rep->d[0].ages[1], 1);
+    store_report_free(rep);
+    rep = report(fx, "c.example", 0, now - 299 + STORE_AGE_LIMIT(8) - 1);
+    assert_int_equal(rep->d[0].ages[8], 1);
+    store_report_free(rep);
+    rep = report(fx, "c.example", 0, now - 299 + STORE_AGE_LIMIT(8));
+    assert_int_equal(rep->d[0].ages[STORE_AGE_BUCKETS - 1], 1);
+    store_report_free(rep);
+
+    /* One domain and those below it, domain_state rows included. */
+    rep = report(fx, "a.example", 1, now);
+    assert_int_equal(rep->n, 2);
+    assert_string_equal(rep->d[0].domain, "a.example");
+    assert_int_equal(rep->d[0].last_etrn, 700);
+    assert_string_equal(rep->d[1].domain, "sub.a.example");
+    store_report_free(rep);
+    rep = report(fx, "gone.example", 0, now);
+    assert_int_equal(rep->n, 1);
+    assert_int_equal(rep->d[0].messages, 0);
+    store_report_free(rep);
+    rep = report(fx, "nothing.example", 1, now);
+    assert_int_equal(rep->n, 0);
+    store_report_free(rep);
+    for (int i = 0; i < 5; i++)
+        qmsg_free(q[i]);
+}
+
+/* The held listing reads the held rows (schema 003's partial index), not
+ * the whole queue. */
+static void test_list_held_is_indexed(void **state)
+{
+    enum { MSGS = 2000 };
+    static const char *const d[] = {"a.example"};
+    struct fx *fx = *state;
+    struct qmsg **q = calloc(MSGS, sizeof *q);
+    struct store_list_opts o;
+    struct store_op_opts oo;
+    struct store_stats s0, s1;
+    struct store_batch *b;
+    const char *ids[1];
+
+    assert_non_null(q);
+    open_store(fx);
+    assert_int_equal(
+        qint(fx,
+             "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'recipient_held'"),
+        1);
+    for (int i = 0; i < MSGS; i++) {
+        q[i] = qmsg_new(fx, 1, d, 1, 10, (uint64_t)i);
+        assert_int_equal(store_submit(fx->st, &q[i]->m, on_qstored, q[i]), 0);
+        if (i % 100 == 99)
+            run_until(fx, i + 1);
+    }
+    memset(&oo, 0, sizeof oo);
+    oo.op = STORE_OP_HOLD;
+    ids[0] = q[MSGS / 2]->m.queue_id;
+    oo.queue_ids = ids;
+    oo.nids = 1;
+    store_op_result_free(op(fx, &oo));
+    memset(&o, 0, sizeof o);
+    o.arrived_before = INT64_MAX;
+    o.max_msgs = 100;
+    o.held = 1;
+    store_stats(fx->st, &s0);
+    b = list(fx, &o);
+    store_stats(fx->st, &s1);
+    assert_int_equal(b->n, 1);
+    assert_string_equal(b->msgs[0].queue_id, q[MSGS / 2]->m.queue_id);
+    store_batch_free(b);
+    print_message("# held listing among %d messages: %llu VM steps\n", MSGS,
+                  (unsigned long long)(s1.read_steps - s0.read_steps));
+    assert_true(s1.read_steps - s0.read_steps < 500);
+    for (int i = 0; i < MSGS; i++)
+        qmsg_free(q[i]);
+    free(q);
+}
+
+static void test_operator_bad_args(void **state)
+{
+    struct fx *fx = *state;
+    struct store_list_opts lo;
+    struct store_op_opts o;
+    const char *ids[1] = {NULL};
+    struct ores r = {.fx = fx};
+
+    open_store(fx);
+    memset(&lo, 0, sizeof lo);
+    assert_int_equal(store_list(fx->st, &lo, on_olist, &r), UV_EINVAL); /* max_msgs 0 */
+    lo.max_msgs = 1;
+    assert_int_equal(store_list(fx->st, NULL, on_olist, &r), UV_EINVAL);
+    assert_int_equal(store_list(fx->st, &lo, NULL, &r), UV_EINVAL);
+    assert_int_equal(store_report(fx->st, NULL, 0, 0, NULL, &r), UV_EINVAL);
+    memset(&o, 0, sizeof o);
+    assert_int_equal(store_op(fx->st, &o, on_oop, &r), UV_EINVAL); /* no scope */
+    o.all = 1;
+    o.domain = "a.example";
+    assert_int_equal(store_op(fx->st, &o, on_oop, &r), UV_EINVAL); /* two scopes */
+    o.domain = NULL;
+    o.op = (enum store_op)42;
+    assert_int_equal(store_op(fx->st, &o, on_oop, &r), UV_EINVAL);
+    o.op = STORE_OP_HOLD;
+    o.all = 0;
+    o.queue_ids = ids;
+    o.nids = 0;
+    assert_int_equal(store_op(fx->st, &o, on_oop, &r), UV_EINVAL);
+    o.nids = 1;
+    assert_int_equal(store_op(fx->st, &o, on_oop, &r), UV_EINVAL); /* a NULL id */
+    assert_int_equal(r.called, 0);
+    /* Once store_close has begun: refused, and no callback. */
+    fx->close_in_cb = 0;
+    {
+        struct store *st = fx->st;
+        struct qmsg *q;
+        static const char *const d[] = {"a.example"};
+
+        q = qmsg_new(fx, 1, d, 1, 1, 1);
+        qstore(fx, q);
+        o.queue_ids = NULL;
+        o.nids = 0;
+        o.all = 1;
+        /* Jobs queued before the close still get their callback. */
+        assert_int_equal(store_op(st, &o, on_oop, &r), 0);
+        assert_int_equal(store_list(st, &lo, on_olist, &r), 0);
+        store_close(st);
+        fx->st = NULL;
+        assert_int_equal(r.called, 2);
+        store_op_result_free(r.op);
+        store_batch_free(r.b);
+        qmsg_free(q);
+    }
+}
+
 /* Schema 001 -> 002 on a queue with mail in it: the recipients get their
  * reversed domain from SQL, new ones from C, and both agree on every input
  * (UTF-8, and bytes that are not). The schema-1 queue is written with SQLite
@@ -1976,6 +2679,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_pending_updates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fetch_stays_in_domain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_from_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_recipient_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hold_release, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_op_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_op_requeue_due_now, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_report, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_held_is_indexed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_operator_bad_args, setup, teardown),
     };
 
     log_open("test_store", 1);
