@@ -24,6 +24,9 @@
 #ifndef LOCALSTATEDIR
 #define LOCALSTATEDIR "/var"
 #endif
+#ifndef RUNSTATEDIR
+#define RUNSTATEDIR "/run"
+#endif
 
 #define CFG_MAX_LINE  8192 /* bytes in one line, newline excluded */
 #define CFG_MAX_DEPTH 8    /* nested includes below the top file */
@@ -61,9 +64,13 @@ enum cfg_type {
     T_ADDRS,        /* struct cfg_net * + size_t count: addresses (full prefix); empty: none */
     T_NETS,         /* struct cfg_net * + size_t count: "any" (none) or networks */
     T_TLS,          /* enum cfg_tls */
+    T_OCTAL,        /* unsigned: file permission bits in octal, 0660 */
+    T_GROUP,        /* char *: a group name */
 };
 
-#define F_OPTIONAL     0x1 /* an empty value means "not set" (NULL); that is the default */
+#define F_OPTIONAL                                                                                 \
+    0x1                    /* an empty value means "not set" (NULL); that is the default           \
+                            * unless the key has one */
 #define F_REQUIRED     0x2 /* no default: the section must set it */
 #define F_DEF_HOSTNAME 0x4 /* the default is the system's host name (gethostname) */
 #define F_INHERIT      0x8 /* domain key: unset takes the global key's value (off2) */
@@ -152,6 +159,13 @@ static const struct cfg_key global_keys[] = {
      "ETRN commands one client address may give per period: N/duration"},
     {"tls_ca_file", T_PATH, NULL, G(tls_ca_file), 0, 0, 0, F_OPTIONAL,
      "PEM CA certificates for tls = verify; empty: the system's store"},
+    /* ---- control socket (issue 4) ---- */
+    {"control_socket", T_PATH, RUNSTATEDIR "/relayd/control.sock", G(control_socket), 0, 0, 0,
+     F_OPTIONAL, "unix socket for etrnctl's operator commands; empty: none"},
+    {"control_socket_mode", T_OCTAL, "0660", G(control_socket_mode), 0, 0, 0777, 0,
+     "permissions of the control socket (octal): who may connect at all"},
+    {"control_socket_group", T_GROUP, NULL, G(control_socket_group), 0, 0, 0, F_OPTIONAL,
+     "group of the control socket; empty: the primary group of user"},
 };
 
 static const struct cfg_key domain_keys[] = {
@@ -1112,12 +1126,24 @@ static int set_value(void *base, const struct cfg_key *k, const char *value, con
         s = make_abs(dir, value);
         break;
     case T_USER:
+    case T_GROUP:
         if (!valid_user(value)) {
-            snprintf(why, whylen, "expected a user name of letters, digits, '.', '_', '-'");
+            snprintf(why, whylen, "expected a %s name of letters, digits, '.', '_', '-'",
+                     k->type == T_USER ? "user" : "group");
             return -1;
         }
         s = strdup(value);
         break;
+    case T_OCTAL:
+        /* Permission bits only: no setuid, setgid or sticky bit on a socket. */
+        if (value[0] == '\0' || value[strspn(value, "01234567")] != '\0' || strlen(value) > 4 ||
+            (v = strtoull(value, NULL, 8)) > k->max) {
+            snprintf(why, whylen,
+                     "expected octal permission bits from 0 to %04" PRIo64 ", like 0660", k->max);
+            return -1;
+        }
+        *(unsigned *)field = (unsigned)v;
+        return 0;
     case T_ROUTE:
         if (valid_route(value, why, whylen) < 0)
             return -1;
@@ -1237,9 +1263,14 @@ static void print_value(FILE *fp, const void *base, const struct cfg_key *k)
     case T_HOSTNAME:
     case T_PATH:
     case T_USER:
+    case T_GROUP:
     case T_ROUTE:
     case T_SERVERS:
         s = *(char *const *)field;
+        break;
+    case T_OCTAL:
+        snprintf(buf, sizeof(buf), "%04o", *(const unsigned *)field);
+        s = buf;
         break;
     case T_OFF_DURATION:
         if (*(const uint64_t *)field == 0) {
@@ -1719,7 +1750,8 @@ static int apply_defaults(struct build *b, void *base, const struct cfg_key *key
     for (size_t i = 0; i < n; i++) {
         const char *def = keys[i].def;
         char host[256];
-        if (seen[i].file != NULL || (keys[i].flags & (F_OPTIONAL | F_REQUIRED | F_INHERIT)))
+        if (seen[i].file != NULL || (keys[i].flags & (F_REQUIRED | F_INHERIT)) ||
+            ((keys[i].flags & F_OPTIONAL) && def == NULL))
             continue;
         if (keys[i].flags & F_DEF_HOSTNAME) {
             /* Not every system name is a valid EHLO name; then say localhost. */
@@ -2064,6 +2096,8 @@ void config_unref(struct config *cfg)
     free(cfg->dns_servers);
     free(cfg->my_addresses);
     free(cfg->tls_ca_file);
+    free(cfg->control_socket);
+    free(cfg->control_socket_group);
     for (size_t i = 0; i < cfg->ndomains; i++)
         free_domain(&cfg->domains[i]);
     free(cfg->domains);

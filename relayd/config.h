@@ -101,6 +101,10 @@ struct config {
     unsigned etrn_rate;          /* ETRN commands per client address ... */
     uint64_t etrn_rate_period;   /* ... per this many ms: "etrn_rate = 120/1m" */
     char *tls_ca_file;           /* CA bundle for tls = verify, NULL = system store */
+    /* control socket (issue 4) */
+    char *control_socket;        /* the operators' unix socket (etrnctl), NULL = none */
+    unsigned control_socket_mode; /* its permission bits, default 0660 */
+    char *control_socket_group;  /* its group, NULL = the primary group of user (or root's) */
     /* Mail for destinations that are not relay domains (bounces to senders):
      * mode retry, route mx, tls may, global lifetimes. name is "". */
     struct cfg_domain other;

@@ -27,6 +27,9 @@
 #ifndef LOCALSTATEDIR
 #define LOCALSTATEDIR "/var"
 #endif
+#ifndef RUNSTATEDIR
+#define RUNSTATEDIR "/run"
+#endif
 
 #define DIR_     TEST_CONFIG_DIR "/"
 #define MAN_PAGE TEST_CONFIG_DIR "/../../../man/relayd.conf.5"
@@ -279,6 +282,9 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->etrn_rate, 120);
     assert_int_equal(cfg->etrn_rate_period, 60000);
     assert_null(cfg->tls_ca_file);
+    assert_string_equal(cfg->control_socket, RUNSTATEDIR "/relayd/control.sock");
+    assert_int_equal(cfg->control_socket_mode, 0660);
+    assert_null(cfg->control_socket_group);
     assert_int_equal(cfg->ndomains, 1);
     assert_string_equal(cfg->domains[0].name, "example.org");
     assert_int_equal(cfg->domains[0].mode, CFG_MODE_HOLD);
@@ -461,7 +467,7 @@ static void test_man_page_lists_every_key(void **state)
             fail_msg("relayd.conf.5 has no '%s' entry", want + 1);
         nkeys++;
     }
-    assert_int_equal(nkeys, 29 + 2 * 9 + 1); /* globals, 2 domains, 1 queue */
+    assert_int_equal(nkeys, 32 + 2 * 9 + 1); /* globals, 2 domains, 1 queue */
     assert_non_null(strstr(man, "\n.It Ic include No = "));
     free(man);
     free(t);
@@ -715,6 +721,78 @@ static void test_syntax(void **state)
                                &cfg, err, sizeof(err)),
                      -1);
     assert_non_null(strstr(err, "example.org is listed twice"));
+}
+
+/* The control socket's keys (issue 4): a path made absolute, or empty for
+ * none; octal permission bits without special bits; a group name. */
+static void test_control_socket(void **state)
+{
+    static const struct {
+        const char *text;
+        int ok;
+        unsigned mode;
+    } modes[] = {
+        {"0660", 1, 0660},   {"640", 1, 0640}, {"0", 1, 0},     {"0777", 1, 0777},
+        {"0000", 1, 0},      {"1777", 0, 0},   {"4660", 0, 0},  {"0800", 0, 0},
+        {"0x1f", 0, 0},      {"-660", 0, 0},   {"00660", 0, 0}, {"660 ", 1, 0660},
+        {"rw-rw----", 0, 0},
+    };
+    struct config *cfg = NULL;
+    char err[512] = "", text[128], *t;
+
+    (void)state;
+    assert_int_equal(load_text("control_socket = run/ctl.sock\ncontrol_socket_mode = 0640\n"
+                               "control_socket_group = mail-ops\n",
+                               &cfg, err, sizeof(err)),
+                     0);
+    assert_non_null(cfg->control_socket);
+    assert_true(strncmp(cfg->control_socket, tmpdir, strlen(tmpdir)) == 0);
+    assert_string_equal(cfg->control_socket + strlen(tmpdir), "/run/ctl.sock");
+    assert_int_equal(cfg->control_socket_mode, 0640);
+    assert_string_equal(cfg->control_socket_group, "mail-ops");
+    /* relayd -n writes them back as they are read */
+    t = print_to_string(cfg);
+    assert_non_null(strstr(t, "\ncontrol_socket_mode = 0640\n"));
+    assert_non_null(strstr(t, "\ncontrol_socket_group = mail-ops\n"));
+    free(t);
+    config_unref(cfg);
+
+    /* empty: no control socket; an unset group prints as empty */
+    assert_int_equal(
+        load_text("control_socket =\ncontrol_socket_group =\n", &cfg, err, sizeof(err)), 0);
+    assert_null(cfg->control_socket);
+    assert_null(cfg->control_socket_group);
+    assert_int_equal(cfg->control_socket_mode, 0660);
+    t = print_to_string(cfg);
+    assert_non_null(strstr(t, "\ncontrol_socket =\n"));
+    assert_non_null(strstr(t, "\ncontrol_socket_mode = 0660\n"));
+    assert_non_null(strstr(t, "\ncontrol_socket_group =\n"));
+    config_unref(cfg);
+    /* ... and reads back as none, not as the default */
+    assert_int_equal(config_load(write_tmp("print.conf", t), &cfg, err, sizeof(err)), 0);
+    assert_null(cfg->control_socket);
+    free(t);
+    config_unref(cfg);
+
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        int rc;
+
+        cfg = NULL;
+        snprintf(text, sizeof(text), "control_socket_mode = %s\n", modes[i].text);
+        rc = load_text(text, &cfg, err, sizeof(err));
+        if ((rc == 0) != modes[i].ok)
+            fail_msg("mode '%s': rc %d (%s)", modes[i].text, rc, rc ? err : "");
+        if (rc == 0)
+            assert_int_equal(cfg->control_socket_mode, modes[i].mode);
+        else
+            assert_non_null(strstr(err, "t.conf:1: bad value"));
+        config_unref(cfg);
+    }
+    assert_int_equal(load_text("control_socket_group = -ops\n", &cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "expected a group name"));
+    assert_int_equal(load_text("control_socket_group = ops/x\n", &cfg, err, sizeof(err)), -1);
+    assert_int_equal(load_text("[domain a.example]\ncontrol_socket = x\n", &cfg, err, sizeof(err)),
+                     -1);
 }
 
 static void test_tls_ok(void **state)
@@ -1403,6 +1481,7 @@ int main(void)
         cmocka_unit_test(test_delivery_values),
         cmocka_unit_test(test_inherit_and_routes),
         cmocka_unit_test(test_net_match),
+        cmocka_unit_test(test_control_socket),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
