@@ -1,1 +1,1735 @@
-/* placeholder: being written */
+/*
+ * etrn_cmd: the site side. `etrnctl etrn` asks relays to start delivering a
+ * site's queued mail (RFC 1985 ETRN): relays from -H, /etc/default/etrnctl or
+ * every MX host (--all-mx, c-ares through lib/dns on a uv loop), one session
+ * per relay, one ETRN per domain, with retries, --wait polling and a lock.
+ * It is a short-lived client: the SMTP sessions use plain sockets with
+ * poll() deadlines (lib/tls for STARTTLS); it never talks to relayd's socket.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "dns.h"
+#include "etrnctl.h"
+#include "smtp_parse.h"
+#include "tls.h"
+
+#define DEFAULTS_FILE    "/etc/default/etrnctl"
+#define DEFAULT_LOCK_DIR "/run/lock"
+#define MAX_DOMAINS      256
+#define MAX_RELAYS       64
+#define MAX_ADDRS        16
+#define REPLY_MAX_LINES  200
+#define WAIT_DEFAULT     300.0 /* seconds */
+#define WAIT_CAP         30.0  /* the --wait interval grows 1, 2, 4 ... up to this */
+
+/* One (relay, domain) question and the last answer to it. */
+struct pair {
+    int status;       /* exit status this answer stands for (0 = fine) */
+    int code;         /* reply code, 0 when no reply was had */
+    long count;       /* messages the relay reported (253), -1 unknown */
+    int again;        /* to be asked (again) in the next attempt or round */
+    int answered;     /* got a reply to ETRN in the latest attempt */
+    const char *what; /* short meaning ("flushing", "nothing waiting", ...) */
+    char reply[512];  /* the reply line, or why there was none */
+};
+
+struct relay {
+    char label[300]; /* "host:port" as printed */
+    char host[256];  /* without brackets */
+    int port;
+    int from_mx; /* found by --all-mx: addresses come from lib/dns */
+    struct sockaddr_storage addrs[MAX_ADDRS];
+    size_t naddrs;
+    char resolve_err[400]; /* why an MX host has no address */
+    size_t ndom;
+    int dom[MAX_DOMAINS]; /* indices into run->domains */
+    struct pair pairs[MAX_DOMAINS];
+};
+
+struct run {
+    struct etrnctl_opts *o;
+    /* options */
+    const char *relay_args[MAX_RELAYS];
+    size_t nrelay_args;
+    int all_mx;
+    const char *self[16];
+    size_t nself;
+    int port;
+    const char *dns_servers;
+    int starttls; /* 0 no, 1 required, 2 required and verified */
+    const char *tls_ca;
+    const char *helo;
+    int retries;
+    double retry_delay;
+    int wait;
+    double wait_timeout;
+    const char *wait_local;
+    double timeout;
+    const char *lock_dir;
+    /* state */
+    char *domains[MAX_DOMAINS];
+    struct smtp_etrn_arg parsed[MAX_DOMAINS];
+    int dom_status[MAX_DOMAINS]; /* outcomes that concern a domain, not a pair */
+    size_t ndomains;
+    struct relay *relays[MAX_RELAYS];
+    size_t nrelays;
+    struct tls_ctx *tls;
+    char helo_buf[256];
+    char self_buf[256];    /* the host name, as --self's default */
+    char *defaults_relays; /* owned strings from the defaults file */
+    char *defaults_domains;
+    int round;
+};
+
+/* ---- small helpers --------------------------------------------------------------------- */
+
+static double now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_for(double seconds)
+{
+    struct timespec ts, rem;
+
+    if (seconds <= 0)
+        return;
+    ts.tv_sec = (time_t)seconds;
+    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &rem) != 0 && errno == EINTR)
+        ts = rem;
+}
+
+static void fmt_secs(double s, char *out, size_t outlen)
+{
+    if (s == (double)(long)s)
+        snprintf(out, outlen, "%lds", (long)s);
+    else
+        snprintf(out, outlen, "%.1fs", s);
+}
+
+static void verbose(const struct run *run, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void verbose(const struct run *run, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+
+    if (run->o->verbose == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "etrnctl: %s\n", line);
+}
+
+static int name_eq(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+
+    if (la > 0 && a[la - 1] == '.')
+        la--;
+    if (lb > 0 && b[lb - 1] == '.')
+        lb--;
+    return la == lb && strncasecmp(a, b, la) == 0;
+}
+
+/* "host", "host:port", "[v6]", "[v6]:port", "v6" (two or more colons: no
+ * port). 0, or -1 when it does not parse. */
+static int parse_hostport(const char *spec, int defport, char *host, size_t hostlen, int *port)
+{
+    const char *colon;
+    size_t n;
+    int p = defport;
+
+    if (spec[0] == '[') {
+        const char *close = strchr(spec, ']');
+        if (close == NULL)
+            return -1;
+        n = (size_t)(close - spec - 1);
+        if (close[1] == ':') {
+            if (etrnctl_parse_uint(close + 2, &p) != 0)
+                return -1;
+        } else if (close[1] != '\0') {
+            return -1;
+        }
+        spec++;
+    } else {
+        colon = strchr(spec, ':');
+        if (colon != NULL && strchr(colon + 1, ':') == NULL) {
+            n = (size_t)(colon - spec);
+            if (etrnctl_parse_uint(colon + 1, &p) != 0)
+                return -1;
+        } else {
+            n = strlen(spec);
+        }
+    }
+    if (n == 0 || n >= hostlen || p < 1 || p > 65535)
+        return -1;
+    memcpy(host, spec, n);
+    host[n] = '\0';
+    *port = p;
+    return 0;
+}
+
+static void make_label(struct relay *r)
+{
+    if (strchr(r->host, ':') != NULL)
+        snprintf(r->label, sizeof(r->label), "[%s]:%d", r->host, r->port);
+    else
+        snprintf(r->label, sizeof(r->label), "%s:%d", r->host, r->port);
+}
+
+/* ---- SMTP over a socket, with deadlines ------------------------------------------------- */
+
+struct io {
+    int fd;
+    struct tls_conn *tls;
+    char in[8192]; /* plaintext received, not yet parsed */
+    size_t inlen;
+    double timeout; /* seconds per connect, command and reply */
+    const struct run *run;
+    const char *label;
+    char err[256]; /* why the last call failed */
+};
+
+struct reply {
+    int code;
+    char line[512];   /* "253 2.0.0 ..." (the last line) */
+    char texts[4096]; /* every line's text, '\n'-separated (EHLO keywords) */
+};
+
+/* Wait until fd is ready for events or the deadline passes. 0 or -1 (err set). */
+static int io_wait(struct io *io, short events, double deadline)
+{
+    struct pollfd pfd = {.fd = io->fd, .events = events};
+
+    for (;;) {
+        double left = deadline - now();
+        int rc;
+
+        if (left <= 0) {
+            snprintf(io->err, sizeof(io->err), "timed out after %.0fs", io->timeout);
+            return -1;
+        }
+        rc = poll(&pfd, 1, (int)(left * 1000) + 1);
+        if (rc > 0)
+            return 0;
+        if (rc < 0 && errno != EINTR) {
+            snprintf(io->err, sizeof(io->err), "poll: %s", strerror(errno));
+            return -1;
+        }
+    }
+}
+
+static int io_send_raw(struct io *io, const char *p, size_t n, double deadline)
+{
+    while (n > 0) {
+        ssize_t w = send(io->fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (io_wait(io, POLLOUT, deadline) != 0)
+                return -1;
+            continue;
+        }
+        snprintf(io->err, sizeof(io->err), "send: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Send whatever ciphertext TLS has pending. */
+static int io_flush_tls(struct io *io, double deadline)
+{
+    char buf[16384];
+
+    while (tls_conn_output_pending(io->tls) > 0) {
+        size_t n = tls_conn_take_output(io->tls, buf, sizeof(buf));
+        if (io_send_raw(io, buf, n, deadline) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Read ciphertext or plaintext from the socket: n > 0, or -1 (err set; EOF too). */
+static ssize_t io_recv(struct io *io, char *buf, size_t len, double deadline)
+{
+    for (;;) {
+        ssize_t n = recv(io->fd, buf, len, 0);
+        if (n > 0)
+            return n;
+        if (n == 0) {
+            snprintf(io->err, sizeof(io->err), "connection closed by the relay");
+            return -1;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (io_wait(io, POLLIN, deadline) != 0)
+                return -1;
+            continue;
+        }
+        snprintf(io->err, sizeof(io->err), "recv: %s", strerror(errno));
+        return -1;
+    }
+}
+
+/* Get more plaintext into io->in. 0 or -1. */
+static int io_fill(struct io *io, double deadline)
+{
+    size_t space = sizeof(io->in) - io->inlen;
+
+    if (space == 0) {
+        snprintf(io->err, sizeof(io->err), "reply line too long");
+        return -1;
+    }
+    if (io->tls == NULL) {
+        ssize_t n = io_recv(io, io->in + io->inlen, space, deadline);
+        if (n < 0)
+            return -1;
+        io->inlen += (size_t)n;
+        return 0;
+    }
+    for (;;) {
+        char cipher[16384];
+        ssize_t n = tls_conn_read(io->tls, io->in + io->inlen, space);
+        if (n > 0) {
+            io->inlen += (size_t)n;
+            return 0;
+        }
+        if (n != TLS_WANT) {
+            snprintf(io->err, sizeof(io->err), "TLS: %s",
+                     n == TLS_CLOSED ? "closed by the relay" : tls_conn_error(io->tls));
+            return -1;
+        }
+        if (io_flush_tls(io, deadline) != 0)
+            return -1;
+        n = io_recv(io, cipher, sizeof(cipher), deadline);
+        if (n < 0 || tls_conn_feed(io->tls, cipher, (size_t)n) != TLS_OK) {
+            if (n >= 0)
+                snprintf(io->err, sizeof(io->err), "TLS: %s", tls_conn_error(io->tls));
+            return -1;
+        }
+    }
+}
+
+static int io_cmd(struct io *io, const char *line)
+{
+    char buf[1100];
+    double deadline = now() + io->timeout;
+    int n;
+
+    verbose(io->run, "%s: -> %s", io->label, line);
+    n = snprintf(buf, sizeof(buf), "%s\r\n", line);
+    if (n < 0 || (size_t)n >= sizeof(buf)) {
+        snprintf(io->err, sizeof(io->err), "command too long");
+        return -1;
+    }
+    if (io->tls == NULL)
+        return io_send_raw(io, buf, (size_t)n, deadline);
+    if (tls_conn_write(io->tls, buf, (size_t)n) != TLS_OK) {
+        snprintf(io->err, sizeof(io->err), "TLS: %s", tls_conn_error(io->tls));
+        return -1;
+    }
+    return io_flush_tls(io, deadline);
+}
+
+/* Read one complete reply (RFC 5321 §4.2: continuation lines "xyz-", the
+ * last "xyz "). 0, or -1 with err set (timeout, EOF, malformed). */
+static int io_reply(struct io *io, struct reply *r)
+{
+    double deadline = now() + io->timeout;
+    size_t tlen = 0;
+
+    memset(r, 0, sizeof(*r));
+    for (int nlines = 0; nlines < REPLY_MAX_LINES;) {
+        char *nl = memchr(io->in, '\n', io->inlen);
+        struct smtp_reply_line rl;
+        size_t len;
+
+        if (nl == NULL) {
+            if (io_fill(io, deadline) != 0)
+                return -1;
+            continue;
+        }
+        len = (size_t)(nl - io->in);
+        if (len > 0 && io->in[len - 1] == '\r')
+            len--;
+        if (smtp_parse_reply_line(io->in, len, &rl) != SMTP_PARSE_OK ||
+            (nlines > 0 && rl.code != r->code)) {
+            snprintf(io->err, sizeof(io->err), "malformed reply line: %.*s",
+                     (int)(len > 100 ? 100 : len), io->in);
+            return -1;
+        }
+        r->code = rl.code;
+        snprintf(r->line, sizeof(r->line), "%.*s", (int)len, io->in);
+        for (char *p = r->line; *p; p++)
+            if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
+                *p = '?';
+        if (tlen + rl.text_len + 2 < sizeof(r->texts)) {
+            memcpy(r->texts + tlen, rl.text, rl.text_len);
+            tlen += rl.text_len;
+            r->texts[tlen++] = '\n';
+            r->texts[tlen] = '\0';
+        }
+        verbose(io->run, "%s: <- %s", io->label, r->line);
+        nlines++;
+        io->inlen -= (size_t)(nl - io->in) + 1;
+        memmove(io->in, nl + 1, io->inlen);
+        if (rl.last)
+            return 0;
+    }
+    snprintf(io->err, sizeof(io->err), "reply of more than %d lines", REPLY_MAX_LINES);
+    return -1;
+}
+
+/* Whether an EHLO reply advertises keyword (RFC 5321 §4.1.1.1: one per line
+ * after the first, keyword first, case-insensitive). */
+static int has_keyword(const struct reply *r, const char *kw)
+{
+    const char *p = strchr(r->texts, '\n'); /* skip the greeting line */
+    size_t kl = strlen(kw);
+
+    while (p != NULL && p[1] != '\0') {
+        p++;
+        if (strncasecmp(p, kw, kl) == 0 && (p[kl] == '\n' || p[kl] == ' ' || p[kl] == '\0'))
+            return 1;
+        p = strchr(p, '\n');
+    }
+    return 0;
+}
+
+static int connect_addr(struct io *io, const struct sockaddr *sa, socklen_t salen)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int soerr = 0;
+    socklen_t sl = sizeof(soerr);
+
+    if (fd < 0) {
+        snprintf(io->err, sizeof(io->err), "socket: %s", strerror(errno));
+        return -1;
+    }
+    io->fd = fd;
+    if (connect(fd, sa, salen) == 0)
+        return 0;
+    if (errno != EINPROGRESS) {
+        snprintf(io->err, sizeof(io->err), "connect: %s", strerror(errno));
+        goto fail;
+    }
+    if (io_wait(io, POLLOUT, now() + io->timeout) != 0) {
+        char t[sizeof(io->err)];
+        snprintf(t, sizeof(t), "connect: %.240s", io->err);
+        snprintf(io->err, sizeof(io->err), "%s", t);
+        goto fail;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
+        snprintf(io->err, sizeof(io->err), "connect: %s", strerror(soerr ? soerr : errno));
+        goto fail;
+    }
+    return 0;
+fail:
+    close(fd);
+    io->fd = -1;
+    return -1;
+}
+
+/* Connect to host:port (numeric or a name for the system resolver), or to
+ * the addresses given. 0 or -1 (err set). */
+static int io_connect(struct io *io, const char *host, int port,
+                      const struct sockaddr_storage *addrs, size_t naddrs)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char ports[8];
+    int rc;
+
+    io->fd = -1;
+    if (addrs != NULL) {
+        for (size_t i = 0; i < naddrs; i++) {
+            struct sockaddr_storage ss = addrs[i];
+            socklen_t len =
+                ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+            if (ss.ss_family == AF_INET6)
+                ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+            else
+                ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+            if (connect_addr(io, (struct sockaddr *)&ss, len) == 0)
+                return 0;
+        }
+        return -1;
+    }
+    snprintf(ports, sizeof(ports), "%d", port);
+    rc = getaddrinfo(host, ports, &hints, &res);
+    if (rc != 0) {
+        snprintf(io->err, sizeof(io->err), "cannot resolve %s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    rc = -1;
+    for (struct addrinfo *ai = res; ai != NULL && rc != 0; ai = ai->ai_next)
+        rc = connect_addr(io, ai->ai_addr, ai->ai_addrlen);
+    freeaddrinfo(res);
+    return rc;
+}
+
+static void io_close(struct io *io)
+{
+    if (io->tls != NULL) {
+        tls_conn_free(io->tls);
+        io->tls = NULL;
+    }
+    if (io->fd >= 0) {
+        close(io->fd);
+        io->fd = -1;
+    }
+}
+
+/* STARTTLS (RFC 3207) after a 220: plaintext the relay sent beyond its 220
+ * is discarded unread (CVE-2011-0411 style injection). 0 or -1. */
+static int io_starttls(struct io *io, struct tls_ctx *ctx, const char *sni, int verify)
+{
+    double deadline = now() + io->timeout;
+    struct in6_addr a6;
+    struct in_addr a4;
+    int numeric = inet_pton(AF_INET, sni, &a4) == 1 || inet_pton(AF_INET6, sni, &a6) == 1;
+
+    if (io->inlen > 0) {
+        snprintf(io->err, sizeof(io->err), "relay sent data after its STARTTLS reply");
+        return -1;
+    }
+    io->tls = tls_conn_new(ctx, 0, verify || !numeric ? sni : NULL);
+    if (io->tls == NULL) {
+        snprintf(io->err, sizeof(io->err), "TLS: out of memory");
+        return -1;
+    }
+    for (;;) {
+        char cipher[16384];
+        ssize_t n;
+        int rc = tls_conn_handshake(io->tls);
+
+        if (io_flush_tls(io, deadline) != 0)
+            return -1;
+        if (rc == TLS_OK)
+            break;
+        if (rc != TLS_WANT) {
+            snprintf(io->err, sizeof(io->err), "TLS handshake: %s", tls_conn_error(io->tls));
+            return -1;
+        }
+        n = io_recv(io, cipher, sizeof(cipher), deadline);
+        if (n < 0)
+            return -1;
+        if (tls_conn_feed(io->tls, cipher, (size_t)n) != TLS_OK) {
+            snprintf(io->err, sizeof(io->err), "TLS handshake: %s", tls_conn_error(io->tls));
+            return -1;
+        }
+    }
+    if (verify && !tls_conn_peer_verified(io->tls)) {
+        snprintf(io->err, sizeof(io->err), "TLS: the relay's certificate did not verify");
+        return -1;
+    }
+    verbose(io->run, "%s: TLS %s %s", io->label, tls_conn_version(io->tls),
+            tls_conn_cipher(io->tls));
+    return 0;
+}
+
+/* ---- one session with one relay -------------------------------------------------------- */
+
+/* What an ETRN reply means (RFC 1985 §5, DESIGN.md §3). */
+static void classify(struct pair *p, const struct reply *r)
+{
+    p->code = r->code;
+    p->count = -1;
+    p->answered = 1;
+    snprintf(p->reply, sizeof(p->reply), "%s", r->line);
+    if (r->code == 253) {
+        /* "253 [2.0.0] <n> pending messages for node <x> started", or
+         * RFC 1985's own "253 OK, <n> pending ...": the first word that is
+         * all digits (an enhanced code has dots) */
+        const char *t = r->line + 3;
+        while (*t != '\0' && p->count < 0) {
+            size_t n;
+            while (*t == ' ')
+                t++;
+            n = strcspn(t, " ");
+            if (n > 0 && n < 10 && strspn(t, "0123456789") == n)
+                p->count = strtol(t, NULL, 10);
+            t += n;
+        }
+        p->status = 0;
+        p->what = p->count == 0 ? "nothing waiting" : "flushing";
+        if (p->count == 0)
+            p->code = 251; /* same meaning; --wait stops here */
+    } else if (r->code == 251) {
+        p->count = 0;
+        p->status = 0;
+        p->what = "nothing waiting";
+    } else if (r->code == 252) {
+        p->status = 0;
+        p->what = "flush started, count unknown";
+    } else if (r->code / 100 == 2) {
+        /* 250 (Postfix, sendmail): started; whether anything waits is not said */
+        p->status = 0;
+        p->what = "started, count unknown";
+    } else if (r->code == 459) {
+        /* RFC 1985: a 4yz code, but "node not allowed" will not change by
+         * retrying: a refusal */
+        p->status = EX_NOPERM;
+        p->what = "refused";
+    } else if (r->code == 458) {
+        p->status = EX_TEMPFAIL;
+        p->what = "relay cannot start a flush now";
+    } else if (r->code == 421) {
+        p->status = EX_TEMPFAIL;
+        p->what = "relay closed the session";
+    } else if (r->code / 100 == 4) {
+        p->status = EX_TEMPFAIL;
+        p->what = "temporary failure";
+    } else if (r->code == 500 || r->code == 502 || r->code == 504) {
+        p->status = EX_UNAVAILABLE; /* command unrecognized / not implemented */
+        p->what = "relay does not support ETRN";
+    } else if (r->code / 100 == 5) {
+        p->status = EX_NOPERM;
+        p->what = "refused";
+    } else {
+        p->status = EX_PROTOCOL;
+        p->what = "unexpected reply";
+    }
+}
+
+/* Mark every pair still to be asked with a failure that ended the session. */
+static void fail_pending(struct relay *rl, int status, const char *what, const char *why)
+{
+    for (size_t i = 0; i < rl->ndom; i++) {
+        struct pair *p = &rl->pairs[i];
+        if (!p->again || p->answered)
+            continue;
+        p->status = status;
+        p->code = 0;
+        p->count = -1;
+        p->what = what;
+        snprintf(p->reply, sizeof(p->reply), "%s", why);
+    }
+}
+
+static void fail_reply(struct relay *rl, const struct reply *r, const char *stage)
+{
+    char why[600];
+    int st = r->code / 100 == 4 ? EX_TEMPFAIL : r->code / 100 == 5 ? EX_NOPERM : EX_PROTOCOL;
+
+    snprintf(why, sizeof(why), "%s", r->line);
+    fail_pending(rl, st, stage, why);
+}
+
+/* One SMTP session: greeting, EHLO, optional STARTTLS, one ETRN per pair
+ * marked `again`, QUIT. Outcomes land in the pairs; nothing is printed but
+ * -v's dialogue. */
+static void session(struct run *run, struct relay *rl)
+{
+    struct io *io = calloc(1, sizeof(*io));
+    struct reply r;
+    char line[600];
+
+    if (io == NULL) {
+        fail_pending(rl, EX_SOFTWARE, "internal error", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < rl->ndom; i++)
+        rl->pairs[i].answered = 0;
+    io->fd = -1;
+    io->timeout = run->timeout;
+    io->run = run;
+    io->label = rl->label;
+    if (rl->from_mx && rl->naddrs == 0) {
+        fail_pending(rl, EX_TEMPFAIL, "cannot connect", rl->resolve_err);
+        goto done;
+    }
+    if (io_connect(io, rl->host, rl->port, rl->from_mx ? rl->addrs : NULL, rl->naddrs) != 0) {
+        fail_pending(rl, EX_TEMPFAIL, "cannot connect", io->err);
+        goto done;
+    }
+    if (io_reply(io, &r) != 0) {
+        fail_pending(rl, EX_TEMPFAIL, "no greeting", io->err);
+        goto done;
+    }
+    if (r.code != 220) {
+        fail_reply(rl, &r, "relay refused the connection");
+        goto done;
+    }
+    snprintf(line, sizeof(line), "EHLO %s", run->helo);
+    if (io_cmd(io, line) != 0 || io_reply(io, &r) != 0) {
+        fail_pending(rl, EX_TEMPFAIL, "session failed", io->err);
+        goto done;
+    }
+    if (r.code / 100 == 5) {
+        /* No ESMTP, so no keyword list, so no ETRN (RFC 1985 §3): a HELO
+         * fallback could not tell us anything. */
+        fail_pending(rl, EX_UNAVAILABLE, "relay does not offer ETRN", r.line);
+        goto done;
+    }
+    if (r.code != 250) {
+        fail_reply(rl, &r, "EHLO failed");
+        goto done;
+    }
+    if (run->starttls) {
+        if (!has_keyword(&r, "STARTTLS")) {
+            fail_pending(rl, EX_UNAVAILABLE, "relay does not offer STARTTLS",
+                         "STARTTLS not in the EHLO reply");
+            goto done;
+        }
+        if (io_cmd(io, "STARTTLS") != 0 || io_reply(io, &r) != 0) {
+            fail_pending(rl, EX_TEMPFAIL, "session failed", io->err);
+            goto done;
+        }
+        if (r.code != 220) {
+            fail_reply(rl, &r, "STARTTLS refused");
+            goto done;
+        }
+        if (io_starttls(io, run->tls, rl->host, run->starttls == 2) != 0) {
+            fail_pending(rl, EX_PROTOCOL, "TLS failed", io->err);
+            goto done;
+        }
+        /* RFC 3207 §4.2: forget what was learnt in the clear and ask again */
+        if (io_cmd(io, line) != 0 || io_reply(io, &r) != 0) {
+            fail_pending(rl, EX_TEMPFAIL, "session failed", io->err);
+            goto done;
+        }
+        if (r.code != 250) {
+            fail_reply(rl, &r, "EHLO failed");
+            goto done;
+        }
+    }
+    if (!has_keyword(&r, "ETRN")) {
+        fail_pending(rl, EX_UNAVAILABLE, "relay does not offer ETRN", "ETRN not in the EHLO reply");
+        goto done;
+    }
+    /* One ETRN per domain, and on to the next whatever the answer: a 251
+     * for one domain says nothing about the others (unlike fetchmail). */
+    for (size_t i = 0; i < rl->ndom; i++) {
+        struct pair *p = &rl->pairs[i];
+        if (!p->again)
+            continue;
+        snprintf(line, sizeof(line), "ETRN %s", run->domains[rl->dom[i]]);
+        if (io_cmd(io, line) != 0 || io_reply(io, &r) != 0) {
+            fail_pending(rl, EX_TEMPFAIL, "session failed", io->err);
+            goto done;
+        }
+        classify(p, &r);
+        if (r.code == 421) { /* the relay is closing the channel (RFC 5321 §3.8) */
+            fail_pending(rl, EX_TEMPFAIL, "relay closed the session", r.line);
+            goto done;
+        }
+    }
+    if (io_cmd(io, "QUIT") == 0)
+        (void)io_reply(io, &r);
+done:
+    io_close(io);
+    free(io);
+}
+
+/* ---- reporting -------------------------------------------------------------------------- */
+
+static void json_str(FILE *fp, const char *s)
+{
+    fputc('"', fp);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(fp, "\\%c", *p);
+        else if (*p < 0x20 || *p >= 0x7f)
+            fprintf(fp, "\\u%04x", *p);
+        else
+            fputc(*p, fp);
+    }
+    fputc('"', fp);
+}
+
+/* Print one pair's outcome: a JSON record, or a text line (stdout for
+ * success, stderr for trouble). progress: a --wait repetition. */
+static void report(const struct run *run, const struct relay *rl, const struct pair *p,
+                   const char *domain, int progress)
+{
+    FILE *fp = stdout;
+
+    if (run->o->json) {
+        fprintf(fp, "{\"relay\":");
+        json_str(fp, rl->label);
+        fprintf(fp, ",\"domain\":");
+        json_str(fp, domain);
+        fprintf(fp, ",\"round\":%d,\"code\":", run->round);
+        if (p->code)
+            fprintf(fp, "%d", p->code);
+        else
+            fprintf(fp, "null");
+        fprintf(fp, ",\"count\":");
+        if (p->count >= 0)
+            fprintf(fp, "%ld", p->count);
+        else
+            fprintf(fp, "null");
+        fprintf(fp, ",\"result\":");
+        json_str(fp, p->what ? p->what : "");
+        fprintf(fp, ",\"reply\":");
+        json_str(fp, p->reply);
+        fprintf(fp, ",\"status\":%d}\n", p->status);
+        fflush(fp);
+        return;
+    }
+    if (p->status != 0) {
+        fprintf(stderr, "etrnctl: %s: %s: %s (%s)\n", rl->label, domain, p->what, p->reply);
+        return;
+    }
+    if (run->o->quiet)
+        return;
+    if (progress && p->count >= 0)
+        fprintf(fp, "%s: %s: %ld waiting", rl->label, domain, p->count);
+    else if (progress)
+        fprintf(fp, "%s: %s: %s", rl->label, domain, p->what);
+    else if (p->code == 253 && p->count < 0)
+        fprintf(fp, "%s: %s: flush started, count unknown", rl->label, domain);
+    else if (p->code == 253)
+        fprintf(fp, "%s: %s: flushing %ld message%s", rl->label, domain, p->count,
+                p->count == 1 ? "" : "s");
+    else
+        fprintf(fp, "%s: %s: %s", rl->label, domain, p->what);
+    if (run->o->verbose)
+        fprintf(fp, " (%s)", p->reply);
+    fputc('\n', fp);
+    fflush(fp);
+}
+
+/* ---- the defaults file ------------------------------------------------------------------ */
+
+/* Parse one shell-style value: "double", 'single' or bare words (no
+ * expansions: $ and ` are refused). Returns a malloc'ed string, or NULL
+ * with why set. */
+static char *shell_value(const char *s, const char **why)
+{
+    size_t n = strlen(s);
+    char *out = malloc(n + 1), *o = out;
+    char quote = 0;
+
+    if (out == NULL) {
+        *why = "out of memory";
+        return NULL;
+    }
+    for (; *s; s++) {
+        if (quote == '\'') {
+            if (*s == '\'')
+                quote = 0;
+            else
+                *o++ = *s;
+        } else if (*s == '\'' || *s == '"') {
+            if (quote == *s)
+                quote = 0;
+            else if (quote == 0)
+                quote = *s;
+            else
+                *o++ = *s;
+        } else if (*s == '$' || *s == '`') {
+            *why = "variable or command expansion is not supported";
+            goto bad;
+        } else if (*s == '\\') {
+            if (s[1] == '\0') {
+                *why = "backslash at end of line";
+                goto bad;
+            }
+            *o++ = *++s;
+        } else if (quote == 0 && *s == '#' && (o == out || s[-1] == ' ' || s[-1] == '\t')) {
+            break; /* a comment after the value */
+        } else if (quote == 0 && (*s == ' ' || *s == '\t')) {
+            /* end of the value: only blanks or a comment may follow */
+            const char *t = s;
+            while (*t == ' ' || *t == '\t')
+                t++;
+            if (*t != '\0' && *t != '#') {
+                *why = "unquoted space in a value";
+                goto bad;
+            }
+            break;
+        } else {
+            *o++ = *s;
+        }
+    }
+    if (quote != 0) {
+        *why = "unterminated quote";
+        goto bad;
+    }
+    *o = '\0';
+    return out;
+bad:
+    free(out);
+    return NULL;
+}
+
+/* Read ETRN_RELAYS and ETRN_DOMAINS from the defaults file. A missing file
+ * at the default path is fine; anything unreadable or malformed is
+ * EX_CONFIG. Other NAME=value lines are allowed (the file is shared with
+ * shell scripts) and ignored. */
+static int read_defaults(struct run *run)
+{
+    const char *path = getenv("ETRNCTL_DEFAULTS");
+    int explicit = path != NULL && *path != '\0';
+    char line[4096];
+    FILE *fp;
+    int lineno = 0, st = 0;
+
+    if (!explicit)
+        path = DEFAULTS_FILE;
+    fp = fopen(path, "re");
+    if (fp == NULL) {
+        if (errno == ENOENT && !explicit)
+            return 0;
+        etrnctl_warn("%s: %s", path, strerror(errno));
+        return EX_CONFIG;
+    }
+    while (fgets(line, sizeof(line), fp) != NULL) {
+        char *s = line, *eq, *val;
+        const char *why = NULL;
+        size_t n = strlen(line);
+
+        lineno++;
+        if (n > 0 && line[n - 1] != '\n' && !feof(fp)) {
+            etrnctl_warn("%s:%d: line too long", path, lineno);
+            st = EX_CONFIG;
+            break;
+        }
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' ||
+                         line[n - 1] == '\t'))
+            line[--n] = '\0';
+        while (*s == ' ' || *s == '\t')
+            s++;
+        if (*s == '\0' || *s == '#')
+            continue;
+        if (strncmp(s, "export ", 7) == 0)
+            s += 7;
+        eq = strchr(s, '=');
+        if (eq == NULL || eq == s) {
+            etrnctl_warn("%s:%d: not a NAME=value assignment", path, lineno);
+            st = EX_CONFIG;
+            break;
+        }
+        for (char *c = s; c < eq; c++) {
+            if (!(isalnum((unsigned char)*c) || *c == '_') || isdigit((unsigned char)*s)) {
+                etrnctl_warn("%s:%d: not a NAME=value assignment", path, lineno);
+                st = EX_CONFIG;
+                goto done;
+            }
+        }
+        *eq = '\0';
+        val = shell_value(eq + 1, &why);
+        if (val == NULL) {
+            etrnctl_warn("%s:%d: %s", path, lineno, why);
+            st = EX_CONFIG;
+            break;
+        }
+        if (strcmp(s, "ETRN_RELAYS") == 0) {
+            free(run->defaults_relays);
+            run->defaults_relays = val;
+        } else if (strcmp(s, "ETRN_DOMAINS") == 0) {
+            free(run->defaults_domains);
+            run->defaults_domains = val;
+        } else {
+            free(val);
+        }
+    }
+    if (st == 0 && ferror(fp)) {
+        etrnctl_warn("%s: %s", path, strerror(errno));
+        st = EX_CONFIG;
+    }
+done:
+    fclose(fp);
+    return st;
+}
+
+/* Split a space-separated list in place into ptrs[]. Returns the count or
+ * -1 when there are more than max words. */
+static int split_words(char *s, const char **ptrs, size_t have, size_t max)
+{
+    size_t n = have;
+
+    for (char *tok = strtok(s, " \t,"); tok != NULL; tok = strtok(NULL, " \t,")) {
+        if (n >= max)
+            return -1;
+        ptrs[n++] = tok;
+    }
+    return (int)n;
+}
+
+/* ---- relays ------------------------------------------------------------------------------ */
+
+static struct relay *relay_find(struct run *run, const char *host, int port)
+{
+    for (size_t i = 0; i < run->nrelays; i++)
+        if (run->relays[i]->port == port && name_eq(run->relays[i]->host, host))
+            return run->relays[i];
+    return NULL;
+}
+
+static struct relay *relay_add(struct run *run, const char *host, int port, int from_mx)
+{
+    struct relay *rl = relay_find(run, host, port);
+
+    if (rl != NULL)
+        return rl;
+    if (run->nrelays >= MAX_RELAYS) {
+        etrnctl_warn("more than %d relays", MAX_RELAYS);
+        return NULL;
+    }
+    rl = calloc(1, sizeof(*rl));
+    if (rl == NULL) {
+        etrnctl_warn("out of memory");
+        return NULL;
+    }
+    snprintf(rl->host, sizeof(rl->host), "%s", host);
+    rl->port = port;
+    rl->from_mx = from_mx;
+    make_label(rl);
+    run->relays[run->nrelays++] = rl;
+    return rl;
+}
+
+static void relay_add_domain(struct relay *rl, int dom)
+{
+    for (size_t i = 0; i < rl->ndom; i++)
+        if (rl->dom[i] == dom)
+            return;
+    rl->dom[rl->ndom] = dom;
+    rl->pairs[rl->ndom].again = 1;
+    rl->pairs[rl->ndom].count = -1;
+    rl->ndom++;
+}
+
+/* ---- --all-mx: MX hosts of every domain, through lib/dns on a uv loop -------------------- */
+
+struct mx_state {
+    struct run *run;
+    struct dns *dns;
+    uv_timer_t timer;
+    int outstanding;
+    int timed_out;
+};
+
+struct mx_query {
+    struct mx_state *st;
+    int dom;             /* for MX queries */
+    struct relay *relay; /* for address queries */
+};
+
+static int is_self(const struct run *run, const char *host)
+{
+    for (size_t i = 0; i < run->nself; i++)
+        if (name_eq(run->self[i], host))
+            return 1;
+    return 0;
+}
+
+static void mx_done_one(struct mx_state *st)
+{
+    if (--st->outstanding == 0) {
+        uv_timer_stop(&st->timer);
+        uv_close((uv_handle_t *)&st->timer, NULL);
+    }
+}
+
+static void on_addr(void *arg, int status, const struct dns_addr *addrs, size_t n, uint32_t ttl)
+{
+    struct mx_query *q = arg;
+    struct relay *rl = q->relay;
+
+    (void)ttl;
+    if (status == DNS_OK) {
+        for (size_t i = 0; i < n && rl->naddrs < MAX_ADDRS; i++)
+            rl->addrs[rl->naddrs++] = addrs[i].addr;
+    } else {
+        snprintf(rl->resolve_err, sizeof(rl->resolve_err), "cannot resolve %s: %s", rl->host,
+                 dns_strerror(status));
+    }
+    mx_done_one(q->st);
+    free(q);
+}
+
+static void on_mx(void *arg, int status, const struct dns_mx *mx, size_t n, uint32_t ttl)
+{
+    struct mx_query *q = arg;
+    struct mx_state *st = q->st;
+    struct run *run = st->run;
+    const char *dom = run->parsed[q->dom].name;
+    int asked = 0;
+
+    (void)ttl;
+    if (status != DNS_OK) {
+        int s = status == DNS_TEMPFAIL || status == DNS_CANCELLED ? EX_TEMPFAIL : EX_UNAVAILABLE;
+        etrnctl_warn("%s: MX lookup: %s", dom, dns_strerror(status));
+        run->dom_status[q->dom] = etrnctl_worse(run->dom_status[q->dom], s);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct relay *rl;
+        struct mx_query *aq;
+
+        if (mx[i].host[0] == '\0') /* null MX (RFC 7505): no relay holds mail for it */
+            continue;
+        if (is_self(run, mx[i].host)) {
+            verbose(run, "%s: MX %u %s is this site: skipped", dom, mx[i].pref, mx[i].host);
+            continue;
+        }
+        verbose(run, "%s: MX %u %s", dom, mx[i].pref, mx[i].host);
+        rl = relay_find(run, mx[i].host, run->port);
+        if (rl == NULL) {
+            rl = relay_add(run, mx[i].host, run->port, 1);
+            if (rl == NULL)
+                continue;
+            aq = calloc(1, sizeof(*aq));
+            if (aq == NULL)
+                continue;
+            aq->st = st;
+            aq->relay = rl;
+            st->outstanding++;
+            if (dns_query_addr(st->dns, mx[i].host, AF_UNSPEC, on_addr, aq) != 0) {
+                snprintf(rl->resolve_err, sizeof(rl->resolve_err), "cannot resolve %s", mx[i].host);
+                st->outstanding--;
+                free(aq);
+            }
+        }
+        relay_add_domain(rl, q->dom);
+        asked = 1;
+    }
+    if (!asked && run->nrelay_args == 0) {
+        etrnctl_warn("%s: no MX host other than this site: no relay to ask", dom);
+        run->dom_status[q->dom] = etrnctl_worse(run->dom_status[q->dom], EX_UNAVAILABLE);
+    }
+done:
+    mx_done_one(st);
+    free(q);
+}
+
+static void on_mx_timeout(uv_timer_t *t)
+{
+    struct mx_state *st = t->data;
+
+    st->timed_out = 1;
+    dns_close(st->dns); /* every query answers DNS_CANCELLED */
+    st->dns = NULL;
+}
+
+/* Find the MX hosts of every domain and their addresses. 0, or an exit
+ * status for a failure that stops everything. */
+static int find_mx_relays(struct run *run)
+{
+    uv_loop_t loop;
+    struct mx_state st = {.run = run};
+    char err[256];
+    int rc = 0;
+
+    if (uv_loop_init(&loop) != 0) {
+        etrnctl_warn("cannot start an event loop");
+        return EX_OSERR;
+    }
+    if (dns_open(&loop, run->dns_servers, &st.dns, err, sizeof(err)) != 0) {
+        etrnctl_warn("DNS: %s", err);
+        rc = EX_CONFIG;
+        goto done;
+    }
+    uv_timer_init(&loop, &st.timer);
+    st.timer.data = &st;
+    st.outstanding = 1; /* held until every MX query is issued */
+    for (size_t i = 0; i < run->ndomains; i++) {
+        struct mx_query *q = calloc(1, sizeof(*q));
+        if (q == NULL)
+            continue;
+        q->st = &st;
+        q->dom = (int)i;
+        st.outstanding++;
+        if (dns_query_mx(st.dns, run->parsed[i].name, on_mx, q) != 0) {
+            etrnctl_warn("%s: cannot look up its MX hosts", run->parsed[i].name);
+            run->dom_status[i] = etrnctl_worse(run->dom_status[i], EX_TEMPFAIL);
+            st.outstanding--;
+            free(q);
+        }
+    }
+    uv_timer_start(&st.timer, on_mx_timeout, (uint64_t)(run->timeout * 1000), 0);
+    mx_done_one(&st);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (st.dns != NULL)
+        dns_close(st.dns);
+    if (!uv_is_closing((uv_handle_t *)&st.timer))
+        uv_close((uv_handle_t *)&st.timer, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (st.timed_out)
+        etrnctl_warn("DNS lookups did not finish within %.0fs", run->timeout);
+done:
+    uv_loop_close(&loop);
+    return rc;
+}
+
+/* ---- lock file -------------------------------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcasecmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* One lock per set of domains, so two runs for the same site (cron and a
+ * link-up hook) never overlap; the second exits with EX_TEMPFAIL at once.
+ * Returns the open fd (kept until exit), -1 when no lock could be made
+ * (warned; the run goes on), or -2 when another run holds it. */
+static int take_lock(struct run *run)
+{
+    char *sorted[MAX_DOMAINS];
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a 64 */
+    char path[4096], pid[32];
+    const char *dir = run->lock_dir;
+    int fd, n;
+
+    memcpy(sorted, run->domains, run->ndomains * sizeof(*sorted));
+    qsort(sorted, run->ndomains, sizeof(*sorted), cmp_str);
+    for (size_t i = 0; i < run->ndomains; i++) {
+        for (const char *p = sorted[i]; *p; p++) {
+            h ^= (unsigned char)tolower((unsigned char)*p);
+            h *= 1099511628211ULL;
+        }
+        h ^= ' ';
+        h *= 1099511628211ULL;
+    }
+    if (dir == NULL || *dir == '\0')
+        dir = getenv("ETRNCTL_LOCK_DIR");
+    if (dir == NULL || *dir == '\0') {
+        dir = DEFAULT_LOCK_DIR;
+        if (access(dir, W_OK) != 0 && getenv("XDG_RUNTIME_DIR") != NULL)
+            dir = getenv("XDG_RUNTIME_DIR");
+    }
+    snprintf(path, sizeof(path), "%s/etrnctl-%016llx.lock", dir, (unsigned long long)h);
+    fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        etrnctl_warn("lock %s: %s (going on without a lock)", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char other[32] = "";
+        ssize_t r = pread(fd, other, sizeof(other) - 1, 0);
+        if (r > 0) {
+            other[r] = '\0';
+            other[strcspn(other, "\n")] = '\0';
+        }
+        close(fd);
+        if (errno == EWOULDBLOCK || errno == EAGAIN || r >= 0) {
+            etrnctl_warn("another etrnctl%s%s is already running for these domains (%s)",
+                         other[0] ? " pid " : "", other, path);
+            return -2;
+        }
+        etrnctl_warn("lock %s: %s (going on without a lock)", path, strerror(errno));
+        return -1;
+    }
+    verbose(run, "lock %s", path);
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) < 0)
+        verbose(run, "lock %s: cannot record the pid", path);
+    return fd;
+}
+
+/* ---- --wait-local ----------------------------------------------------------------------- */
+
+/* Wait until the site's own MTA greets with 220 on host:port, so the relay
+ * does not connect back before the site can take mail. 0 or EX_TEMPFAIL. */
+static int wait_local(struct run *run, double deadline)
+{
+    char host[256];
+    int port;
+    struct io *io = calloc(1, sizeof(*io));
+    int st = EX_TEMPFAIL;
+    char why[600] = "not tried";
+
+    if (io == NULL)
+        return EX_OSERR;
+    if (parse_hostport(run->wait_local, 25, host, sizeof(host), &port) != 0) {
+        free(io);
+        return EX_USAGE;
+    }
+    for (int tries = 1; tries < 100000; tries++) {
+        struct reply r = {0};
+        double left = deadline - now();
+
+        io->fd = -1;
+        io->run = run;
+        io->label = run->wait_local;
+        io->inlen = 0;
+        io->timeout = left < 5 ? (left > 0.1 ? left : 0.1) : 5;
+        if (io_connect(io, host, port, NULL, 0) == 0 && io_reply(io, &r) == 0 && r.code == 220) {
+            if (io_cmd(io, "QUIT") == 0)
+                (void)io_reply(io, &r);
+            io_close(io);
+            verbose(run, "%s: local MTA answers", run->wait_local);
+            st = 0;
+            break;
+        }
+        snprintf(why, sizeof(why), "%s", io->fd >= 0 && r.code ? r.line : io->err);
+        io_close(io);
+        verbose(run, "%s: local MTA not ready: %s", run->wait_local, why);
+        if (now() + 1 >= deadline)
+            break;
+        sleep_for(1);
+    }
+    if (st != 0)
+        etrnctl_warn("local MTA at %s did not answer in time: %s", run->wait_local, why);
+    free(io);
+    return st;
+}
+
+/* ---- rounds and the exit status ---------------------------------------------------------- */
+
+/* Ask one relay, retrying connection failures and 4xx answers (--retry).
+ * attempts_left counts the first attempt. */
+static void ask_relay(struct run *run, struct relay *rl, int attempts)
+{
+    char d[32];
+
+    fmt_secs(run->retry_delay, d, sizeof(d));
+    for (int a = 1; a <= attempts; a++) {
+        int temp = 0;
+
+        verbose(run, "%s: connecting (attempt %d of %d)", rl->label, a, attempts);
+        session(run, rl);
+        for (size_t i = 0; i < rl->ndom; i++) {
+            struct pair *p = &rl->pairs[i];
+            p->again = p->again && p->status == EX_TEMPFAIL;
+            temp |= p->again;
+        }
+        if (!temp)
+            break;
+        if (a < attempts) {
+            for (size_t i = 0; i < rl->ndom; i++)
+                if (rl->pairs[i].again)
+                    verbose(run, "%s: %s: attempt %d of %d failed: %s (%s); retrying in %s",
+                            rl->label, run->domains[rl->dom[i]], a, attempts, rl->pairs[i].what,
+                            rl->pairs[i].reply, d);
+            sleep_for(run->retry_delay);
+        }
+    }
+}
+
+/* Whether --wait must ask this pair again: the relay said mail is still
+ * pending (253 n > 0, 252), or the question failed for now. A bare 250
+ * (Postfix) never turns into 251, so it is not repeated. */
+static int wants_again(const struct pair *p)
+{
+    if (p->status == EX_TEMPFAIL)
+        return 1;
+    return p->status == 0 && (p->code == 252 || (p->code == 253 && p->count != 0));
+}
+
+static void report_all(struct run *run, int progress)
+{
+    for (size_t r = 0; r < run->nrelays; r++) {
+        struct relay *rl = run->relays[r];
+        for (size_t i = 0; i < rl->ndom; i++) {
+            const struct pair *p = &rl->pairs[i];
+            /* --wait rounds: progress for what was asked; a failure that
+             * the next round retries only with -v (the end reports it) */
+            if (progress && (!p->again || (p->status == EX_TEMPFAIL && !run->o->verbose)))
+                continue;
+            report(run, rl, p, run->domains[rl->dom[i]], progress);
+        }
+    }
+}
+
+static int run_rounds(struct run *run)
+{
+    double start = now(), interval = 1;
+    double deadline = start + run->wait_timeout;
+    int st = 0;
+
+    run->round = 1;
+    for (size_t r = 0; r < run->nrelays; r++) {
+        struct relay *rl = run->relays[r];
+        if (rl->ndom > 0)
+            ask_relay(run, rl, run->retries + 1);
+    }
+    report_all(run, 0);
+    while (run->wait) {
+        int more = 0;
+        for (size_t r = 0; r < run->nrelays; r++) {
+            struct relay *rl = run->relays[r];
+            for (size_t i = 0; i < rl->ndom; i++) {
+                rl->pairs[i].again = wants_again(&rl->pairs[i]);
+                more |= rl->pairs[i].again;
+            }
+        }
+        if (!more)
+            break;
+        if (now() >= deadline) {
+            char t[32];
+            fmt_secs(run->wait_timeout, t, sizeof(t));
+            for (size_t r = 0; r < run->nrelays; r++) {
+                struct relay *rl = run->relays[r];
+                for (size_t i = 0; i < rl->ndom; i++) {
+                    struct pair *p = &rl->pairs[i];
+                    if (!p->again)
+                        continue;
+                    if (p->status == 0) {
+                        p->status = EX_TEMPFAIL;
+                        p->what = "still waiting when --wait timed out";
+                        p->answered = 0;
+                        snprintf(p->reply + strlen(p->reply), sizeof(p->reply) - strlen(p->reply),
+                                 "; after %s", t);
+                    }
+                    report(run, rl, p, run->domains[rl->dom[i]], 0);
+                }
+            }
+            break;
+        }
+        sleep_for(interval < deadline - now() ? interval : deadline - now());
+        interval = interval * 2 > WAIT_CAP ? WAIT_CAP : interval * 2;
+        run->round++;
+        for (size_t r = 0; r < run->nrelays; r++) {
+            struct relay *rl = run->relays[r];
+            int any = 0;
+            for (size_t i = 0; i < rl->ndom; i++)
+                any |= rl->pairs[i].again;
+            if (any)
+                session(run, rl);
+        }
+        report_all(run, 1);
+    }
+
+    /* The exit status: the worst outcome. A relay that does not offer ETRN
+     * is ignored for a domain another relay took the ETRN for (with
+     * --all-mx, backup MX hosts are often plain MTAs). */
+    for (size_t d = 0; d < run->ndomains; d++)
+        st = etrnctl_worse(st, run->dom_status[d]);
+    for (size_t r = 0; r < run->nrelays; r++) {
+        struct relay *rl = run->relays[r];
+        for (size_t i = 0; i < rl->ndom; i++) {
+            int ps = rl->pairs[i].status;
+            if (ps == EX_UNAVAILABLE) {
+                int other_ok = 0;
+                for (size_t r2 = 0; r2 < run->nrelays; r2++)
+                    for (size_t j = 0; j < run->relays[r2]->ndom; j++)
+                        if (run->relays[r2]->dom[j] == rl->dom[i] &&
+                            run->relays[r2]->pairs[j].status == 0)
+                            other_ok = 1;
+                if (other_ok)
+                    continue;
+            }
+            st = etrnctl_worse(st, ps);
+        }
+    }
+    return st;
+}
+
+/* ---- command line ------------------------------------------------------------------------ */
+
+void etrn_cmd_usage(FILE *fp)
+{
+    fprintf(
+        fp,
+        "  etrn [-H RELAY[:PORT]]... [--all-mx [--self NAME]... [--dns SERVERS]] [--port PORT]\n"
+        "       [--starttls[=verify]] [--tls-ca FILE] [--helo NAME] [--retry N]\n"
+        "       [--retry-delay D] [--wait[=TIMEOUT]] [--wait-local HOST:PORT]\n"
+        "       [--timeout D] [--lock-dir DIR] [--json] [-q|-v] [DOMAIN...]\n"
+        "      ask each relay to deliver each domain's mail (ETRN); relays and domains\n"
+        "      default to ETRN_RELAYS and ETRN_DOMAINS in " DEFAULTS_FILE "\n");
+}
+
+static void usage_etrn(FILE *fp)
+{
+    fprintf(fp, "usage: etrnctl etrn [options] DOMAIN...\n");
+    etrn_cmd_usage(fp);
+}
+
+enum {
+    OPT_ALL_MX = ETRNCTL_OPT_FIRST_LOCAL,
+    OPT_SELF,
+    OPT_PORT,
+    OPT_DNS,
+    OPT_STARTTLS,
+    OPT_TLS_CA,
+    OPT_HELO,
+    OPT_RETRY,
+    OPT_RETRY_DELAY,
+    OPT_WAIT,
+    OPT_WAIT_LOCAL,
+    OPT_TIMEOUT,
+    OPT_LOCK_DIR
+};
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    etrnctl_warn("%s", msg);
+    usage_etrn(stderr);
+    return EX_USAGE;
+}
+
+static int parse_args(struct run *run, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        ETRNCTL_GLOBAL_LONGOPTS,
+        {"relay", required_argument, NULL, 'H'},
+        {"host", required_argument, NULL, 'H'},
+        {"all-mx", no_argument, NULL, OPT_ALL_MX},
+        {"self", required_argument, NULL, OPT_SELF},
+        {"port", required_argument, NULL, OPT_PORT},
+        {"dns", required_argument, NULL, OPT_DNS},
+        {"starttls", optional_argument, NULL, OPT_STARTTLS},
+        {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+        {"helo", required_argument, NULL, OPT_HELO},
+        {"retry", required_argument, NULL, OPT_RETRY},
+        {"retry-delay", required_argument, NULL, OPT_RETRY_DELAY},
+        {"wait", optional_argument, NULL, OPT_WAIT},
+        {"wait-local", required_argument, NULL, OPT_WAIT_LOCAL},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"lock-dir", required_argument, NULL, OPT_LOCK_DIR},
+        {NULL, 0, NULL, 0}};
+    int c;
+
+    while ((c = getopt_long(argc, argv, ETRNCTL_GLOBAL_SHORTOPTS "H:", longopts, NULL)) != -1) {
+        double d;
+
+        if (etrnctl_global_opt(c, optarg, run->o, usage_etrn))
+            continue;
+        switch (c) {
+        case 'H':
+            if (run->nrelay_args >= MAX_RELAYS)
+                return usage_error("too many relays (at most %s)", "64");
+            run->relay_args[run->nrelay_args++] = optarg;
+            break;
+        case OPT_ALL_MX:
+            run->all_mx = 1;
+            break;
+        case OPT_SELF:
+            if (run->nself >= sizeof(run->self) / sizeof(run->self[0]))
+                return usage_error("too many --self names: %s", optarg);
+            run->self[run->nself++] = optarg;
+            break;
+        case OPT_PORT:
+            if (etrnctl_parse_uint(optarg, &run->port) != 0 || run->port < 1 || run->port > 65535)
+                return usage_error("bad --port: %s", optarg);
+            break;
+        case OPT_DNS:
+            run->dns_servers = optarg;
+            break;
+        case OPT_STARTTLS:
+            if (optarg == NULL)
+                run->starttls = 1;
+            else if (strcmp(optarg, "verify") == 0)
+                run->starttls = 2;
+            else
+                return usage_error("bad --starttls=%s (only =verify)", optarg);
+            break;
+        case OPT_TLS_CA:
+            run->tls_ca = optarg;
+            break;
+        case OPT_HELO:
+            run->helo = optarg;
+            break;
+        case OPT_RETRY:
+            if (etrnctl_parse_uint(optarg, &run->retries) != 0 || run->retries > 1000)
+                return usage_error("bad --retry: %s", optarg);
+            break;
+        case OPT_RETRY_DELAY:
+            if (etrnctl_parse_duration(optarg, &run->retry_delay) != 0)
+                return usage_error("bad --retry-delay: %s", optarg);
+            break;
+        case OPT_WAIT:
+            run->wait = 1;
+            if (optarg == NULL && optind < argc && etrnctl_parse_duration(argv[optind], &d) == 0) {
+                /* `--wait 120`: a following word that is a duration is the
+                 * timeout (no domain looks like "120" or "5m") */
+                optarg = argv[optind++];
+            }
+            if (optarg != NULL) {
+                if (etrnctl_parse_duration(optarg, &run->wait_timeout) != 0)
+                    return usage_error("bad --wait timeout: %s", optarg);
+            }
+            break;
+        case OPT_WAIT_LOCAL: {
+            char h[256];
+            int p;
+            if (parse_hostport(optarg, 25, h, sizeof(h), &p) != 0)
+                return usage_error("bad --wait-local address: %s", optarg);
+            run->wait_local = optarg;
+            break;
+        }
+        case OPT_TIMEOUT:
+            if (etrnctl_parse_duration(optarg, &run->timeout) != 0 || run->timeout <= 0)
+                return usage_error("bad --timeout: %s", optarg);
+            break;
+        case OPT_LOCK_DIR:
+            run->lock_dir = optarg;
+            break;
+        default:
+            usage_etrn(stderr);
+            return EX_USAGE;
+        }
+    }
+    for (int i = optind; i < argc; i++) {
+        if (run->ndomains >= MAX_DOMAINS)
+            return usage_error("too many domains (at most %s)", "256");
+        run->domains[run->ndomains++] = argv[i];
+    }
+    return 0;
+}
+
+/* Fill relays and domains from the defaults file where the command line
+ * gave none, then validate them. 0 or an exit status. */
+static int settle_args(struct run *run)
+{
+    int st;
+
+    if ((run->nrelay_args == 0 && !run->all_mx) || run->ndomains == 0) {
+        st = read_defaults(run);
+        if (st != 0)
+            return st;
+        if (run->nrelay_args == 0 && !run->all_mx && run->defaults_relays != NULL) {
+            int n = split_words(run->defaults_relays, run->relay_args, 0, MAX_RELAYS);
+            if (n < 0) {
+                etrnctl_warn("ETRN_RELAYS: more than %d relays", MAX_RELAYS);
+                return EX_CONFIG;
+            }
+            run->nrelay_args = (size_t)n;
+        }
+        if (run->ndomains == 0 && run->defaults_domains != NULL) {
+            const char *words[MAX_DOMAINS];
+            int n = split_words(run->defaults_domains, words, 0, MAX_DOMAINS);
+            if (n < 0) {
+                etrnctl_warn("ETRN_DOMAINS: more than %d domains", MAX_DOMAINS);
+                return EX_CONFIG;
+            }
+            for (int i = 0; i < n; i++)
+                run->domains[run->ndomains++] = (char *)words[i];
+        }
+    }
+    if (run->ndomains == 0)
+        return usage_error("no domain given (and no ETRN_DOMAINS in %s)", DEFAULTS_FILE);
+    if (run->nrelay_args == 0 && !run->all_mx)
+        return usage_error("no relay given: -H RELAY, --all-mx or ETRN_RELAYS in %s",
+                           DEFAULTS_FILE);
+    for (size_t i = 0; i < run->ndomains; i++) {
+        if (smtp_parse_etrn(run->domains[i], strlen(run->domains[i]), &run->parsed[i]) !=
+            SMTP_PARSE_OK)
+            return usage_error("not a domain, @domain or #queue: %s", run->domains[i]);
+        if (run->all_mx && run->parsed[i].kind == SMTP_ETRN_QUEUE)
+            return usage_error("--all-mx: a #queue has no MX hosts: %s", run->domains[i]);
+        for (size_t j = 0; j < i; j++)
+            if (strcasecmp(run->domains[i], run->domains[j]) == 0)
+                return usage_error("domain given twice: %s", run->domains[i]);
+    }
+    for (size_t i = 0; i < run->nrelay_args; i++) {
+        char host[256];
+        int port;
+        struct relay *rl;
+
+        if (parse_hostport(run->relay_args[i], run->port, host, sizeof(host), &port) != 0)
+            return usage_error("bad relay: %s (RELAY or RELAY:PORT)", run->relay_args[i]);
+        rl = relay_add(run, host, port, 0);
+        if (rl == NULL)
+            return EX_USAGE;
+        for (size_t d = 0; d < run->ndomains; d++)
+            relay_add_domain(rl, (int)d);
+    }
+    return 0;
+}
+
+int etrn_cmd_main(int argc, char **argv, struct etrnctl_opts *o)
+{
+    struct run *run = calloc(1, sizeof(*run));
+    char err[256];
+    char host[256];
+    int st, lockfd = -1;
+
+    if (run == NULL) {
+        etrnctl_warn("out of memory");
+        return EX_OSERR;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    run->o = o;
+    run->port = 25;
+    run->retry_delay = 10;
+    run->wait_timeout = WAIT_DEFAULT;
+    run->timeout = 30;
+    st = parse_args(run, argc, argv);
+    if (st == 0)
+        st = settle_args(run);
+    if (st != 0)
+        goto done;
+
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    if (run->helo == NULL) {
+        snprintf(run->helo_buf, sizeof(run->helo_buf), "%s", host);
+        run->helo = run->helo_buf;
+    }
+    if (run->nself == 0) { /* without --self, this site is its host name */
+        snprintf(run->self_buf, sizeof(run->self_buf), "%s", host);
+        run->self[run->nself++] = run->self_buf;
+        if (run->helo != run->helo_buf && strchr(run->helo, '.') != NULL)
+            run->self[run->nself++] = run->helo; /* --helo names this site too */
+    }
+    if (run->starttls) {
+        run->tls = tls_ctx_new_client(run->starttls == 2, run->tls_ca, err, sizeof(err));
+        if (run->tls == NULL) {
+            etrnctl_warn("TLS: %s", err);
+            st = EX_CONFIG;
+            goto done;
+        }
+    }
+
+    lockfd = take_lock(run);
+    if (lockfd == -2) {
+        st = EX_TEMPFAIL;
+        goto done;
+    }
+    if (run->wait_local != NULL) {
+        st = wait_local(run, now() + run->wait_timeout);
+        if (st != 0)
+            goto done;
+    }
+    if (run->all_mx) {
+        st = find_mx_relays(run);
+        if (st != 0)
+            goto done;
+    }
+    st = run_rounds(run);
+done:
+    if (lockfd >= 0)
+        close(lockfd);
+    if (run->tls != NULL)
+        tls_ctx_free(run->tls);
+    for (size_t i = 0; i < run->nrelays; i++)
+        free(run->relays[i]);
+    free(run->defaults_relays);
+    free(run->defaults_domains);
+    free(run);
+    return st;
+}

@@ -1,0 +1,675 @@
+# test_etrnctl: the etrnctl program as users run it. Site side: `etrnctl etrn`
+# against the real relayd (every reply and its exit status, --wait watching
+# the count fall while a slow site takes the mail, several domains where the
+# first has nothing waiting), against a real Postfix configured for ETRN (its
+# bare 250), against tiny scripted SMTP servers (no ETRN offered, odd replies,
+# --all-mx with dnsmasq serving the MX hosts, the lock), against a port where
+# nothing listens (75, --retry). Operator side: every control-socket command
+# against a relayd with a known queue, in text and --json.
+
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from relayd_fixture import free_port, wait_until
+from sink import Client, message, subject_of
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+EX_USAGE, EX_NOINPUT, EX_UNAVAILABLE, EX_SOFTWARE = 64, 66, 69, 70
+EX_TEMPFAIL, EX_PROTOCOL, EX_NOPERM, EX_CONFIG = 75, 76, 77, 78
+
+
+def etrnctl_binary():
+    path = os.environ.get("ETRNCTL")
+    if not path:
+        builddir = os.environ.get("top_builddir")
+        here = os.path.dirname(os.path.abspath(__file__))
+        path = os.path.join(builddir, "etrnctl", "etrnctl") if builddir else \
+            os.path.join(here, "..", "..", "etrnctl", "etrnctl")
+    return os.path.abspath(path)
+
+
+@pytest.fixture(scope="session")
+def etrnctl_path():
+    path = etrnctl_binary()
+    assert os.access(path, os.X_OK), "etrnctl binary not found at %s (set ETRNCTL)" % path
+    return path
+
+
+class Etrnctl:
+    """Runs etrnctl with a private lock dir and defaults file; every run is
+    checked for sanitizer reports."""
+
+    def __init__(self, path, tmp):
+        self.path = path
+        self.tmp = tmp
+        self.lockdir = str(tmp / "locks")
+        os.makedirs(self.lockdir, exist_ok=True)
+        self.defaults = str(tmp / "etrnctl.defaults")
+        with open(self.defaults, "w") as f:
+            f.write("# empty: tests give relays and domains on the command line\n")
+        self.socket = None
+
+    def env(self, extra=None):
+        env = dict(os.environ)
+        env.update({"ETRNCTL_DEFAULTS": self.defaults, "ETRNCTL_LOCK_DIR": self.lockdir})
+        env.pop("ETRNCTL_SOCKET", None)
+        if self.socket:
+            env["ETRNCTL_SOCKET"] = self.socket
+        env.update(extra or {})
+        return env
+
+    def popen(self, args, env=None, **kw):
+        return subprocess.Popen([self.path] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=kw.pop("stdin", subprocess.DEVNULL), env=self.env(env), **kw)
+
+    def run(self, *args, env=None, input=None, timeout=60, user=None):
+        kw = {}
+        if user is not None:
+            uid, gid = user
+
+            def drop():
+                os.setgroups([])
+                os.setgid(gid)
+                os.setuid(uid)
+
+            kw["preexec_fn"] = drop
+        t0 = time.monotonic()
+        p = subprocess.run([self.path] + list(args), input=input.encode() if input is not None else None,
+                           stdin=None if input is not None else subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(env),
+                           timeout=timeout, **kw)
+        res = Result(p, time.monotonic() - t0, args)
+        check_sanitizers(res)
+        return res
+
+
+class Result:
+    def __init__(self, p, elapsed, args):
+        self.rc = p.returncode
+        self.out = p.stdout.decode("utf-8", "replace")
+        self.err = p.stderr.decode("utf-8", "replace")
+        self.elapsed = elapsed
+        self.args = args
+
+    def __repr__(self):
+        return "etrnctl %s -> %d\n--- stdout\n%s--- stderr\n%s" % (" ".join(self.args), self.rc, self.out, self.err)
+
+    def json(self):
+        return [json.loads(l) for l in self.out.splitlines() if l.strip()]
+
+
+def check_sanitizers(res):
+    for m in SANITIZER_MARKERS:
+        assert m not in res.err, "sanitizer report from etrnctl:\n%r" % res
+
+
+@pytest.fixture
+def etrnctl(etrnctl_path, tmp_path):
+    return Etrnctl(etrnctl_path, tmp_path)
+
+
+def route(sink):
+    return "127.0.0.1:%d" % sink.port
+
+
+def relay_arg(r):
+    return "127.0.0.1:%d" % r.port
+
+
+# --- a tiny scriptable SMTP server: a relay that is not relayd ----------------------------
+
+
+class FakeRelay:
+    """An SMTP server on host:port that answers EHLO with the given keywords and
+    ETRN with etrn(arg) -> reply line (default 250). It records every command
+    and connection."""
+
+    def __init__(self, host="127.0.0.1", port=0, ehlo=("PIPELINING", "ETRN"), etrn=None, greeting=None,
+                 etrn_delay=0.0, ehlo_reply=None):
+        self.host = host
+        self.ehlo = list(ehlo)
+        self.etrn = etrn or (lambda arg: "250 Queuing started")
+        self.greeting = greeting or "220 fake.test ESMTP"
+        self.ehlo_reply = ehlo_reply
+        self.etrn_delay = etrn_delay
+        self.commands = []
+        self.conns = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.port = self.sock.getsockname()[1]
+        self.stopping = False
+        self.threads = []
+
+    def start(self):
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self.threads.append(t)
+        return self
+
+    def stop(self):
+        self.stopping = True
+        for t in self.threads:
+            t.join(5)
+        self.sock.close()
+
+    def etrns(self):
+        with self.lock:
+            return [c[5:] for c in self.commands if c.upper().startswith("ETRN ")]
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.conns += 1
+            t = threading.Thread(target=self._serve, args=(c,), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _serve(self, c):
+        c.settimeout(20)
+        f = c.makefile("rb")
+        try:
+            c.sendall((self.greeting + "\r\n").encode())
+            if not self.greeting.startswith("220"):
+                return
+            for _ in range(100):
+                line = f.readline()
+                if not line:
+                    return
+                line = line.decode().rstrip("\r\n")
+                with self.lock:
+                    self.commands.append(line)
+                verb = line.split(" ", 1)[0].upper()
+                if verb == "EHLO":
+                    if self.ehlo_reply:
+                        out = [self.ehlo_reply]
+                    else:
+                        lines = ["fake.test hello"] + self.ehlo
+                        out = ["250%s%s" % ("-" if i < len(lines) - 1 else " ", l) for i, l in enumerate(lines)]
+                elif verb == "HELO":
+                    out = ["250 fake.test"]
+                elif verb == "ETRN":
+                    if self.etrn_delay:
+                        time.sleep(self.etrn_delay)
+                    out = [self.etrn(line[5:])]
+                elif verb == "QUIT":
+                    c.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    out = ["502 5.5.2 not implemented"]
+                c.sendall("".join(l + "\r\n" for l in out).encode())
+        except OSError:
+            pass
+        finally:
+            f.close()
+            c.close()
+
+
+@pytest.fixture
+def fakes():
+    started = []
+
+    def make(**kw):
+        f = FakeRelay(**kw)
+        started.append(f)
+        return f.start()
+
+    yield make
+    for f in started:
+        f.stop()
+
+
+# --- etrnctl etrn against relayd -------------------------------------------------------------
+
+
+def test_every_relayd_reply_and_its_exit_status(denv, etrnctl):
+    site = denv.sink("site")
+    r = denv.relayd(domains={"example.org": {"mode": "hold", "route": route(site)},
+                             "empty.test": {"mode": "hold", "route": route(site)}})
+    with Client(r) as c:
+        c.send("s@sender.test", ["u1@example.org"], message("m1"))
+        c.send("s@sender.test", ["u2@example.org", "u3@example.org"], message("m2"))
+
+    # 253 -> 0, "flushing N messages"
+    res = etrnctl.run("etrn", "-H", relay_arg(r), "example.org")
+    assert res.rc == 0, res
+    assert res.out == "%s: example.org: flushing 2 messages\n" % relay_arg(r), res
+    assert res.err == "", res
+    site.wait_for(2, 20)
+    r.wait_log(r"ETRN from \[127\.0\.0\.1\]:\d+: arg=<example\.org> result=253 count=2")
+
+    # 251 -> 0, "nothing waiting"
+    res = etrnctl.run("etrn", "-H", relay_arg(r), "empty.test")
+    assert res.rc == 0, res
+    assert res.out == "%s: empty.test: nothing waiting\n" % relay_arg(r), res
+
+    # 459 -> 77 (refused), reported on stderr with the relay's words
+    res = etrnctl.run("etrn", "-H", relay_arg(r), "notours.test")
+    assert res.rc == EX_NOPERM, res
+    assert res.out == ""
+    assert "notours.test: refused (459 4.7.1 Node <notours.test> not allowed: not a relay domain)" in res.err, res
+
+    # the forms RFC 1985 defines pass through as given
+    res = etrnctl.run("-v", "etrn", "-H", relay_arg(r), "@empty.test")
+    assert res.rc == 0, res
+    assert "-> ETRN @empty.test" in res.err, res
+
+    # -v shows the dialogue and the reply after the result; -q nothing at all
+    res = etrnctl.run("etrn", "-v", "-H", relay_arg(r), "empty.test")
+    assert "-> EHLO " in res.err and re.search(r"<- 250[- ]ETRN$", res.err, re.M), res
+    assert "empty.test: nothing waiting (251 2.0.0 OK, no messages waiting for node <empty.test>)" in res.out
+    res = etrnctl.run("etrn", "-q", "-H", relay_arg(r), "empty.test")
+    assert (res.rc, res.out, res.err) == (0, "", ""), res
+
+    # the short form, as Solaris etrn(1M)
+    res = etrnctl.run(relay_arg(r), "empty.test")
+    assert res.rc == 0 and "empty.test: nothing waiting" in res.out, res
+
+
+def test_458_is_temporary(denv, etrnctl):
+    r = denv.relayd(domains={"example.org": {"mode": "hold", "route": "127.0.0.1:9"}}, etrn_rate="2/1m")
+    for _ in range(2):
+        assert etrnctl.run("etrn", "-H", relay_arg(r), "example.org").rc == 0
+    res = etrnctl.run("etrn", "-H", relay_arg(r), "example.org")
+    assert res.rc == EX_TEMPFAIL, res
+    assert re.search(r"example\.org: relay cannot start a flush now \(458 4\.7\.0 ", res.err), res
+    r.wait_log(r"arg=<example\.org> result=458")
+
+
+def test_several_domains_first_with_nothing_waiting(denv, etrnctl):
+    """fetchmail stops at the first 251; etrnctl asks for every domain."""
+    site = denv.sink("site")
+    r = denv.relayd(domains={"empty.test": {"mode": "hold", "route": route(site)},
+                             "example.org": {"mode": "hold", "route": route(site)},
+                             "example.net": {"mode": "hold", "route": route(site)}})
+    with Client(r) as c:
+        c.send("s@sender.test", ["u@example.org"], message("org"))
+        c.send("s@sender.test", ["u@example.net"], message("net1"))
+        c.send("s@sender.test", ["v@example.net"], message("net2"))
+    res = etrnctl.run("--json", "etrn", "-H", relay_arg(r), "empty.test", "example.org", "example.net")
+    assert res.rc == 0, res
+    recs = res.json()
+    assert [(x["domain"], x["code"], x["count"], x["status"]) for x in recs] == [
+        ("empty.test", 251, 0, 0), ("example.org", 253, 1, 0), ("example.net", 253, 2, 0)], res
+    assert recs[1]["reply"] == "253 2.0.0 1 pending messages for node <example.org> started"
+    assert all(x["relay"] == relay_arg(r) and x["round"] == 1 for x in recs)
+    got = site.wait_for(3, 20)
+    assert sorted(subject_of(t.data) for t in got) == ["net1", "net2", "org"]
+    # one session: EHLO once, one ETRN per domain
+    assert len(re.findall(r"ETRN from \[127\.0\.0\.1\]:(\d+)", r.log_text())) == 3
+    ports = set(re.findall(r"ETRN from \[127\.0\.0\.1\]:(\d+)", r.log_text()))
+    assert len(ports) == 1, ports
+
+
+@pytest.mark.time_limit(120)
+def test_wait_sees_the_count_fall_to_zero(denv, etrnctl):
+    site = denv.sink("site")
+    site.behaviour.delay = 0.12  # a slow site: the flush takes a few seconds
+    n = 20
+    r = denv.relayd(domains={"example.org": {"mode": "hold", "route": route(site)}}, etrn_rate="1000/1m")
+    with Client(r) as c:
+        for i in range(n):
+            c.send("s@sender.test", ["u%d@example.org" % i], message("w%02d" % i))
+    res = etrnctl.run("etrn", "-H", relay_arg(r), "--wait", "60", "example.org", timeout=90)
+    assert res.rc == 0, res
+    lines = res.out.splitlines()
+    prefix = "%s: example.org: " % relay_arg(r)
+    assert lines[0] == prefix + "flushing %d messages" % n, res
+    assert lines[-1] == prefix + "0 waiting", res
+    counts = [int(re.match(re.escape(prefix) + r"(\d+) waiting$", l).group(1)) for l in lines[1:]]
+    assert counts == sorted(counts, reverse=True), res
+    assert any(0 < k < n for k in counts), "never saw the count fall: %r" % res
+    # at the 251 everything had arrived
+    assert site.count() == n
+    assert r.queue.count() == 0
+
+
+def test_wait_times_out_with_75(denv, etrnctl):
+    site = denv.sink("site", start=False)  # the site never comes up: nothing drains
+    r = denv.relayd(domains={"example.org": {"mode": "hold", "route": route(site)}}, etrn_rate="1000/1m")
+    with Client(r) as c:
+        c.send("s@sender.test", ["u@example.org"], message("stuck"))
+    res = etrnctl.run("etrn", "-H", relay_arg(r), "--wait=2", "example.org", "--json")
+    assert res.rc == EX_TEMPFAIL, res
+    recs = res.json()
+    assert recs[0]["code"] == 253 and recs[0]["round"] == 1
+    assert recs[-1]["status"] == EX_TEMPFAIL and "still waiting" in recs[-1]["result"], res
+    assert 1.5 < res.elapsed < 15, res
+    assert len([x for x in recs if x["code"] == 253]) >= 2  # asked again while waiting
+
+
+# --- against a real Postfix -------------------------------------------------------------------
+
+
+def postfix_relay(denv, domain, transport=None):
+    """A private Postfix acting as a relay that keeps `domain`'s mail and
+    accepts ETRN for it from 127.0.0.1 (fast_flush_domains, smtpd_etrn_restrictions)."""
+    from postfix_site import PostfixSite
+
+    p = PostfixSite("pfrelay.test")
+    denv.postfixes.append(p)  # torn down with the environment
+    p.setup()
+    settings = ["relay_domains=%s" % domain, "fast_flush_domains=$relay_domains",
+                "smtpd_etrn_restrictions=permit_mynetworks, reject",
+                # a deferred message may be retried at once after ETRN
+                "minimal_backoff_time=300s", "maximal_backoff_time=600s", "queue_run_delay=300s"]
+    if transport:
+        with open(os.path.join(p.etc, "transport"), "w") as f:
+            f.write("%s smtp:[127.0.0.1]:%d\n" % (domain, transport))
+        settings.append("transport_maps=texthash:%s/transport" % p.etc)
+    p.run(["postconf", "-c", p.etc, "-e"] + settings)
+    past = time.time() - 5
+    os.utime(os.path.join(p.etc, "main.cf"), (past, past))
+    return p.start()
+
+
+@pytest.mark.time_limit(150)
+def test_postfix_bare_250_means_started_count_unknown(denv, etrnctl):
+    site = denv.sink("site", start=False)
+    pf = postfix_relay(denv, "remote.test", transport=site.port)
+    # mail for remote.test waits at Postfix: the site is down
+    import smtplib
+    s = smtplib.SMTP("127.0.0.1", pf.port, local_hostname="client.test", timeout=20)
+    s.sendmail("s@sender.test", ["u@remote.test"], message("via-postfix", to="u@remote.test"))
+    s.quit()
+    wait_until(lambda: re.search(r"to=<u@remote\.test>.*status=deferred", pf.log_text()), 30,
+               what="Postfix deferring the message")
+
+    site.start()
+    res = etrnctl.run("etrn", "-H", "127.0.0.1:%d" % pf.port, "remote.test", "--json")
+    assert res.rc == 0, res
+    rec = res.json()[0]
+    assert (rec["code"], rec["count"], rec["result"]) == (250, None, "started, count unknown"), res
+    got = site.wait_for(1, 60, "Postfix flushing after etrnctl's ETRN")
+    assert subject_of(got[0].data) == "via-postfix"
+
+    # text form, and --wait does not poll a relay that never reports a count
+    res = etrnctl.run("etrn", "-H", "127.0.0.1:%d" % pf.port, "--wait", "30", "remote.test")
+    assert res.rc == 0, res
+    assert res.out == "127.0.0.1:%d: remote.test: started, count unknown\n" % pf.port, res
+    assert res.elapsed < 10, res
+
+    # a domain Postfix does not flush: its 459 is a refusal
+    res = etrnctl.run("etrn", "-H", "127.0.0.1:%d" % pf.port, "other.test")
+    assert res.rc == EX_NOPERM, res
+    assert "other.test: refused (459 " in res.err, res
+
+
+# --- relays that are not relayd -------------------------------------------------------------
+
+
+def test_relay_without_etrn_is_69(fakes, etrnctl):
+    plain = fakes(ehlo=("PIPELINING", "8BITMIME"))
+    res = etrnctl.run("etrn", "-H", relay_arg(plain), "example.org")
+    assert res.rc == EX_UNAVAILABLE, res
+    assert "example.org: relay does not offer ETRN" in res.err, res
+    assert plain.etrns() == []  # never asked what it does not offer
+
+    # no ESMTP at all: EHLO refused
+    old = fakes(ehlo_reply="500 5.5.1 what is EHLO")
+    res = etrnctl.run("etrn", "-H", relay_arg(old), "example.org")
+    assert res.rc == EX_UNAVAILABLE, res
+    assert not any(c.upper().startswith("HELO") for c in old.commands), old.commands
+
+    # advertised but not implemented
+    liar = fakes(etrn=lambda a: "502 5.5.2 Command not implemented")
+    assert etrnctl.run("etrn", "-H", relay_arg(liar), "example.org").rc == EX_UNAVAILABLE
+
+    # another relay took the ETRN for the domain: the plain MTA does not fail the run
+    good = fakes(etrn=lambda a: "253 2.0.0 3 pending messages for node <%s> started" % a)
+    res = etrnctl.run("etrn", "-H", relay_arg(plain), "-H", relay_arg(good), "example.org")
+    assert res.rc == 0, res
+    assert "flushing 3 messages" in res.out and "relay does not offer ETRN" in res.err, res
+
+
+@pytest.mark.parametrize("reply,status,what", [
+    ("250 OK, queuing for node <x> started", 0, "started, count unknown"),
+    ("251 OK, no messages waiting for node <x>", 0, "nothing waiting"),
+    ("252 OK, pending messages for node <x> started", 0, "flush started, count unknown"),
+    ("253 OK, 7 pending messages for node <x> started", 0, "flushing 7 messages"),
+    ("458 Unable to queue messages for node <x>", EX_TEMPFAIL, "relay cannot start a flush now"),
+    ("421 4.3.2 shutting down", EX_TEMPFAIL, "relay closed the session"),
+    ("450 4.7.1 later", EX_TEMPFAIL, "temporary failure"),
+    ("459 Node <x> not allowed: nope", EX_NOPERM, "refused"),
+    ("554 5.7.1 policy says no", EX_NOPERM, "refused"),
+    ("500 5.5.1 Command unrecognized", EX_UNAVAILABLE, "relay does not support ETRN"),
+])
+def test_rfc1985_replies_from_any_server(fakes, etrnctl, reply, status, what):
+    f = fakes(etrn=lambda a: reply)
+    res = etrnctl.run("etrn", "-H", relay_arg(f), "example.org")
+    assert res.rc == status, res
+    assert what in (res.out if status == 0 else res.err), res
+    assert f.etrns() == ["example.org"]
+
+
+def test_worst_outcome_wins(fakes, etrnctl):
+    ok = fakes(etrn=lambda a: "251 nothing")
+    refuse = fakes(etrn=lambda a: "459 no" if a == "b.test" else "251 nothing")
+    temp = fakes(etrn=lambda a: "458 later")
+    # refused (77) outranks temporary (75): a retry cannot fix it
+    res = etrnctl.run("etrn", "-H", relay_arg(ok), "-H", relay_arg(temp), "-H", relay_arg(refuse), "a.test", "b.test")
+    assert res.rc == EX_NOPERM, res
+    res = etrnctl.run("etrn", "-H", relay_arg(ok), "-H", relay_arg(temp), "a.test")
+    assert res.rc == EX_TEMPFAIL, res
+    # every relay was asked for every domain
+    assert ok.etrns() == ["a.test", "b.test", "a.test"]
+    assert refuse.etrns() == ["a.test", "b.test"]
+
+
+def test_nothing_listening_is_75_and_retry_retries(etrnctl):
+    port = free_port()
+    res = etrnctl.run("etrn", "-H", "127.0.0.1:%d" % port, "example.org")
+    assert res.rc == EX_TEMPFAIL, res
+    assert "example.org: cannot connect (connect: Connection refused)" in res.err, res
+
+    res = etrnctl.run("etrn", "-v", "--retry", "2", "--retry-delay", "0.2", "-H", "127.0.0.1:%d" % port,
+                      "example.org")
+    assert res.rc == EX_TEMPFAIL, res
+    attempts = re.findall(r"connecting \(attempt (\d) of 3\)", res.err)
+    assert attempts == ["1", "2", "3"], res
+    assert len(re.findall(r"retrying in 0\.2s", res.err)) == 2, res
+    assert res.elapsed >= 0.4, res
+
+
+def test_retry_until_the_relay_comes_up(fakes, etrnctl):
+    port = free_port()
+    started = {}
+
+    def later():
+        time.sleep(1.0)
+        started["f"] = fakes(port=port, etrn=lambda a: "253 2.0.0 1 pending messages for node <%s> started" % a)
+
+    t = threading.Thread(target=later)
+    t.start()
+    res = etrnctl.run("etrn", "-v", "--retry", "10", "--retry-delay", "0.3", "-H", "127.0.0.1:%d" % port,
+                      "example.org")
+    t.join()
+    assert res.rc == 0, res
+    assert "example.org: flushing 1 message" in res.out, res
+    n = len(re.findall(r"connecting \(attempt \d+ of 11\)", res.err))
+    assert 2 <= n <= 10, res
+    assert started["f"].etrns() == ["example.org"]
+
+
+def test_4xx_is_retried_for_that_domain_only(fakes, etrnctl):
+    answers = {"a.test": ["458 busy", "253 2.0.0 2 pending messages for node <a.test> started"]}
+
+    def etrn(arg):
+        lst = answers.get(arg)
+        return lst.pop(0) if lst else "251 nothing"
+
+    f = fakes(etrn=etrn)
+    res = etrnctl.run("etrn", "--retry", "1", "--retry-delay", "0.1", "-H", relay_arg(f), "a.test", "b.test")
+    assert res.rc == 0, res
+    assert f.etrns() == ["a.test", "b.test", "a.test"]
+    assert "a.test: flushing 2 messages" in res.out and "b.test: nothing waiting" in res.out, res
+
+
+def test_all_mx_asks_every_backup_but_the_site_itself(denv, fakes, etrnctl):
+    hosts = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    port = denv.common_port(hosts)
+    mx1 = fakes(host="127.0.0.2", port=port, etrn=lambda a: "253 2.0.0 4 pending messages for node <%s> started" % a)
+    mx2 = fakes(host="127.0.0.3", port=port, etrn=lambda a: "251 2.0.0 OK, no messages waiting")
+    me = fakes(host="127.0.0.4", port=port)
+    dns = denv.dns(mx=[("site.test", "mx.site.test", 5), ("site.test", "backup1.isp.test", 10),
+                       ("site.test", "backup2.isp.test", 20), ("other.test", "backup1.isp.test", 10)],
+                   hosts={"mx.site.test": "127.0.0.4", "backup1.isp.test": "127.0.0.2",
+                          "backup2.isp.test": "127.0.0.3"})
+    res = etrnctl.run("etrn", "--all-mx", "--self", "mx.site.test", "--dns", dns.server, "--port", str(port),
+                      "site.test", "other.test", "-v")
+    assert res.rc == 0, res
+    assert sorted(mx1.etrns()) == ["other.test", "site.test"]
+    assert mx2.etrns() == ["site.test"]
+    assert me.conns == 0, "asked the site itself"
+    assert "MX 5 mx.site.test is this site: skipped" in res.err, res
+    assert "backup1.isp.test:%d: site.test: flushing 4 messages" % port in res.out, res
+    assert "backup2.isp.test:%d: site.test: nothing waiting" % port in res.out, res
+    # one session per relay, both domains in it
+    assert mx1.conns == 1
+
+    # a backup MX that is a plain MTA (no ETRN) does not fail the run...
+    mx2.ehlo = ["PIPELINING"]
+    res = etrnctl.run("etrn", "--all-mx", "--self", "mx.site.test", "--dns", dns.server, "--port", str(port),
+                      "site.test")
+    assert res.rc == 0, res
+    assert "backup2.isp.test:%d: site.test: relay does not offer ETRN" % port in res.err, res
+
+    # ...but when no relay takes it, it does
+    res = etrnctl.run("etrn", "--all-mx", "--self", "mx.site.test", "--self", "backup1.isp.test.",
+                      "--dns", dns.server, "--port", str(port), "site.test")
+    assert res.rc == EX_UNAVAILABLE, res
+
+    # only the site itself: no relay to ask
+    res = etrnctl.run("etrn", "--all-mx", "--self", "mx.site.test", "--self", "backup1.isp.test",
+                      "--self", "backup2.isp.test", "--dns", dns.server, "--port", str(port), "site.test")
+    assert res.rc == EX_UNAVAILABLE, res
+    assert "site.test: no MX host other than this site" in res.err, res
+
+    # no such domain
+    res = etrnctl.run("etrn", "--all-mx", "--dns", dns.server, "--port", str(port), "nowhere.test")
+    assert res.rc == EX_UNAVAILABLE, res
+    assert "nowhere.test: MX lookup" in res.err, res
+
+
+def test_lock_second_run_for_the_same_domains_exits_75(fakes, etrnctl):
+    slow = fakes(etrn=lambda a: "251 nothing", etrn_delay=2.0)
+    first = etrnctl.popen(["etrn", "-H", relay_arg(slow), "a.test", "b.test"])
+    try:
+        wait_until(lambda: slow.conns >= 1, 10, what="the first run connecting")
+        # same domains, other order and case: the same lock
+        res = etrnctl.run("etrn", "-H", relay_arg(slow), "B.test", "a.test")
+        assert res.rc == EX_TEMPFAIL, res
+        assert "another etrnctl pid %d is already running for these domains" % first.pid in res.err, res
+        # other domains are not held up
+        res = etrnctl.run("etrn", "-H", relay_arg(slow), "c.test")
+        assert res.rc == 0, res
+    finally:
+        out, err = first.communicate(timeout=30)
+    assert first.returncode == 0, (out, err)
+    # the lock is free again
+    assert etrnctl.run("etrn", "-H", relay_arg(slow), "a.test", "b.test").rc == 0
+    assert len(os.listdir(etrnctl.lockdir)) == 2
+
+
+def test_defaults_file(fakes, etrnctl):
+    f1 = fakes(etrn=lambda a: "251 nothing")
+    f2 = fakes(etrn=lambda a: "251 nothing")
+    with open(etrnctl.defaults, "w") as fp:
+        fp.write('# /etc/default/etrnctl\nexport ETRN_RELAYS="%s 127.0.0.1:%d"\n'
+                 "ETRN_DOMAINS='a.test b.test'  # two\nOTHER=ignored\n\n" % (relay_arg(f1), f2.port))
+    res = etrnctl.run("etrn")
+    assert res.rc == 0, res
+    assert f1.etrns() == ["a.test", "b.test"] and f2.etrns() == ["a.test", "b.test"]
+    # the command line wins over the file
+    res = etrnctl.run("etrn", "c.test")
+    assert res.rc == 0 and f1.etrns()[-1] == "c.test", res
+    res = etrnctl.run("etrn", "-H", relay_arg(f2))
+    assert res.rc == 0 and f1.etrns() == ["a.test", "b.test", "c.test"], res
+
+    for bad in ['ETRN_RELAYS="unterminated\n', "ETRN_DOMAINS=$HOME\n", "just words\n",
+                "ETRN_DOMAINS=a b\n"]:
+        with open(etrnctl.defaults, "w") as fp:
+            fp.write(bad)
+        res = etrnctl.run("etrn")
+        assert res.rc == EX_CONFIG, (bad, res)
+        assert etrnctl.defaults in res.err, res
+    res = etrnctl.run("etrn", env={"ETRNCTL_DEFAULTS": str(etrnctl.tmp / "missing")})
+    assert res.rc == EX_CONFIG, res
+    os.chmod(etrnctl.defaults, 0)
+    if os.geteuid() != 0:
+        assert etrnctl.run("etrn").rc == EX_CONFIG
+
+
+def test_usage_errors_are_64(etrnctl):
+    for args in [[], ["etrn"], ["etrn", "-H", "127.0.0.1:25"], ["etrn", "-H", "127.0.0.1:99999", "a.test"],
+                 ["etrn", "-H", "127.0.0.1", "not a domain"], ["etrn", "-H", "127.0.0.1", "a..test"],
+                 ["etrn", "--retry", "x", "-H", "h", "a.test"], ["etrn", "--bogus"], ["nosuchcommand"],
+                 ["etrn", "--all-mx", "#queue"], ["etrn", "--starttls=maybe", "-H", "h", "a.test"],
+                 ["etrn", "-H", "h", "a.test", "A.test"], ["queue", "--older-than", "soon"],
+                 ["show"], ["flush"], ["delete"], ["hold", "bad/id"]]:
+        res = etrnctl.run(*args)
+        assert res.rc == EX_USAGE, res
+        assert res.out == "", res
+    res = etrnctl.run("--help")
+    assert res.rc == 0 and "etrn [-H RELAY[:PORT]]" in res.out and "queue [DOMAIN]" in res.out
+    res = etrnctl.run("--version")
+    assert res.rc == 0 and re.match(r"etrnctl \(relayd\) \S+\n$", res.out), res
+
+
+def test_wait_local_waits_for_the_site_mta(fakes, etrnctl):
+    relay = fakes(etrn=lambda a: "251 nothing")
+    local_port = free_port()
+    started = []
+
+    def later():
+        time.sleep(1.2)
+        started.append(fakes(port=local_port))
+
+    t = threading.Thread(target=later)
+    t.start()
+    res = etrnctl.run("etrn", "--wait-local", "127.0.0.1:%d" % local_port, "-H", relay_arg(relay), "a.test")
+    t.join()
+    assert res.rc == 0, res
+    assert res.elapsed >= 1.0, res
+    assert started[0].conns >= 1 and relay.etrns() == ["a.test"]
+
+    # bounded by the wait timeout; the relay is not asked before the site is up
+    res = etrnctl.run("etrn", "--wait-local", "127.0.0.1:%d" % free_port(), "--wait", "1.5", "-H", relay_arg(relay),
+                      "b.test")
+    assert res.rc == EX_TEMPFAIL, res
+    assert "local MTA at 127.0.0.1:" in res.err, res
+    assert relay.etrns() == ["a.test"]
+
+
+def test_starttls(relayd_factory, tls_cert, etrnctl):
+    cert, key = tls_cert
+    r = relayd_factory(tls_cert=cert, tls_key=key, domains={"example.org": {"mode": "hold", "route": "127.0.0.1:9"}})
+    res = etrnctl.run("etrn", "-v", "--starttls", "-H", relay_arg(r), "example.org")
+    assert res.rc == 0, res
+    assert "-> STARTTLS" in res.err and re.search(r": TLS TLSv1\.[23] ", res.err), res
+    assert "nothing waiting" in res.out
+    # verified: the certificate names relay.test, not 127.0.0.1
+    res = etrnctl.run("etrn", "--starttls=verify", "--tls-ca", cert, "-H", relay_arg(r), "example.org")
+    assert res.rc == EX_PROTOCOL, res
+    assert "TLS failed" in res.err, res
+    # a relay without STARTTLS when it is required
+    plain = relayd_factory(domains={"example.org": {"mode": "hold", "route": "127.0.0.1:9"}})
+    res = etrnctl.run("etrn", "--starttls", "-H", relay_arg(plain), "example.org")
+    assert res.rc == EX_UNAVAILABLE and "does not offer STARTTLS" in res.err, res
