@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from relayd_fixture import split_received
+from relayd_fixture import split_received, wait_until
 from sink import Client, etrn, etrn_until_drained, message, subject_of
 
 ETRN_LOG = r"ETRN from \[127\.0\.0\.1\]:\d+: arg=<%s> result=%d count=%d"
@@ -85,11 +85,14 @@ def test_hold_domain_queues_and_etrn_delivers_byte_for_byte(denv):
 
     # nothing of other.test went anywhere; its recipients are all still queued
     assert other.count() == 0 and other.conns == 0
-    left = r.queue.query("SELECT m.queue_id AS q, r.address AS a FROM recipient r JOIN message m "
-                         "ON m.id = r.message_id ORDER BY r.address")
-    assert [(x["q"], x["a"]) for x in left] == [
-        (sent["mixed"][0], "w1@other.test"), (sent["other-1"][0], "w2@other.test"),
-        (sent["other-2"][0], "w3@other.test")]
+    def left():
+        return [(x["q"], x["a"]) for x in r.queue.query(
+            "SELECT m.queue_id AS q, r.address AS a FROM recipient r JOIN message m "
+            "ON m.id = r.message_id ORDER BY r.address")]
+
+    want = [(sent["mixed"][0], "w1@other.test"), (sent["other-1"][0], "w2@other.test"),
+            (sent["other-2"][0], "w3@other.test")]
+    wait_until(lambda: left() == want, 10, what="only other.test's recipients left")
 
     # the queue for example.org has drained: 251
     answers = etrn_until_drained(r, "example.org", 10)
@@ -259,7 +262,7 @@ def test_etrn_access(denv):
     assert etrn(r, "open.test") == (253, "2.0.0 1 pending messages for node <open.test> started")
     assert [subject_of(t.data) for t in site.wait_for(1, 20)] == ["o1"]
     assert site.quiet(1.0)
-    assert r.queue.count() == 1  # locked.test's is still there
+    wait_until(lambda: r.queue.count() == 1, 10, what="only locked.test's message left")
 
 
 def test_etrn_rate_limit(denv):
