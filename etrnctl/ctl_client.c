@@ -151,7 +151,7 @@ static int connect_socket(const char *path, int *out)
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         etrnctl_warn("socket: %s", strerror(errno));
-        return EX_OSERR;
+        return EX_SOFTWARE;
     }
     if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
         int e = errno;
@@ -209,7 +209,7 @@ static int handle_line(const char *line, size_t len, int verbose, ctl_client_rec
     if (tok == NULL) {
         etrnctl_warn("out of memory");
         *done = 1;
-        return EX_OSERR;
+        return EX_SOFTWARE;
     }
     obj = json_tokener_parse_ex(tok, line, (int)len);
     if (obj == NULL || json_tokener_get_error(tok) != json_tokener_success ||
@@ -293,7 +293,7 @@ int ctl_client_call(const char *path, const struct ctl_client_req *req, double t
             nb = realloc(buf, ncap);
             if (nb == NULL) {
                 etrnctl_warn("out of memory");
-                rc = EX_OSERR;
+                rc = EX_SOFTWARE;
                 goto out;
             }
             buf = nb;

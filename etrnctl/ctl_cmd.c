@@ -186,7 +186,7 @@ static int simple_call(struct ctx *cx, const char *command, ctl_client_record_cb
 
     if (ctl_client_req_init(&req, command) != 0) {
         etrnctl_warn("out of memory");
-        return EX_OSERR;
+        return EX_SOFTWARE;
     }
     st = call(cx, &req, cb);
     ctl_client_req_free(&req);
@@ -410,7 +410,7 @@ static int cmd_queue(struct ctx *cx, int argc, char **argv)
         (*limit && ctl_client_req_add(&req, "limit", limit) != 0)) {
         ctl_client_req_free(&req);
         etrnctl_warn("out of memory");
-        return EX_OSERR;
+        return EX_SOFTWARE;
     }
     st = call(cx, &req, queue_cb);
     ctl_client_req_free(&req);
@@ -717,7 +717,7 @@ static int cmd_show(struct ctx *cx, int argc, char **argv)
         ctl_client_req_add(&req, "id", argv[optind]) != 0) {
         ctl_client_req_free(&req);
         etrnctl_warn("out of memory");
-        return EX_OSERR;
+        return EX_SOFTWARE;
     }
     st = call(cx, &req, show_cb);
     ctl_client_req_free(&req);
@@ -787,7 +787,7 @@ static int cmd_flush(struct ctx *cx, int argc, char **argv)
     if (rc != 0) {
         ctl_client_req_free(&req);
         etrnctl_warn("out of memory");
-        return EX_OSERR;
+        return EX_SOFTWARE;
     }
     st = call(cx, &req, flush_cb);
     ctl_client_req_free(&req);
@@ -963,7 +963,7 @@ static int cmd_ids(struct ctx *cx, const struct idcmd *ic, int argc, char **argv
         if (rc != 0) {
             ctl_client_req_free(&req);
             etrnctl_warn("out of memory");
-            st = EX_OSERR;
+            st = EX_SOFTWARE;
             break;
         }
         st = call(cx, &req, count_cb);

@@ -1147,7 +1147,7 @@ static int find_mx_relays(struct run *run)
 
     if (uv_loop_init(&loop) != 0) {
         etrnctl_warn("cannot start an event loop");
-        return EX_OSERR;
+        return EX_SOFTWARE;
     }
     if (dns_open(&loop, run->dns_servers, &st.dns, err, sizeof(err)) != 0) {
         etrnctl_warn("DNS: %s", err);
@@ -1264,7 +1264,7 @@ static int wait_local(struct run *run, double deadline)
     char why[600] = "not tried";
 
     if (io == NULL)
-        return EX_OSERR;
+        return EX_SOFTWARE;
     if (parse_hostport(run->wait_local, 25, host, sizeof(host), &port) != 0) {
         free(io);
         return EX_USAGE;
@@ -1669,7 +1669,7 @@ int etrn_cmd_main(int argc, char **argv, struct etrnctl_opts *o)
 
     if (run == NULL) {
         etrnctl_warn("out of memory");
-        return EX_OSERR;
+        return EX_SOFTWARE;
     }
     signal(SIGPIPE, SIG_IGN);
     run->o = o;

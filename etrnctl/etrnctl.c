@@ -176,7 +176,7 @@ static int short_form(int argc, char **argv, struct etrnctl_opts *o)
 
     if (nargv == NULL) {
         etrnctl_warn("out of memory");
-        return EX_OSERR;
+        return EX_SOFTWARE;
     }
     nargv[0] = "etrn";
     nargv[1] = "-H";
