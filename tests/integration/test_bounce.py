@@ -90,10 +90,16 @@ def test_5xx_to_the_final_dot_bounces_every_recipient(denv):
     site.behaviour.data = [(554, "5.6.0 content refused")]
     r, back, _ = bounce_setup(denv, {"example.org": {"mode": "hold", "route": "127.0.0.1:%d" % site.port}})
     with Client(r) as c:
-        q = c.send(SENDER, ["a@example.org", "b@example.org"], message("refused"))
+        # RFC 3461: RET=HDRS returns the header only; ENVID and ORCPT come back
+        q = c.send(SENDER, ["a@example.org", "b@example.org"], message("refused", lines=["secret body"]),
+                   mail_opts=["RET=HDRS", "ENVID=env-42"], rcpt_opts=["ORCPT=rfc822;Orig@Example.ORG"])
     assert etrn(r, "example.org")[0] == 253
     (b,) = back.wait_for(1, 20)
     d = check_dsn_envelope(b)
+    assert d.per_message["Original-Envelope-Id"].strip() == "env-42", d.per_message.items()
+    assert [p.get_content_type() for p in d.returned] == ["text/rfc822-headers"], d.returned
+    assert b"Subject: refused" in b.data and b"secret body" not in b.data
+    assert d.recipient("a@example.org")["Original-Recipient"].replace(" ", "") == "rfc822;Orig@Example.ORG"
     for a in ("a@example.org", "b@example.org"):
         rr = d.recipient(a)
         assert rr["Action"].strip() == "failed" and rr["Status"].strip() == "5.6.0", rr.items()
