@@ -419,14 +419,16 @@ def test_background_hang_is_stopped_by_the_timeout(site):
 # ---- the lock ------------------------------------------------------------------------
 
 @pytest.mark.time_limit(60)
-def test_lock_allows_one_run_at_a_time(site):
-    first = site.run_as("ifupdown", "eth0", ETRNCTL_LINKUP_FOREGROUND=None, FAKE_SLEEP="3")
+@pytest.mark.parametrize("shell", SHELLS)
+def test_lock_allows_one_run_at_a_time(site, shell):
+    first = site.run_as("ifupdown", "eth0", shell=shell, ETRNCTL_LINKUP_FOREGROUND=None,
+                        FAKE_SLEEP="3")
     assert first.returncode == 0, first
     wait_until(lambda: site.calls(), 10, what="the first run to start etrnctl")
     # the same link seen again (ifupdown runs once per address family), and
     # another system on top: both exit 0 at once, quietly, without etrnctl
     for system, iface in (("ifupdown", "eth0"), ("networkmanager", "wlan0")):
-        p = site.run_as(system, iface)
+        p = site.run_as(system, iface, shell=shell)
         assert p.returncode == 0, p
         assert p.elapsed < 2, p.elapsed
         assert p.stderr == b"", p
