@@ -167,27 +167,37 @@ static int connect_socket(const char *path, int *out)
     return 0;
 }
 
-/* The final line: {"ok":true} or {"ok":false,"code":...,"error":...}. */
-static int final_status(struct json_object *obj, int verbose)
+/* The final line: {"ok":true} or {"ok":false,"code":...,"error":...}.
+ * Returns -1 when obj is not a status line (a record), else the call's
+ * exit status; relayd's reason goes to err, or to stderr when err is NULL. */
+static int final_status(struct json_object *obj, int verbose, char *err, size_t errlen)
 {
-    struct json_object *ok, *code, *err;
+    struct json_object *ok, *code, *text;
     const char *c, *e;
+    char why[600];
 
     if (!json_object_object_get_ex(obj, "ok", &ok))
-        return -1; /* not a status line: a record */
+        return -1;
     if (json_object_get_boolean(ok)) {
         if (verbose)
             etrnctl_warn("relayd: ok");
         return 0;
     }
-    c = json_object_object_get_ex(obj, "code", &code) ? json_object_get_string(code) : "";
-    e = json_object_object_get_ex(obj, "error", &err) ? json_object_get_string(err) : "";
+    c = json_object_object_get_ex(obj, "code", &code) ? json_object_get_string(code) : NULL;
+    e = json_object_object_get_ex(obj, "error", &text) ? json_object_get_string(text) : NULL;
     if (c == NULL)
         c = "";
     if (e != NULL && *e != '\0')
-        etrnctl_warn("relayd: %s (%s)", e, *c ? c : "failed");
+        snprintf(why, sizeof(why), "relayd: %.500s (%s)", e, *c ? c : "failed");
     else
-        etrnctl_warn("relayd: request failed (%s)", *c ? c : "no reason given");
+        snprintf(why, sizeof(why), "relayd: request failed (%.80s)", *c ? c : "no reason given");
+    for (char *p = why; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    if (err != NULL)
+        snprintf(err, errlen, "%s", why);
+    else
+        etrnctl_warn("%s", why);
     if (strcmp(c, "denied") == 0)
         return EX_NOPERM;
     if (strcmp(c, "usage") == 0)
@@ -200,7 +210,7 @@ static int final_status(struct json_object *obj, int verbose)
 /* Hand one line to json-c and then to the caller or to final_status().
  * Returns -1 to go on reading, or the call's result. */
 static int handle_line(const char *line, size_t len, int verbose, ctl_client_record_cb cb,
-                       void *arg, int *done)
+                       void *arg, char *err, size_t errlen, int *done)
 {
     struct json_tokener *tok = json_tokener_new_ex(64);
     struct json_object *obj;
@@ -219,7 +229,7 @@ static int handle_line(const char *line, size_t len, int verbose, ctl_client_rec
         rc = EX_SOFTWARE;
         goto out;
     }
-    rc = final_status(obj, verbose);
+    rc = final_status(obj, verbose, err, errlen);
     if (rc >= 0) {
         *done = 1;
         goto out;
@@ -237,7 +247,7 @@ out:
 }
 
 int ctl_client_call(const char *path, const struct ctl_client_req *req, double timeout, int verbose,
-                    ctl_client_record_cb cb, void *arg)
+                    ctl_client_record_cb cb, void *arg, char *err, size_t errlen)
 {
     char *buf = NULL;
     size_t len = 0, cap = 0, scan = 0, start;
@@ -319,7 +329,7 @@ int ctl_client_call(const char *path, const struct ctl_client_req *req, double t
             size_t ll = (size_t)(nl - (buf + start));
             int r;
             *nl = '\0';
-            r = handle_line(buf + start, ll, verbose, cb, arg, &done);
+            r = handle_line(buf + start, ll, verbose, cb, arg, err, errlen, &done);
             if (done)
                 rc = r;
             start += ll + 1;

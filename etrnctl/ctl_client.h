@@ -44,8 +44,9 @@ typedef int (*ctl_client_record_cb)(void *arg, struct json_object *rec, const ch
  * socket, refused); EX_NOPERM the socket or relayd refused ("denied");
  * EX_USAGE relayd called the request wrong; EX_NOINPUT no such message or
  * domain ("notfound"); EX_SOFTWARE "internal" or a broken answer. A failure
- * is explained on stderr. */
+ * is explained on stderr, except relayd's own refusal when err is given:
+ * then its text goes to err (errlen bytes) for the caller to judge. */
 int ctl_client_call(const char *path, const struct ctl_client_req *req, double timeout, int verbose,
-                    ctl_client_record_cb cb, void *arg);
+                    ctl_client_record_cb cb, void *arg, char *err, size_t errlen);
 
 #endif

@@ -173,7 +173,7 @@ static int keep_cb(void *arg, struct json_object *rec, const char *raw)
 
 static int call(struct ctx *cx, const struct ctl_client_req *req, ctl_client_record_cb cb)
 {
-    int st = ctl_client_call(cx->o->socket, req, CTL_TIMEOUT, cx->o->verbose, cb, cx);
+    int st = ctl_client_call(cx->o->socket, req, CTL_TIMEOUT, cx->o->verbose, cb, cx, NULL, 0);
     fflush(stdout);
     return st;
 }
@@ -668,8 +668,12 @@ static int show_cb(void *arg, struct json_object *rec, const char *raw)
         put_clean(stdout, jstr0(rec, "envid"));
         fputc('\n', stdout);
     }
-    if (*jstr0(rec, "dsn_ret"))
-        printf("ret: %s\n", jstr0(rec, "dsn_ret"));
+    {
+        /* RFC 3461 RET: relayd sends enum smtp_ret (0 unset, 1 FULL, 2 HDRS) */
+        int64_t ret = jint(rec, "dsn_ret");
+        if (ret == 1 || ret == 2)
+            printf("ret: %s\n", ret == 1 ? "FULL" : "HDRS");
+    }
     if (json_object_object_get_ex(rec, "recipients", &rcpts) &&
         json_object_is_type(rcpts, json_type_array)) {
         for (size_t i = 0; i < json_object_array_length(rcpts); i++) {
@@ -906,7 +910,8 @@ static int cmd_ids(struct ctx *cx, const struct idcmd *ic, int argc, char **argv
     const char *domain = NULL;
     char **stdin_ids = NULL, **ids;
     size_t nids, nstdin = 0, i = 0;
-    int all = 0, c, st = 0, batches = 0;
+    int all = 0, c, st = 0, batches = 0, notfound = 0;
+    char why[600] = "";
 
     cur_idcmd = ic;
     while ((c = getopt_long(argc, argv, ETRNCTL_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
@@ -949,7 +954,9 @@ static int cmd_ids(struct ctx *cx, const struct idcmd *ic, int argc, char **argv
         return usage_error(
             usage_ids, "%s: give queue ids, - (ids on stdin), or one of the other forms", ic->name);
     cx->idcmd = ic;
-    /* one request per batch of ids, so no line passes the 64 KiB limit */
+    /* One request per batch of ids, so no line passes the 64 KiB limit. A
+     * batch none of whose ids exists any more (delivered meanwhile) is not
+     * an error while another batch found some. */
     do {
         struct ctl_client_req req;
         int rc = ctl_client_req_init(&req, ic->name);
@@ -966,10 +973,23 @@ static int cmd_ids(struct ctx *cx, const struct idcmd *ic, int argc, char **argv
             st = EX_SOFTWARE;
             break;
         }
-        st = call(cx, &req, count_cb);
+        why[0] = '\0';
+        st = ctl_client_call(cx->o->socket, &req, CTL_TIMEOUT, cx->o->verbose, count_cb, cx, why,
+                             sizeof(why));
         ctl_client_req_free(&req);
+        if (st == EX_NOINPUT && nids > 0) {
+            notfound++;
+            st = 0;
+        } else if (st != 0) {
+            etrnctl_warn("%s", why);
+        }
         batches++;
     } while (st == 0 && i < nids);
+    fflush(stdout);
+    if (st == 0 && notfound == batches) {
+        etrnctl_warn("%s", why); /* not one of the ids exists */
+        st = EX_NOINPUT;
+    }
     if (st == 0 && !cx->o->json && !cx->o->quiet)
         printf("%s: %" PRId64 "\n", ic->field, cx->sum);
     else if (st != 0 && batches > 1)
@@ -1178,7 +1198,7 @@ static int cmd_check(struct ctx *cx, int argc, char **argv)
     static const char *const names[] = {"OK", "WARNING", "CRITICAL", "UNKNOWN"};
     double warn_age = -1, crit_age = -1;
     int warn_count = -1, crit_count = -1, c, st, status = NAGIOS_OK;
-    int64_t msgs = 0, oldest = -1;
+    int64_t msgs = 0, oldest = -1, total = -1;
     const char *oldest_dom = "";
     char why[256] = "", age[32] = "", wa[32] = "", ca[32] = "", wc[32] = "", cc[32] = "";
     size_t n;
@@ -1216,6 +1236,8 @@ static int cmd_check(struct ctx *cx, int argc, char **argv)
     cx->all = json_object_new_array();
     cx->mode = 1; /* keep the records even with --json */
     st = simple_call(cx, "domains", keep_cb);
+    if (st == 0)
+        st = simple_call(cx, "stats", keep_cb); /* its totals count each message once */
     if (st != 0) {
         status = st == EX_UNAVAILABLE ? NAGIOS_CRITICAL : NAGIOS_UNKNOWN;
         snprintf(why, sizeof(why), "%s",
@@ -1228,13 +1250,17 @@ static int cmd_check(struct ctx *cx, int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         struct json_object *r = json_object_array_get_idx(cx->all, i);
         int64_t m = jint(r, "messages"), o = jint(r, "oldest");
+        if (jint(r, "queue_messages") >= 0)
+            total = jint(r, "queue_messages");
         if (m > 0)
-            msgs += m;
+            msgs += m; /* a message with recipients in two domains counts twice */
         if (m > 0 && o >= 0 && (oldest < 0 || o < oldest)) {
             oldest = o;
             oldest_dom = jstr0(r, "domain");
         }
     }
+    if (total >= 0)
+        msgs = total;
     {
         double a = oldest < 0 ? 0 : (double)(cx->now - (time_t)oldest);
         if (a < 0)

@@ -673,3 +673,357 @@ def test_starttls(relayd_factory, tls_cert, etrnctl):
     plain = relayd_factory(domains={"example.org": {"mode": "hold", "route": "127.0.0.1:9"}})
     res = etrnctl.run("etrn", "--starttls", "-H", relay_arg(plain), "example.org")
     assert res.rc == EX_UNAVAILABLE and "does not offer STARTTLS" in res.err, res
+
+
+# --- operator commands over the control socket ----------------------------------------------
+
+SENDER = "sender@sender.test"
+
+
+def ctl_relayd(denv, etrnctl, tmp_path, domains, **keys):
+    sock = str(tmp_path / "ctl" / "control.sock")
+    r = denv.relayd(domains=domains, control_socket=sock, **keys)
+    etrnctl.socket = sock
+    return r
+
+
+def known_queue(denv, etrnctl, tmp_path, **keys):
+    """relayd with example.org (site down) and other.test (its own site) on hold,
+    and four messages: returns (relayd, site, other, {subject: queue id})."""
+    site = denv.sink("site", start=False)
+    other = denv.sink("other")
+    r = ctl_relayd(denv, etrnctl, tmp_path, {"example.org": {"mode": "hold", "route": route(site)},
+                                             "other.test": {"mode": "hold", "route": route(other)}}, **keys)
+    ids = {}
+    with Client(r) as c:
+        ids["a1"] = c.send(SENDER, ["u1@example.org"], message("a1"))
+        ids["a2"] = c.send(SENDER, ["u2@example.org", "u3@example.org"], message("a2", lines=["x" * 3000]))
+        ids["b1"] = c.send("bulk@spam.test", ["w1@other.test"], message("b1", to="w1@other.test"))
+        ids["mixed"] = c.send(SENDER, ["u4@example.org", "w2@other.test"], message("mixed"))
+    return r, site, other, ids
+
+
+def test_queue_text_json_filters_and_count(denv, etrnctl, tmp_path):
+    r, site, other, ids = known_queue(denv, etrnctl, tmp_path)
+
+    res = etrnctl.run("queue")
+    assert res.rc == 0, res
+    lines = res.out.splitlines()
+    assert lines[0].startswith("-Queue ID-") and "-Sender/Recipient-" in lines[0], res
+    for subj, qid in ids.items():
+        assert re.search(r"(?m)^%s  +\d+ \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d  +(%s|bulk@spam\.test)$" % (qid, SENDER),
+                         res.out), (subj, res)
+    assert re.search(r"(?m)^ {46}u3@example\.org$", res.out), res
+    assert lines[-1] == "-- %d Kbytes in 4 Requests." % ((sum(m["size"] for m in r.queue.messages()) + 1023) // 1024), res
+
+    res = etrnctl.run("queue", "--json")
+    recs = res.json()
+    assert res.rc == 0 and len(recs) == 4, res
+    byid = {x["queue_id"]: x for x in recs}
+    assert set(byid) == set(ids.values())
+    a2 = byid[ids["a2"]]
+    assert a2["queue_name"] == "deferred" and a2["sender"] == SENDER and a2["domain"] == "example.org"
+    assert a2["message_size"] > 3000 and isinstance(a2["arrival_time"], int)
+    assert [x["address"] for x in a2["recipients"]] == ["u2@example.org", "u3@example.org"]
+    assert all(x["held"] is False for x in a2["recipients"])
+
+    def ids_of(*args):
+        res = etrnctl.run("queue", "--ids-only", *args)
+        assert res.rc == 0, res
+        return sorted(res.out.split())
+
+    assert ids_of("--domain", "other.test") == sorted([ids["b1"], ids["mixed"]])
+    assert ids_of("other.test") == sorted([ids["b1"], ids["mixed"]])
+    assert ids_of("--sender", "BULK@") == [ids["b1"]]
+    assert ids_of("--recipient", "u3@") == [ids["a2"]]
+    assert ids_of("--older-than", "1h") == []
+    assert etrnctl.run("queue", "--count").out == "4\n"
+    assert etrnctl.run("queue", "example.org", "--count").out == "3\n"
+    assert etrnctl.run("queue", "--count", "--json").json() == [{"count": 4}]
+    assert etrnctl.run("queue", "--limit", "1", "--count").out == "1\n"
+
+
+def test_summary_domains_show(denv, etrnctl, tmp_path):
+    r, site, other, ids = known_queue(denv, etrnctl, tmp_path)
+
+    res = etrnctl.run("summary")
+    assert res.rc == 0, res
+    rows = [l.split() for l in res.out.splitlines()]
+    assert rows[0][:4] == ["T", "BYTES", "5", "10"] and rows[0][-1].endswith("+"), res
+    table = {row[0]: row[1:] for row in rows[1:]}
+    # as in qshape, a message counts once in each of its recipients' domains
+    assert table["TOTAL"][0] == "5" and table["example.org"][0] == "3" and table["other.test"][0] == "2", res
+    assert table["example.org"][2] == "3"  # all younger than 5 minutes
+    recs = etrnctl.run("summary", "--json").json()
+    assert {x["domain"]: x["messages"] for x in recs} == {"example.org": 3, "other.test": 2}
+    assert recs[0]["bucket_limits"][0] == 300
+
+    res = etrnctl.run("domains")
+    assert res.rc == 0, res
+    assert re.search(r"(?m)^DOMAIN +MODE +ROUTE +MSGS +BYTES +HELD +OLDEST", res.out), res
+    assert re.search(r"(?m)^example\.org +hold +127\.0\.0\.1:%d +3 +\d+ +0 +\d+s ago +- " % site.port, res.out), res
+    recs = {x["domain"]: x for x in etrnctl.run("--json", "domains").json()}
+    assert recs["example.org"]["messages"] == 3 and recs["example.org"]["configured"] is True
+    assert recs["other.test"]["mode"] == "hold" and recs["other.test"]["last_etrn"] is None
+
+    res = etrnctl.run("show", ids["a2"])
+    assert res.rc == 0, res
+    assert "queue_id: %s\n" % ids["a2"] in res.out and "sender: <%s>\n" % SENDER in res.out, res
+    assert "recipient: <u2@example.org> attempts=0" in res.out and "client: client.test [127.0.0.1]" in res.out, res
+    assert "\nSubject: a2\n" in res.out and "x" * 3000 in res.out and "\r" not in res.out, res
+    rec = etrnctl.run("show", "--json", ids["a1"]).json()[0]
+    assert rec["queue_id"] == ids["a1"] and "Subject: a1\r\n" in rec["body"]
+    assert rec["body"] == r.queue.message(ids["a1"])["body"].decode()
+
+    res = etrnctl.run("show", "AAAAAAAAAAAAAA")
+    assert res.rc == EX_NOINPUT, res
+    assert "no message" in res.err, res
+
+
+def test_flush_by_domain_delivers_only_that_domain(denv, etrnctl, tmp_path):
+    r, site, other, ids = known_queue(denv, etrnctl, tmp_path)
+    site.start()
+    res = etrnctl.run("flush", "example.org")
+    assert res.rc == 0, res
+    assert res.out == "example.org: flushing 3 messages\n", res
+    got = site.wait_for(3, 20)
+    assert sorted(subject_of(t.data) for t in got) == ["a1", "a2", "mixed"]
+    assert other.quiet(1.0) and other.count() == 0 and other.conns == 0
+    wait_until(lambda: etrnctl.run("queue", "--count").out == "2\n", 10, what="example.org drained")
+    assert sorted(etrnctl.run("queue", "--ids-only").out.split()) == sorted([ids["b1"], ids["mixed"]])
+
+    # by id: that message is due, and its domain is flushed (as an ETRN would)
+    res = etrnctl.run("flush", "--id", ids["b1"], "--json")
+    assert res.rc == 0 and [(x["domain"], x["messages"]) for x in res.json()] == [("other.test", 2)], res
+    got = other.wait_for(2, 20)
+    assert sorted(subject_of(t.data) for t in got) == ["b1", "mixed"]
+    assert site.count() == 3
+    res = etrnctl.run("flush", "--id", "AAAAAAAAAAAAAA")
+    assert res.rc == EX_NOINPUT, res
+    # --all
+    res = etrnctl.run("flush", "--all")
+    assert res.rc == 0, res
+    wait_until(lambda: etrnctl.run("queue", "--count").out == "0\n", 10, what="queue empty")
+    assert etrnctl.run("queue").out == "Mail queue is empty\n"
+
+
+def test_hold_and_release(denv, etrnctl, tmp_path):
+    r, site, other, ids = known_queue(denv, etrnctl, tmp_path)
+    site.start()
+    res = etrnctl.run("hold", ids["a1"])
+    assert res.rc == 0 and res.out == "held: 1\n", res
+    res = etrnctl.run("queue")
+    assert re.search(r"(?m)^%s! " % ids["a1"], res.out) and re.search(r"(?m)^%s  " % ids["a2"], res.out), res
+    assert etrnctl.run("queue", "--held", "--ids-only").out.split() == [ids["a1"]]
+    rec = [x for x in etrnctl.run("queue", "--json").json() if x["queue_id"] == ids["a1"]][0]
+    assert rec["queue_name"] == "hold" and rec["recipients"][0]["held"] is True
+
+    # a held message stays put through a flush
+    assert etrnctl.run("flush", "example.org").rc == 0
+    got = site.wait_for(2, 20)
+    assert sorted(subject_of(t.data) for t in got) == ["a2", "mixed"]
+    assert site.quiet(1.0)
+
+    res = etrnctl.run("release", ids["a1"])
+    assert res.rc == 0 and res.out == "released: 1\n", res
+    assert etrnctl.run("queue", "--held", "--count").out == "0\n"
+    assert etrnctl.run("flush", "example.org").rc == 0
+    assert [subject_of(t.data) for t in site.wait_for(3, 20)][-1] == "a1"
+
+    # by domain
+    res = etrnctl.run("hold", "--domain", "other.test", "--json")
+    assert res.rc == 0 and res.json()[0]["held"] >= 2, res
+    assert sorted(etrnctl.run("queue", "--held", "--ids-only").out.split()) == sorted([ids["b1"], ids["mixed"]])
+    assert etrnctl.run("release", "--domain", "other.test").rc == 0
+    assert etrnctl.run("queue", "--held", "--count").out == "0\n"
+
+
+def test_delete_ids_from_stdin_and_all(denv, etrnctl, tmp_path):
+    r, site, other, ids = known_queue(denv, etrnctl, tmp_path)
+    # the pipeline operators know from postqueue | postsuper -d -
+    listing = etrnctl.run("queue", "--ids-only", "--sender", SENDER)
+    assert sorted(listing.out.split()) == sorted([ids["a1"], ids["a2"], ids["mixed"]])
+    res = etrnctl.run("delete", "-", input="# from queue --ids-only\n" + listing.out + "\n")
+    assert res.rc == 0 and res.out == "deleted: 3\n", res
+    assert etrnctl.run("queue", "--ids-only").out.split() == [ids["b1"]]
+    assert r.queue.count() == 1
+
+    res = etrnctl.run("delete", "-", input="not/an/id\n")
+    assert res.rc == 65, res
+    res = etrnctl.run("delete", "-", input="")
+    assert res.rc == 0 and "nothing" in res.out, res
+
+    res = etrnctl.run("delete", "ALL")
+    assert res.rc == 0 and res.out == "deleted: 1\n", res
+    assert r.queue.count() == 0
+    assert etrnctl.run("queue").out == "Mail queue is empty\n"
+
+
+def test_delete_many_ids_in_batches(denv, etrnctl, tmp_path):
+    """More ids than fit the protocol's 64 KiB line: several requests, one sum."""
+    site = denv.sink("site", start=False)
+    r = ctl_relayd(denv, etrnctl, tmp_path, {"example.org": {"mode": "hold", "route": route(site)}})
+    with Client(r) as c:
+        real = [c.send(SENDER, ["u@example.org"], message("d%d" % i)) for i in range(3)]
+    fake = ["Z%013d" % i for i in range(5000)]  # 5000 * 18 bytes > 64 KiB
+    res = etrnctl.run("-v", "delete", "-", input="\n".join(fake + real) + "\n")
+    assert res.rc == 0 and res.out == "deleted: 3\n", res
+    assert len(re.findall(r"-> delete ", res.err)) >= 2, res.err[:500]
+    assert r.queue.count() == 0
+
+
+def test_requeue_and_bounce(denv, etrnctl, tmp_path):
+    port = denv.common_port(["127.0.0.1"])
+    back = denv.sink("sender-mta", port=port)
+    d = denv.dns(mx=[("sender.test", "mx.sender.test", 10)], hosts={"mx.sender.test": "127.0.0.1"})
+    site = denv.sink("site")
+    site.behaviour.rcpt = lambda a: (450, "4.2.0 <%s>: mailbox busy" % a)
+    r = ctl_relayd(denv, etrnctl, tmp_path, {"example.org": {"mode": "hold", "route": route(site)}},
+                   dns_servers=d.server, delivery_port=str(port), connect_timeout="2s")
+    with Client(r) as c:
+        q1 = c.send(SENDER, ["u1@example.org"], message("r1"))
+        q2 = c.send(SENDER, ["u2@example.org"], message("r2"))
+    # a failed attempt: the site answers 450 to every recipient
+    assert etrnctl.run("flush", "example.org").rc == 0
+    wait_until(lambda: all(x["attempts"] >= 1 for x in etrnctl.run("queue", "--json").json()), 20,
+               what="a failed attempt")
+    rec = etrnctl.run("queue", "--json").json()[0]
+    assert "450 4.2.0" in rec["recipients"][0]["delay_reason"], rec
+    res = etrnctl.run("queue")
+    # the delay reason above the recipient, as in mailq
+    assert re.search(r"(?m)^ {46}\(.*450 4\.2\.0 <u1@example\.org>: mailbox busy.*\)\n {46}u1@example\.org$",
+                     res.out), res
+    assert "attempts=1" in etrnctl.run("show", q1).out
+
+    res = etrnctl.run("requeue", q1)
+    assert res.rc == 0 and res.out == "requeued: 1\n", res
+    recs = {x["queue_id"]: x for x in etrnctl.run("queue", "--json").json()}
+    assert recs[q1]["attempts"] == 0 and recs[q2]["attempts"] >= 1
+    assert etrnctl.run("requeue", "--all").rc == 0
+    assert all(x["attempts"] == 0 for x in etrnctl.run("queue", "--json").json())
+
+    res = etrnctl.run("bounce", q2)
+    assert res.rc == 0 and res.out == "bounced: 1\n", res
+    (b,) = back.wait_for(1, 20, "the DSN for the bounced message")
+    assert b.mail_from == "" and b.rcpt_addrs == [SENDER]
+    assert b"returned by the operator" in b.data
+    wait_until(lambda: etrnctl.run("queue", "--ids-only").out.split() == [q1], 10, what="bounced one gone")
+
+
+def test_stats_text_json_and_prometheus(denv, etrnctl, tmp_path):
+    r, site, other, ids = known_queue(denv, etrnctl, tmp_path)
+    site.start()
+    assert etrnctl.run("etrn", "-H", relay_arg(r), "example.org").rc == 0
+    site.wait_for(3, 20)
+    wait_until(lambda: etrnctl.run("queue", "--count").out == "2\n", 10, what="example.org drained")
+
+    def delivered():
+        recs = {x["domain"]: x for x in etrnctl.run("stats", "--json").json()}
+        return recs.get("example.org", {}).get("delivered") == 4 and recs
+
+    recs = wait_until(delivered, 10, what="delivered counter")
+    assert recs["example.org"]["received"] == 4 and recs["example.org"]["etrn"] == 1
+    assert recs["other.test"]["received"] == 2 and recs["other.test"]["delivered"] == 0
+    assert recs[""]["queue_messages"] == 2 and recs[""]["uptime"] >= 0
+
+    res = etrnctl.run("stats")
+    assert res.rc == 0, res
+    assert re.search(r"(?m)^DOMAIN +RECEIVED +DELIVERED +DEFERRED +BOUNCED +ETRN$", res.out), res
+    assert re.search(r"(?m)^example\.org +4 +4 +\d+ +0 +1$", res.out), res
+    assert re.search(r"(?m)^queue: 2 messages, \d+ bytes; connections: \d+; uptime: \d+", res.out), res
+
+    res = etrnctl.run("stats", "--prometheus")
+    assert res.rc == 0, res
+    text = res.out
+    assert "# HELP relayd_delivered_total " in text and "# TYPE relayd_delivered_total counter\n" in text
+    assert 'relayd_delivered_total{domain="example.org"} 4\n' in text, text
+    assert 'relayd_received_total{domain="other.test"} 2\n' in text, text
+    assert re.search(r"(?m)^relayd_queue_messages 2$", text), text
+    # every sample follows its own HELP/TYPE, and each metric's samples are together
+    seen, current = set(), None
+    for line in text.splitlines():
+        m = re.match(r"# (HELP|TYPE) (\w+) ", line)
+        if m:
+            if m.group(1) == "HELP":
+                assert m.group(2) not in seen, "metric %s twice" % m.group(2)
+                seen.add(m.group(2))
+                current = m.group(2)
+            continue
+        m = re.match(r'^(\w+)(\{domain="[^"\\]*"\})? \d+$', line)
+        assert m and m.group(1) == current, line
+    # node_exporter's own parser would reject anything else; check with it when present
+    pt = "/usr/bin/promtool"
+    if os.access(pt, os.X_OK):
+        p = subprocess.run([pt, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+
+
+def test_check_nagios_style(denv, etrnctl, tmp_path):
+    r, site, other, ids = known_queue(denv, etrnctl, tmp_path)
+    res = etrnctl.run("check")
+    assert res.rc == 0, res
+    assert re.match(r"RELAYD OK - 4 messages queued, oldest \d+s \((example\.org|other\.test)\) \| messages=4;;;0 "
+                    r"oldest_age=\d+s;;;0\n$", res.out), res
+    res = etrnctl.run("check", "--warn-count", "4", "--crit-count", "10")
+    assert res.rc == 1 and res.out.startswith("RELAYD WARNING - ") and "messages=4;4;10;0" in res.out, res
+    res = etrnctl.run("check", "--warn-count", "2", "--crit-count", "3")
+    assert res.rc == 2 and res.out.startswith("RELAYD CRITICAL - "), res
+    res = etrnctl.run("check", "--warn-age", "0", "--crit-age", "1h")
+    assert res.rc == 1, res
+    res = etrnctl.run("check", "--warn-age", "1h", "--crit-age", "1d", "--warn-count", "100")
+    assert res.rc == 0 and "oldest_age=" in res.out and ";3600;86400;0" in res.out, res
+    assert res.out.count("\n") == 1
+    res = etrnctl.run("check", "--warn-count", "many")
+    assert res.rc == 3 and res.out.startswith("RELAYD UNKNOWN"), res
+    res = etrnctl.run("check", "-S", str(tmp_path / "nosuch.sock"))
+    assert res.rc == 2 and res.out.startswith("RELAYD CRITICAL - relayd is not running"), res
+
+
+def test_reload_and_relayd_not_running(denv, etrnctl, tmp_path):
+    r, site, other, ids = known_queue(denv, etrnctl, tmp_path)
+    off = r.log_size()
+    res = etrnctl.run("reload")
+    assert res.rc == 0, res
+    r.wait_log(r"(?i)reload", since=off)
+    assert etrnctl.run("reload", "--json").json() == [{"reloaded": True}]
+    res = etrnctl.run("-S", str(tmp_path / "nosuch.sock"), "queue")
+    assert res.rc == EX_UNAVAILABLE and "is relayd running?" in res.err, res
+    r.stop()
+    res = etrnctl.run("queue")
+    assert res.rc == EX_UNAVAILABLE, res
+
+
+def test_socket_permissions(denv, etrnctl, public_tmpdir):
+    import grp
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run etrnctl as another user")
+    nobody = pwd.getpwnam("nobody")
+    ngroup = grp.getgrgid(nobody.pw_gid).gr_name
+    site = denv.sink("site", start=False)
+    sock = os.path.join(public_tmpdir, "ctl", "control.sock")
+    r = denv.relayd(domains={"example.org": {"mode": "hold", "route": route(site)}}, control_socket=sock,
+                    control_socket_mode="0660", control_socket_group=ngroup)
+    with Client(r) as c:
+        qid = c.send(SENDER, ["u@example.org"], message("p1"))
+    etrnctl.socket = sock
+    as_nobody = (nobody.pw_uid, nobody.pw_gid)
+    # in the socket's group: reading and flushing
+    res = etrnctl.run("queue", "--ids-only", user=as_nobody)
+    assert res.rc == 0 and res.out.split() == [qid], res
+    assert etrnctl.run("flush", "example.org", user=as_nobody).rc == 0
+    assert etrnctl.run("stats", user=as_nobody).rc == 0
+    # not the changes that stay with root
+    for args in (["delete", qid], ["hold", qid], ["release", qid], ["requeue", "--all"], ["reload"],
+                 ["bounce", qid]):
+        res = etrnctl.run(*args, user=as_nobody)
+        assert res.rc == EX_NOPERM, res
+        assert "denied" in res.err, res
+    assert r.queue.count() == 1
+    # root may
+    assert etrnctl.run("hold", qid).rc == 0
+    # outside the group: the socket itself refuses
+    res = etrnctl.run("queue", user=(nobody.pw_uid, grp.getgrnam("daemon").gr_gid))
+    assert res.rc == EX_NOPERM, res
+    assert "Permission denied" in res.err, res
