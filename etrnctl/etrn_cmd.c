@@ -583,8 +583,6 @@ static void classify(struct pair *p, const struct reply *r)
         }
         p->status = 0;
         p->what = p->count == 0 ? "nothing waiting" : "flushing";
-        if (p->count == 0)
-            p->code = 251; /* same meaning; --wait stops here */
     } else if (r->code == 251) {
         p->count = 0;
         p->status = 0;
@@ -810,7 +808,7 @@ static void report(const struct run *run, const struct relay *rl, const struct p
         fprintf(fp, "%s: %s: %s", rl->label, domain, p->what);
     else if (p->code == 253 && p->count < 0)
         fprintf(fp, "%s: %s: flush started, count unknown", rl->label, domain);
-    else if (p->code == 253)
+    else if (p->code == 253 && p->count > 0)
         fprintf(fp, "%s: %s: flushing %ld message%s", rl->label, domain, p->count,
                 p->count == 1 ? "" : "s");
     else

@@ -444,6 +444,8 @@ def test_relay_without_etrn_is_69(fakes, etrnctl):
     ("251 OK, no messages waiting for node <x>", 0, "nothing waiting"),
     ("252 OK, pending messages for node <x> started", 0, "flush started, count unknown"),
     ("253 OK, 7 pending messages for node <x> started", 0, "flushing 7 messages"),
+    ("253 2.0.0 0 pending messages for node <x> started", 0, "nothing waiting"),
+    ("253 started, somewhere", 0, "flush started, count unknown"),
     ("458 Unable to queue messages for node <x>", EX_TEMPFAIL, "relay cannot start a flush now"),
     ("421 4.3.2 shutting down", EX_TEMPFAIL, "relay closed the session"),
     ("450 4.7.1 later", EX_TEMPFAIL, "temporary failure"),
@@ -741,6 +743,22 @@ def test_queue_text_json_filters_and_count(denv, etrnctl, tmp_path):
     assert etrnctl.run("queue", "example.org", "--count").out == "3\n"
     assert etrnctl.run("queue", "--count", "--json").json() == [{"count": 4}]
     assert etrnctl.run("queue", "--limit", "1", "--count").out == "1\n"
+
+
+def test_request_values_are_percent_encoded(denv, etrnctl, tmp_path):
+    """Filter values with '=', '%', '+' and spaces reach relayd intact."""
+    site = denv.sink("site", start=False)
+    r = ctl_relayd(denv, etrnctl, tmp_path, {"example.org": {"mode": "hold", "route": route(site)}})
+    with Client(r) as c:
+        odd = c.send("odd=na%me+x@sender.test", ["u@example.org"], message("odd"))
+        c.send(SENDER, ["u@example.org"], message("plain"))
+    res = etrnctl.run("-v", "queue", "--ids-only", "--sender", "ODD=NA%ME+")
+    assert res.rc == 0 and res.out.split() == [odd], res
+    assert "sender=ODD%3DNA%25ME+" in res.err, res
+    res = etrnctl.run("queue", "--count", "--sender", "odd na")
+    assert (res.rc, res.out) == (0, "0\n"), res
+    res = etrnctl.run("queue", "--count", "--recipient", "u@example.org")
+    assert (res.rc, res.out) == (0, "2\n"), res
 
 
 def test_summary_domains_show(denv, etrnctl, tmp_path):
