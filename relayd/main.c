@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "control.h"
 #include "etrn.h"
 #include "resolver.h"
 #include "sched.h"
@@ -29,6 +30,7 @@
 #include "server.h"
 #include "smtpd_session.h"
 #include "spool.h"
+#include "stats.h"
 #include "store.h"
 #include "tls.h"
 
@@ -38,6 +40,7 @@ struct relayd_main {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;
     int shutdown_timer_open;
+    struct control *control;
 };
 
 static void usage(FILE *fp)
@@ -206,6 +209,12 @@ static void reload(struct relayd_main *m)
     log_info("configuration reloaded from %s (%zu domains)", m->config_path, ncfg->ndomains);
 }
 
+/* etrnctl reload: the same as SIGHUP. */
+static void reload_srv(struct server *srv)
+{
+    reload((struct relayd_main *)srv);
+}
+
 static void close_handle(uv_handle_t *h)
 {
     if (!uv_is_closing(h))
@@ -255,6 +264,8 @@ static void begin_shutdown(struct relayd_main *m, const char *why)
     log_info("relayd stopping (%s)", why);
     notify_systemd("STOPPING=1");
     listener_stop(srv->listener);
+    control_close(m->control);
+    m->control = NULL;
     srv->on_sessions_gone = finish_shutdown;
     smtpd_session_shutdown_all(srv);
     if (srv->nsessions == 0) {
@@ -354,8 +365,14 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     srv->loop = uv_default_loop();
+    srv->stats = stats_new();
+    if (srv->stats == NULL)
+        log_fatal(EX_SOFTWARE, "out of memory");
+    srv->reload = reload_srv;
     if (listener_start(srv, &srv->listener, err, sizeof(err)) != 0)
         log_fatal(EX_OSERR, "%s", err);
+    if (control_open(srv, &m.control, err, sizeof(err)) != 0)
+        log_fatal(EX_OSERR, "control socket: %s", err);
     if (make_parent_dir(srv->cfg->database) != 0)
         log_fatal(EX_CANTCREAT, "cannot create the directory of %s: %s", srv->cfg->database,
                   strerror(errno));
@@ -404,6 +421,7 @@ int main(int argc, char **argv)
         log_warn("loop closed with handles still open");
     sched_free(srv->sched);
     etrn_free(srv->etrn);
+    stats_free(srv->stats);
     tls_ctx_free(srv->tls);
     tls_ctx_free(srv->tls_client);
     tls_ctx_free(srv->tls_client_verify);

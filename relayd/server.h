@@ -17,6 +17,7 @@ struct smtpd_session;
 struct sched;
 struct resolver;
 struct etrn;
+struct stats;
 
 struct server {
     uv_loop_t *loop;
@@ -37,6 +38,9 @@ struct server {
     unsigned long long next_session_id;
     int stopping;                                 /* SIGTERM seen: no new work */
     void (*on_sessions_gone)(struct server *srv); /* set during shutdown */
+    /* issue 4 */
+    struct stats *stats;                /* counters since start (etrnctl stats) */
+    void (*reload)(struct server *srv); /* what SIGHUP does, for etrnctl reload; may be NULL */
 };
 
 #endif

@@ -1814,6 +1814,11 @@ static int job_report(struct store *st, struct store_req *r)
     int64_t arrival, age;
     int rc = SQLITE_NOMEM, i;
 
+    if (r->domain && !r->domain[0]) {
+        nmail = 0;
+        goto totals; /* "": the totals only */
+    }
+
     snprintf(sql, sizeof sql,
              "SELECT r.domain, max(r.state = 0), max(r.state = 1), count(*), m.arrival, m.size"
              " FROM recipient AS r CROSS JOIN message AS m ON m.id = r.message_id%s"
@@ -1866,6 +1871,7 @@ static int job_report(struct store *st, struct store_req *r)
         goto done;
     if (rep->n > nmail)
         qsort(rep->d, rep->n, sizeof *rep->d, cmp_report);
+totals:
     {
         sqlite3_stmt *t = rstmt(st, RS_TOTALS);
 

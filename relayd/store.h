@@ -307,7 +307,8 @@ typedef void (*store_report_cb)(struct store_report *r, int status, void *arg);
  * callback; on STORE_ERR_IO it is empty. */
 void store_report_free(struct store_report *r);
 /* Every domain with queued mail or a domain_state row (domain NULL), or only
- * domain (and, with subdomains, the domains below it); ages as of now. */
+ * domain (and, with subdomains, the domains below it), or none (domain "":
+ * the totals only); ages as of now. */
 int store_report(struct store *st, const char *domain, int subdomains, int64_t now,
                  store_report_cb cb, void *arg);
 

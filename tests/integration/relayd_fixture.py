@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import smtplib
 import subprocess
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -314,6 +315,13 @@ class Relayd:
             # loopback port makes every lookup a quick temporary failure
             "dns_servers": "127.0.0.1:1",
         }
+        # the operators' control socket (issue 4): one per daemon, in its own
+        # directory; unix socket paths are short (sun_path), so a deep workdir
+        # gets a short directory of its own under /tmp
+        sock = os.path.join(self.dir, "control.sock")
+        if len(sock) >= 100:
+            sock = os.path.join(tempfile.mkdtemp(prefix="relayd-ctl-"), "control.sock")
+        self.keys["control_socket"] = sock
         for k, v in keys.items():
             if v is None:
                 self.keys.pop(k, None)

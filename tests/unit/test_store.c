@@ -2457,6 +2457,12 @@ static void test_report(void **state)
     store_report_free(rep);
     rep = report(fx, "nothing.example", 1, now);
     assert_int_equal(rep->n, 0);
+    assert_int_equal(rep->messages, 5);
+    store_report_free(rep);
+    rep = report(fx, "", 0, now); /* the totals only */
+    assert_int_equal(rep->n, 0);
+    assert_int_equal(rep->messages, 5);
+    assert_int_equal(rep->bytes, 100 + 200 + 300 + 400 + 50);
     store_report_free(rep);
     for (int i = 0; i < 5; i++)
         qmsg_free(q[i]);
