@@ -99,6 +99,8 @@ enum store_rstmt {
     RS_DOMAINS_EXACT,
     RS_DOMAINS_SUB,
     RS_SCAN,
+    RS_SCAN_DUE,
+    RS_SCAN_OLDEST,
     RS_LIST_RCPTS,
     RS_STATE,
     RS_TOTALS,
@@ -128,9 +130,11 @@ static const char *const store_rstmt_sql[RS_COUNT] = {
         "SELECT (SELECT domain FROM recipient AS x WHERE x.rdomain = r.rdomain LIMIT 1)"
         " FROM recipient AS r WHERE r.rdomain = ?1"
         " OR (r.rdomain >= ?2 AND r.rdomain < ?3) GROUP BY r.rdomain",
-    [RS_SCAN] = "SELECT r.domain, count(*), min(r.next_attempt), min(m.arrival)"
-                " FROM recipient AS r CROSS JOIN message AS m ON m.id = r.message_id"
-                " WHERE r.state = 0 GROUP BY r.domain ORDER BY r.domain",
+    /* store_scan_domains: one index seek per step, never a pass over all rows */
+    [RS_SCAN] = "SELECT domain FROM recipient WHERE domain > ?1 ORDER BY domain LIMIT 1",
+    [RS_SCAN_DUE] = "SELECT min(next_attempt) FROM recipient WHERE domain = ?1 AND state = 0",
+    [RS_SCAN_OLDEST] = "SELECT arrival FROM message WHERE id ="
+                       " (SELECT min(message_id) FROM recipient WHERE rdomain = ?1 AND state = 0)",
     /* issue 4: every recipient of one message, any state (store_list) */
     [RS_LIST_RCPTS] = "SELECT id, address, domain, orcpt, notify, attempts, next_attempt, warned,"
                       " last_reply, state FROM recipient WHERE message_id = ?1 ORDER BY id",
@@ -1553,34 +1557,74 @@ done:
     return rc;
 }
 
-/* store_scan_domains: one row per domain with queued recipients. */
+/* store_scan_domains: one row per domain with queued recipients, found by
+ * seeking from one domain to the next in the (domain, state, next_attempt)
+ * index; see struct store_domain_info for what that costs and gives. */
 static int job_scan(struct store *st, struct store_req *r)
 {
-    struct store_domain_info *d;
-    sqlite3_stmt *s = rstmt(st, RS_SCAN);
+    sqlite3_stmt *next = rstmt(st, RS_SCAN), *due = rstmt(st, RS_SCAN_DUE),
+                 *old = rstmt(st, RS_SCAN_OLDEST);
+    char *last = strdup(""), *rev = NULL;
     size_t cap = 0;
-    int rc;
+    int rc = SQLITE_OK;
 
-    if (!s)
+    if (!next || !due || !old) {
+        free(last);
         return sqlite3_errcode(st->xdb);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if ((rc = grow((void **)&r->scan, &cap, r->nscan, sizeof *r->scan)) != SQLITE_OK)
+    }
+    if (!last)
+        return SQLITE_NOMEM;
+    for (;;) {
+        struct store_domain_info *d;
+        char *dom = NULL;
+
+        sqlite3_bind_text(next, 1, last, -1, SQLITE_TRANSIENT);
+        rc = sqlite3_step(next);
+        if (rc == SQLITE_ROW)
+            rc = col_dup(next, 0, &dom);
+        else if (rc == SQLITE_DONE)
+            rc = SQLITE_DONE;
+        rdone(st, next);
+        if (rc != SQLITE_OK || !dom)
             break;
+        free(last);
+        last = dom;
+        sqlite3_bind_text(due, 1, dom, -1, SQLITE_STATIC);
+        rc = sqlite3_step(due);
+        if (rc != SQLITE_ROW || sqlite3_column_type(due, 0) == SQLITE_NULL) {
+            /* only held mail there */
+            rdone(st, due);
+            if (rc != SQLITE_ROW)
+                break;
+            continue;
+        }
+        if ((rc = grow((void **)&r->scan, &cap, r->nscan, sizeof *r->scan)) != SQLITE_OK) {
+            rdone(st, due);
+            break;
+        }
         d = &r->scan[r->nscan++];
         memset(d, 0, sizeof *d);
-        if ((rc = col_dup(s, 0, &d->domain)) != SQLITE_OK)
-            break;
-        if (!d->domain && !(d->domain = strdup(""))) {
+        d->next_attempt = sqlite3_column_int64(due, 0);
+        rdone(st, due);
+        d->recipients = 1;
+        if (!(d->domain = strdup(dom)) || !(rev = domain_reversed(dom, ""))) {
             rc = SQLITE_NOMEM;
             break;
         }
-        d->recipients = sqlite3_column_int64(s, 1);
-        d->next_attempt = sqlite3_column_int64(s, 2);
-        d->oldest = sqlite3_column_int64(s, 3);
+        sqlite3_bind_text(old, 1, rev, -1, SQLITE_STATIC);
+        if ((rc = sqlite3_step(old)) == SQLITE_ROW)
+            d->oldest = sqlite3_column_int64(old, 0);
+        rdone(st, old);
+        free(rev);
+        rev = NULL;
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            break;
+        rc = SQLITE_OK;
     }
+    free(rev);
+    free(last);
     if (rc == SQLITE_DONE)
         rc = SQLITE_OK;
-    rdone(st, s);
     return rc;
 }
 
@@ -1871,22 +1915,21 @@ static int job_report(struct store *st, struct store_req *r)
         goto done;
     if (rep->n > nmail)
         qsort(rep->d, rep->n, sizeof *rep->d, cmp_report);
-totals:
-    {
-        sqlite3_stmt *t = rstmt(st, RS_TOTALS);
+totals : {
+    sqlite3_stmt *t = rstmt(st, RS_TOTALS);
 
-        if (!t) {
-            rc = sqlite3_errcode(st->xdb);
-            goto done;
-        }
-        rc = sqlite3_step(t);
-        if (rc == SQLITE_ROW) {
-            rep->messages = sqlite3_column_int64(t, 0);
-            rep->bytes = (uint64_t)sqlite3_column_int64(t, 1);
-            rc = SQLITE_OK;
-        }
-        rdone(st, t);
+    if (!t) {
+        rc = sqlite3_errcode(st->xdb);
+        goto done;
     }
+    rc = sqlite3_step(t);
+    if (rc == SQLITE_ROW) {
+        rep->messages = sqlite3_column_int64(t, 0);
+        rep->bytes = (uint64_t)sqlite3_column_int64(t, 1);
+        rc = SQLITE_OK;
+    }
+    rdone(st, t);
+}
 done:
     rfinal(st, s);
     free(rev);

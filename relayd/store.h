@@ -206,11 +206,18 @@ int store_count(struct store *st, const char *domain, int subdomains, store_coun
 
 /* Every domain with queued recipients, for the scheduler (start-up, retry
  * and expiry scans). */
+/* The scan seeks from domain to domain in the indexes instead of reading
+ * every recipient (a full pass over a 1,000,000-message queue takes
+ * seconds, and would hold up ETRN counts and fetches queued behind it on
+ * the reader thread). So it does not count: recipients is 1 for every
+ * domain listed, and oldest is the arrival of the domain's first queued
+ * message in queue order, which is its earliest arrival because message
+ * ids are handed out in arrival order. */
 struct store_domain_info {
     char *domain;
-    int64_t recipients;
+    int64_t recipients;   /* 1: the domain has queued (not held) recipients */
     int64_t next_attempt; /* smallest */
-    int64_t oldest;       /* earliest arrival */
+    int64_t oldest;       /* arrival of its first queued message */
 };
 typedef void (*store_scan_cb)(struct store_domain_info *d, size_t n, int status, void *arg);
 /* Frees the array d (sorted by domain) and its strings; d may be NULL when n is 0. */

@@ -1453,7 +1453,7 @@ static void test_scan(void **state)
     store_scan_free(r.d, r.nd);
 
     q[0] = qmsg_new(fx, 5000, d1, 2, 10, 1);
-    q[1] = qmsg_new(fx, 4000, d2, 2, 10, 2);
+    q[1] = qmsg_new(fx, 6000, d2, 2, 10, 2);
     qstore(fx, q[0]);
     qstore(fx, q[1]);
     {
@@ -1477,9 +1477,9 @@ static void test_scan(void **state)
     assert_int_equal(r.d[0].next_attempt, 0);
     assert_int_equal(r.d[0].oldest, 5000);
     assert_string_equal(r.d[1].domain, "b.example");
-    assert_int_equal(r.d[1].recipients, 3);
+    assert_int_equal(r.d[1].recipients, 1); /* listed, not counted */
     assert_int_equal(r.d[1].next_attempt, 600);
-    assert_int_equal(r.d[1].oldest, 4000);
+    assert_int_equal(r.d[1].oldest, 5000); /* its first message in queue order */
     store_scan_free(r.d, r.nd);
     qmsg_free(q[0]);
     qmsg_free(q[1]);
@@ -1845,17 +1845,28 @@ static void test_fetch_stays_in_domain(void **state)
     assert_true(s1.read_steps - s0.read_steps < 50 * (MSGS + TARGET));
     assert_int_equal(s1.read_fullscan_steps - s0.read_fullscan_steps, 0);
 
-    /* The measure sees a query that reads everything. */
+    /* The measure sees a query that reads a domain's rows: a count of one
+     * of the big domains visits its 800 rows... */
+    store_stats(fx->st, &s0);
+    c = count(fx, "d010.example", 0);
+    store_stats(fx->st, &s1);
+    assert_int_equal(c->recipients, MSGS);
+    store_count_free(c);
+    assert_true(s1.read_steps - s0.read_steps > MSGS);
+
+    /* ...while the scheduler's domain scan seeks from domain to domain and
+     * visits far fewer rows than one domain holds, however big the queue. */
     store_stats(fx->st, &s0);
     assert_int_equal(store_scan_domains(fx->st, on_scan, &r), 0);
     run_until(fx, fx->ncalled + 1);
     store_stats(fx->st, &s1);
     assert_int_equal(r.nd, PER + 1);
     store_scan_free(r.d, r.nd);
-    print_message("# domain scan: %llu VM steps, %llu full-scan steps\n",
+    print_message("# domain scan of %d domains: %llu VM steps, %llu full-scan steps\n", PER + 1,
                   (unsigned long long)(s1.read_steps - s0.read_steps),
                   (unsigned long long)(s1.read_fullscan_steps - s0.read_fullscan_steps));
-    assert_true(s1.read_steps - s0.read_steps > MSGS * PER);
+    assert_true(s1.read_steps - s0.read_steps < 100 * (PER + 1));
+    assert_true(s1.read_steps - s0.read_steps < (uint64_t)MSGS * PER / 10);
 
     for (int i = 0; i < MSGS + TARGET; i++)
         qmsg_free(q[i]);
