@@ -24,6 +24,7 @@
 #include "resolver.h"
 #include "server.h"
 #include "smtp_client.h"
+#include "stats.h"
 #include "store.h"
 
 #define FETCH_BATCH  100 /* messages per store_fetch */
@@ -290,6 +291,12 @@ static void log_outcome(const struct store_dmsg *m, const struct store_drcpt *r,
              rep->enh[0] ? " " : "", rep->text);
 }
 
+static void count(struct dl_run *run, const struct store_drcpt *r, enum stats_counter c)
+{
+    if (run->dl->srv->stats != NULL)
+        stats_add(run->dl->srv->stats, r->domain != NULL ? r->domain : run->domain, c, 1);
+}
+
 /* What is left of a message after its bounce was queued (or failed). */
 struct dl_bounce {
     struct dl_run *run;
@@ -429,6 +436,8 @@ static void run_bounce_items(struct dl_run *run)
                      run->permfail_why);
         }
         run->res.bounced += it.m->nrcpts;
+        for (i = 0; i < it.m->nrcpts; i++)
+            count(run, &it.m->rcpts[i], STATS_BOUNCED);
         bounce_item(run, &it, br, it.m->nrcpts);
         free(br);
     }
@@ -829,6 +838,7 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
             log_outcome(m, r, relay, rep, "sent");
             run_add_update(run, r, m->id, STORE_DELIVERED, 0, NULL);
             run->res.delivered++;
+            count(run, r, STATS_DELIVERED);
         } else if (rep->code >= 500 && rep->code < 600) {
             log_outcome(m, r, relay, rep, "bounced");
             if (br == NULL)
@@ -844,10 +854,12 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
             br[nb].remote_mta = relay;
             nb++;
             run->res.bounced++;
+            count(run, r, STATS_BOUNCED);
         } else {
             log_outcome(m, r, relay, rep, "deferred");
             run_add_update(run, r, m->id, STORE_DEFERRED, retry_at(cfg, r->attempts), text);
             run->res.deferred++;
+            count(run, r, STATS_DEFERRED);
             snprintf(run->res.why, sizeof(run->res.why), "%.250s", text);
         }
     }

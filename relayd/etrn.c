@@ -19,6 +19,7 @@
 #include "sched.h"
 #include "server.h"
 #include "smtpd.h"
+#include "stats.h"
 #include "store.h"
 
 #define RATE_BUCKETS 256
@@ -171,6 +172,8 @@ static void req_finish(struct etrn_req *q)
     /* the flush goes on even if the client has gone: it asked for it */
     if (!q->failed && srv->sched != NULL && !srv->stopping) {
         for (i = 0; i < q->nflush; i++) {
+            if (srv->stats != NULL)
+                stats_add(srv->stats, q->flush[i], STATS_ETRN, 1);
             sched_flush(srv->sched, q->flush[i], "ETRN");
             store_domain_event(srv->store, q->flush[i], STORE_EV_ETRN, (int64_t)time(NULL), NULL);
         }

@@ -23,6 +23,7 @@
 #include "smtpd.h"
 #include "smtpd_session.h"
 #include "spool.h"
+#include "stats.h"
 
 /* Unprocessed input is bounded: past this we stop reading until the session
  * has caught up (pipelining floods, or input while a commit is pending). */
@@ -259,6 +260,9 @@ static void notify_sched(struct server *srv, const struct store_msg *msg)
 {
     size_t i, j;
 
+    for (i = 0; i < msg->nrcpts; i++)
+        if (srv->stats != NULL)
+            stats_add(srv->stats, msg->rcpts[i].domain, STATS_RECEIVED, 1);
     if (srv->sched == NULL)
         return;
     for (i = 0; i < msg->nrcpts; i++) {
