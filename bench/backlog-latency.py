@@ -143,8 +143,8 @@ def measure(relayd, n, reps):
         doms = ["d%03d.etrn.test" % i for i in range(100)] + [PROBE]
         with open(conf, "w") as fh:
             fh.write("hostname = relay.bench.test\nlisten = 127.0.0.1:%d\ndatabase = %s\n"
-                     "dns_servers = 127.0.0.1:1\nmax_site_connections = 20\n"
-                     "etrn_rate = 1000/1m\nlog_level = info\n" % (port, db))
+                     "dns_servers = 127.0.0.1:1\nmax_site_connections = 20\ncontrol_socket = %s/control.sock\n"
+                     "etrn_rate = 1000/1m\nlog_level = info\n" % (port, db, work))
             for d in doms:
                 fh.write("[domain %s]\nmode = hold\nroute = 127.0.0.1:%d\n" % (d, sink.port))
         p = start(relayd, conf, log)  # creates the schema

@@ -1644,18 +1644,27 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* ---- the listening socket ------------------------------------------------------- */
 
-/* Make the directory that holds the socket if it is missing (one level:
- * /run/relayd under /run). */
+/* Make the directory that holds the socket if it is missing, with its
+ * parents (a --prefix build puts it under PREFIX/var/run, which a fresh
+ * machine does not have). */
 static int make_dir(const char *path, char *err, size_t errlen)
 {
     char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    char *slash;
+    char *slash, *p;
 
     snprintf(dir, sizeof dir, "%s", path);
     slash = strrchr(dir, '/');
     if (!slash || slash == dir)
         return 0;
     *slash = '\0';
+    for (p = strchr(dir + 1, '/'); p != NULL; p = strchr(p + 1, '/')) {
+        *p = '\0';
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+            return -1;
+        }
+        *p = '/';
+    }
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
         return -1;
