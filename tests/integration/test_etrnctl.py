@@ -928,36 +928,9 @@ def test_requeue_and_bounce(denv, etrnctl, tmp_path):
     wait_until(lambda: etrnctl.run("queue", "--ids-only").out.split() == [q1], 10, what="bounced one gone")
 
 
-def test_stats_text_json_and_prometheus(denv, etrnctl, tmp_path):
-    r, site, other, ids = known_queue(denv, etrnctl, tmp_path)
-    site.start()
-    assert etrnctl.run("etrn", "-H", relay_arg(r), "example.org").rc == 0
-    site.wait_for(3, 20)
-    wait_until(lambda: etrnctl.run("queue", "--count").out == "2\n", 10, what="example.org drained")
-
-    def delivered():
-        recs = {x["domain"]: x for x in etrnctl.run("stats", "--json").json()}
-        return recs.get("example.org", {}).get("delivered") == 4 and recs
-
-    recs = wait_until(delivered, 10, what="delivered counter")
-    assert recs["example.org"]["received"] == 4 and recs["example.org"]["etrn"] == 1
-    assert recs["other.test"]["received"] == 2 and recs["other.test"]["delivered"] == 0
-    assert recs[""]["queue_messages"] == 2 and recs[""]["uptime"] >= 0
-
-    res = etrnctl.run("stats")
-    assert res.rc == 0, res
-    assert re.search(r"(?m)^DOMAIN +RECEIVED +DELIVERED +DEFERRED +BOUNCED +ETRN$", res.out), res
-    assert re.search(r"(?m)^example\.org +4 +4 +\d+ +0 +1$", res.out), res
-    assert re.search(r"(?m)^queue: 2 messages, \d+ bytes; connections: \d+; uptime: \d+", res.out), res
-
-    res = etrnctl.run("stats", "--prometheus")
-    assert res.rc == 0, res
-    text = res.out
-    assert "# HELP relayd_delivered_total " in text and "# TYPE relayd_delivered_total counter\n" in text
-    assert 'relayd_delivered_total{domain="example.org"} 4\n' in text, text
-    assert 'relayd_received_total{domain="other.test"} 2\n' in text, text
-    assert re.search(r"(?m)^relayd_queue_messages 2$", text), text
-    # every sample follows its own HELP/TYPE, and each metric's samples are together
+def check_prometheus_text(text):
+    """The text exposition format node_exporter's textfile collector reads:
+    each metric's HELP and TYPE once, then all its samples together."""
     seen, current = set(), None
     for line in text.splitlines():
         m = re.match(r"# (HELP|TYPE) (\w+) ", line)
@@ -966,14 +939,68 @@ def test_stats_text_json_and_prometheus(denv, etrnctl, tmp_path):
                 assert m.group(2) not in seen, "metric %s twice" % m.group(2)
                 seen.add(m.group(2))
                 current = m.group(2)
+            else:
+                assert m.group(2) == current and line.split()[-1] in ("counter", "gauge"), line
             continue
-        m = re.match(r'^(\w+)(\{domain="[^"\\]*"\})? \d+$', line)
+        m = re.match(r'^(\w+)(\{domain="(?:[^"\\]|\\.)*"\})? \d+$', line)
         assert m and m.group(1) == current, line
-    # node_exporter's own parser would reject anything else; check with it when present
-    pt = "/usr/bin/promtool"
+    pt = "/usr/bin/promtool"  # Prometheus's own checker, when installed
     if os.access(pt, os.X_OK):
         p = subprocess.run([pt, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
         assert p.returncode == 0, p.stderr
+    return seen
+
+
+def test_stats_text_json_and_prometheus_format(denv, etrnctl, tmp_path):
+    r, site, other, ids = known_queue(denv, etrnctl, tmp_path)
+    recs = etrnctl.run("stats", "--json").json()
+    total = [x for x in recs if x["domain"] == ""]
+    assert len(total) == 1 and total[0]["queue_messages"] == 4, recs
+
+    res = etrnctl.run("stats")
+    assert res.rc == 0, res
+    assert re.search(r"(?m)^DOMAIN +RECEIVED +DELIVERED +DEFERRED +BOUNCED +ETRN$", res.out), res
+    assert re.search(r"(?m)^queue: 4 messages, %d bytes; connections: \d+; uptime: \d+s$"
+                     % total[0]["queue_bytes"], res.out), res
+    for x in recs:
+        if x["domain"]:
+            assert re.search(r"(?m)^%s +%d +%d +%d +%d +%d$" % (re.escape(x["domain"]), x["received"], x["delivered"],
+                                                               x["deferred"], x["bounced"], x["etrn"]), res.out), res
+
+    res = etrnctl.run("stats", "--prometheus")
+    assert res.rc == 0, res
+    metrics = check_prometheus_text(res.out)
+    assert {"relayd_received_total", "relayd_delivered_total", "relayd_deferred_total", "relayd_bounced_total",
+            "relayd_etrn_total", "relayd_queue_messages", "relayd_queue_bytes", "relayd_connections",
+            "relayd_uptime_seconds"} <= metrics, res
+    assert "# TYPE relayd_delivered_total counter\n" in res.out
+    assert re.search(r"(?m)^relayd_queue_messages 4$", res.out), res
+    assert etrnctl.run("stats", "--prometheus", "--json").rc == EX_USAGE
+
+
+def test_stats_count_per_domain(denv, etrnctl, tmp_path):
+    r, site, other, ids = known_queue(denv, etrnctl, tmp_path)
+    site.start()
+    assert etrnctl.run("etrn", "-H", relay_arg(r), "example.org").rc == 0
+    site.wait_for(3, 20)
+    wait_until(lambda: etrnctl.run("queue", "--count").out == "2\n", 10, what="example.org drained")
+
+    def counted():
+        recs = {x["domain"]: x for x in etrnctl.run("stats", "--json").json()}
+        return recs.get("example.org", {}).get("delivered") == 4 and recs
+
+    try:
+        recs = wait_until(counted, 10, what="relayd counting the 4 deliveries to example.org")
+    except AssertionError as e:
+        raise AssertionError("%s; relayd's stats say: %s" % (e, etrnctl.run("stats", "--json").out))
+    assert recs["example.org"]["received"] == 4 and recs["example.org"]["etrn"] == 1
+    assert recs["other.test"]["received"] == 2 and recs["other.test"]["delivered"] == 0
+
+    res = etrnctl.run("stats", "--prometheus")
+    check_prometheus_text(res.out)
+    assert 'relayd_delivered_total{domain="example.org"} 4\n' in res.out, res
+    assert 'relayd_received_total{domain="other.test"} 2\n' in res.out, res
+    assert re.search(r"(?m)^example\.org +4 +4 +\d+ +0 +1$", etrnctl.run("stats").out)
 
 
 def test_check_nagios_style(denv, etrnctl, tmp_path):
