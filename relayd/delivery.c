@@ -776,9 +776,16 @@ static void conn_take_work(struct dl_conn *dc)
                 conn_send(dc, run, it);
                 return;
             }
+            if (run->fetching) {
+                pending = 1; /* a later run may have messages already */
+                continue;
+            }
             if (!run->exhausted) {
+                /* one new fetch per idle connection: runs queued behind
+                 * the ones being sent hold no bodies in memory yet */
                 run_fetch(run);
                 pending = 1;
+                break;
             }
         }
     }
@@ -933,6 +940,7 @@ void delivery_run(struct delivery *dl, const char *domain, int64_t due_before,
 {
     struct dl_nexthop *nh;
     struct dl_run *run, **pp;
+    int first;
 
     nh = dl->stopping ? NULL : nh_get(dl, domain);
     run = nh != NULL ? calloc(1, sizeof(*run)) : NULL;
@@ -951,9 +959,15 @@ void delivery_run(struct delivery *dl, const char *domain, int64_t due_before,
     run->due_before = due_before;
     run->done = done;
     run->arg = arg;
+    first = nh->runs == NULL;
     for (pp = &nh->runs; *pp != NULL; pp = &(*pp)->next)
         ;
     *pp = run;
+    if (!first) {
+        /* the next hop's connections fetch for it when they get to it */
+        nh_kick(nh);
+        return;
+    }
     /* read the queue while the connection is being set up */
     run_fetch(run);
     if (!run->fetching) {
