@@ -23,14 +23,17 @@ if [ "$what" = run ]; then
     mkdir -p _build
     cd _build
     [ -f Makefile ] || ../configure -q
-    make -s -j"$(nproc)" relayd/relayd
+    make -s -j"$(nproc)" relayd/relayd etrnctl/etrnctl
     cat >&2 <<'MSG'
 
 relayd is starting on 127.0.0.1:2525 with etc/relayd.conf (queue in run/queue.db).
 Send it a message from another terminal, for example:
     swaks --server 127.0.0.1:2525 --from you@example.net --to user@example.org
 and look at the queue:
-    sqlite3 run/queue.db 'select queue_id, sender, size from message'
+    _build/etrnctl/etrnctl -S run/control.sock queue
+Ask for example.org's mail as its site would (ETRN; example.org's real MX
+is not reachable from a loopback-only setup, so it stays deferred):
+    _build/etrnctl/etrnctl etrn -H 127.0.0.1:2525 example.org
 Stop it with Ctrl-C.
 
 MSG
