@@ -192,7 +192,10 @@ static size_t nh_work(const struct dl_nexthop *nh)
         if (r->permfail)
             continue;
         n += r->nitems - r->head;
-        if (!r->exhausted)
+        /* a run whose fetch is out counts when it comes back (fetch_done
+         * kicks the next hop): no connection is opened to a site only to
+         * find that there is nothing to send */
+        if (!r->exhausted && !r->fetching)
             n++;
     }
     return n;
