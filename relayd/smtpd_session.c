@@ -253,6 +253,9 @@ static void data_done_reply(struct smtpd_session *s, int code, const char *enh, 
     smtpd_log_reject(s, "DATA", reply, s->txn.msg.nrcpts > 0 ? s->txn.msg.rcpts[0].address : NULL);
     smtpd_txn_reset(s);
     smtpd_enter_state(s, SMTPD_READY);
+    /* SIGTERM came during DATA: the message is answered, now the session ends */
+    if (s->close_after_commit)
+        smtpd_close_421(s, "4.3.2", "Service shutting down");
 }
 
 /* Tell the scheduler which domains have new mail (retry domains start). */
