@@ -849,20 +849,29 @@ static int start_report(struct ctl_conn *k, const char *domain, int sub, store_r
     return rc;
 }
 
+/* The common start of a report callback: 0 (r freed, the client answered
+ * or gone) when there is nothing to format. */
+static int report_usable(struct ctl_conn *k, struct store_report *r, int status)
+{
+    if (!back(k)) {
+        store_report_free(r);
+        return 0;
+    }
+    if (status != STORE_OK) {
+        store_report_free(r);
+        finish(k, "internal", "cannot read the queue");
+        return 0;
+    }
+    return 1;
+}
+
 static void on_summary(struct store_report *r, int status, void *arg)
 {
     struct ctl_conn *k = arg;
     struct jw w;
 
-    if (!back(k)) {
-        store_report_free(r);
+    if (!report_usable(k, r, status))
         return;
-    }
-    if (status != STORE_OK) {
-        store_report_free(r);
-        finish(k, "internal", "cannot read the queue");
-        return;
-    }
     for (size_t i = 0; i < r->n; i++) {
         const struct store_domain_report *d = &r->d[i];
 
@@ -926,15 +935,8 @@ static void on_domains(struct store_report *r, int status, void *arg)
     size_t i = 0, j = 0;
     int cmp;
 
-    if (!back(k)) {
-        store_report_free(r);
+    if (!report_usable(k, r, status))
         return;
-    }
-    if (status != STORE_OK) {
-        store_report_free(r);
-        finish(k, "internal", "cannot read the queue");
-        return;
-    }
     cfg = k->c->srv->cfg;
     while (i < r->n || j < cfg->ndomains) {
         if (i < r->n && r->d[i].messages == 0 && !config_find_domain(cfg, r->d[i].domain)) {
@@ -982,15 +984,8 @@ static void on_flush_report(struct store_report *r, int status, void *arg)
     struct jw w;
     int64_t n = 0, ndom = 0;
 
-    if (!back(k)) {
-        store_report_free(r);
+    if (!report_usable(k, r, status))
         return;
-    }
-    if (status != STORE_OK) {
-        store_report_free(r);
-        finish(k, "internal", "cannot read the queue");
-        return;
-    }
     srv = k->c->srv;
     for (size_t i = 0; i < r->n; i++) {
         const struct store_domain_report *d = &r->d[i];
@@ -1383,15 +1378,8 @@ static void on_stats(struct store_report *r, int status, void *arg)
     struct stats_walker sw = {k, 0};
     struct jw w;
 
-    if (!back(k)) {
-        store_report_free(r);
+    if (!report_usable(k, r, status))
         return;
-    }
-    if (status != STORE_OK) {
-        store_report_free(r);
-        finish(k, "internal", "cannot read the queue");
-        return;
-    }
     srv = k->c->srv;
     stats_walk(srv->stats, stats_record, &sw);
     jw_begin(&w, k);

@@ -533,6 +533,19 @@ done:
     return status;
 }
 
+/* Undo one request's work inside the batch's transaction: back to its
+ * savepoint, if the transaction still exists. An error may have ended the
+ * whole transaction already (SQLITE_FULL, SQLITE_IOERR): then there is no
+ * savepoint left, and the caller sees autocommit and fails the batch's
+ * earlier requests too. Store thread. */
+static void savepoint_undo(struct store *st, int have_sp)
+{
+    if (have_sp && !sqlite3_get_autocommit(st->db)) {
+        stmt_run(st, SS_ROLLBACK_TO);
+        stmt_run(st, SS_RELEASE);
+    }
+}
+
 /* Insert one message (envelope, body, recipients) inside the batch's
  * transaction, under a savepoint so a failure undoes only this message.
  * Returns a store_status and, on failure, the reason in why. Store thread. */
@@ -641,13 +654,7 @@ sql_fail:
     status = status_of(db, rc);
     snprintf(why, whylen, "%s: %s", what, sqlite3_errmsg(db));
 rollback:
-    /* An error may have ended the whole transaction already (SQLITE_FULL,
-     * SQLITE_IOERR): then there is no savepoint left to go back to, and the
-     * caller sees autocommit and fails the batch's earlier messages too. */
-    if (have_sp && !sqlite3_get_autocommit(db)) {
-        stmt_run(st, SS_ROLLBACK_TO);
-        stmt_run(st, SS_RELEASE);
-    }
+    savepoint_undo(st, have_sp);
     return status;
 }
 
@@ -718,10 +725,7 @@ sql_fail:
     status = status_of(db, rc);
     snprintf(why, whylen, "update: %s", sqlite3_errmsg(db));
 rollback:
-    if (have_sp && !sqlite3_get_autocommit(db)) {
-        stmt_run(st, SS_ROLLBACK_TO);
-        stmt_run(st, SS_RELEASE);
-    }
+    savepoint_undo(st, have_sp);
     return status;
 }
 
@@ -987,10 +991,7 @@ sql_fail:
     status = status_of(st->db, rc);
     snprintf(why, whylen, "%s: %s", op_name(r->oo.op),
              rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(st->db));
-    if (have_sp && !sqlite3_get_autocommit(st->db)) {
-        stmt_run(st, SS_ROLLBACK_TO);
-        stmt_run(st, SS_RELEASE);
-    }
+    savepoint_undo(st, have_sp);
     opres_clear(res);
 done:
     sqlite3_finalize(p.find);
