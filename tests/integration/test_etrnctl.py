@@ -10,6 +10,7 @@
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -1053,6 +1054,10 @@ def test_socket_permissions(denv, etrnctl, public_tmpdir):
     with Client(r) as c:
         qid = c.send(SENDER, ["u@example.org"], message("p1"))
     etrnctl.socket = sock
+    # the build tree may sit in a 0700 directory (a mktemp -d clone):
+    # nobody runs a copy it can reach
+    etrnctl.path = shutil.copy(etrnctl.path, os.path.join(public_tmpdir, "etrnctl"))
+    os.chmod(etrnctl.path, 0o755)
     as_nobody = (nobody.pw_uid, nobody.pw_gid)
     # in the socket's group: reading and flushing
     res = etrnctl.run("queue", "--ids-only", user=as_nobody)
