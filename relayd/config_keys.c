@@ -1,0 +1,121 @@
+/*
+ * config_keys: every key of relayd.conf(5), one table per scope: name, type,
+ * default, where it is stored, range and a one-line description. The parser
+ * (config.c), relayd -n and the man page follow these tables. Only data
+ * here: how a type is parsed is config_value.c's.
+ */
+#include <stddef.h>
+
+#include "config_int.h"
+
+#define G(f) offsetof(struct config, f)
+#define D(f) offsetof(struct cfg_domain, f)
+#define Q(f) offsetof(struct cfg_queue, f)
+
+const struct cfg_key config_global_keys[] = {
+    {"hostname", T_HOSTNAME, NULL, G(hostname), 0, 0, 0, F_DEF_HOSTNAME,
+     "our name in the greeting, the EHLO reply and Received: fields"},
+    {"listen", T_LISTEN, "*:25", G(listen), G(nlisten), 0, 0, 0,
+     "where to accept SMTP: addr:port, [ipv6]:port or *:port, comma separated"},
+    {"database", T_PATH, LOCALSTATEDIR "/lib/relayd/queue.db", G(database), 0, 0, 0, 0,
+     "the SQLite queue file"},
+    /* The body is one SQLite blob (limit about 1e9 bytes), so stay well under. */
+    {"max_message_size", T_SIZE, "10M", G(max_message_size), 0, KIB, 512 * MIB, 0,
+     "largest message accepted, in bytes (SIZE in the EHLO reply)"},
+    {"max_connections", T_UINT, "200", G(max_connections), 0, 1, 100000, 0,
+     "SMTP sessions open at once"},
+    {"max_connections_per_ip", T_UINT, "50", G(max_connections_per_ip), 0, 1, 100000, 0,
+     "SMTP sessions open at once from one client address"},
+    /* RFC 5321 §4.5.3.1.8: a server must accept at least 100 recipients. */
+    {"max_recipients", T_UINT, "1000", G(max_recipients), 0, 100, 1000000, 0,
+     "recipients accepted per message"},
+    {"max_errors", T_UINT, "10", G(max_errors), 0, 1, 1000, 0,
+     "protocol errors in a session before it is closed with 421"},
+    /* RFC 5321 §4.5.3.2.7: the server timeout should be at least 5 minutes. */
+    {"command_timeout", T_DURATION, "5m", G(command_timeout), 0, MS_SECOND, MS_DAY, 0,
+     "how long to wait for the next command"},
+    {"data_timeout", T_DURATION, "10m", G(data_timeout), 0, MS_SECOND, MS_DAY, 0,
+     "how long to wait between reads during DATA"},
+    {"shutdown_timeout", T_DURATION, "30s", G(shutdown_timeout), 0, 0, MS_HOUR, 0,
+     "how long sessions in DATA may take to finish on SIGTERM"},
+    /* RFC 5321 §6.3: a loop threshold of at least 100 Received: fields. */
+    {"hopcount_limit", T_UINT, "100", G(hopcount_limit), 0, 1, 1000, 0,
+     "Received: header fields a message may carry"},
+    {"tls_cert", T_PATH, NULL, G(tls_cert), 0, 0, 0, F_OPTIONAL,
+     "PEM certificate chain for STARTTLS; empty: no STARTTLS"},
+    {"tls_key", T_PATH, NULL, G(tls_key), 0, 0, 0, F_OPTIONAL, "PEM private key for tls_cert"},
+    {"user", T_USER, NULL, G(user), 0, 0, 0, F_OPTIONAL,
+     "drop root privileges to this user after binding; empty: stay as started"},
+    {"log_level", T_LOGLEVEL, "info", G(log_level), 0, 0, 0, 0,
+     "least severe log lines written: error, warn, info or debug"},
+    /* ---- delivery, resolver and ETRN (issue 3) ---- */
+    {"dns_servers", T_SERVERS, NULL, G(dns_servers), 0, 0, 0, F_OPTIONAL,
+     "resolvers to ask, addr[:port] or [ipv6]:port; empty: those in /etc/resolv.conf"},
+    {"my_addresses", T_ADDRS, "", G(my_addresses), G(nmy_addresses), 0, 0, 0,
+     "our own addresses: MX hosts with one of them are this relay (self-pruning)"},
+    {"delivery_port", T_UINT, "25", G(delivery_port), 0, 1, 65535, 0,
+     "port to deliver to for route = mx and for routes without a port"},
+    {"max_site_connections", T_UINT, "2", G(max_site_connections), 0, 1, 1000, 0,
+     "delivery connections open at once to one site"},
+    {"min_backoff", T_DURATION, "5m", G(min_backoff), 0, 100, MS_DAY, 0,
+     "wait after the first failed attempt to reach a site"},
+    {"max_backoff", T_DURATION, "4h", G(max_backoff), 0, 100, 30 * MS_DAY, 0,
+     "longest wait between attempts to reach a site (at least min_backoff)"},
+    {"queue_lifetime", T_DURATION, "5d", G(queue_lifetime), 0, MS_SECOND, 365 * MS_DAY, 0,
+     "how long mail may wait before it is returned to the sender"},
+    {"delay_warning", T_OFF_DURATION, "off", G(delay_warning), 0, MS_SECOND, 365 * MS_DAY, 0,
+     "tell the sender when mail has waited this long; off: never"},
+    /* RFC 5321 §4.5.3.2: the client timeouts, initial 220 to final dot. */
+    {"connect_timeout", T_DURATION, "30s", G(connect_timeout), 0, 100, MS_HOUR, 0,
+     "how long a delivery connection may take to open"},
+    {"delivery_timeout", T_DURATION, "5m", G(delivery_timeout), 0, 100, MS_HOUR, 0,
+     "how long to wait for the greeting and each reply before DATA ends"},
+    {"delivery_data_timeout", T_DURATION, "10m", G(delivery_data_timeout), 0, 100, MS_HOUR, 0,
+     "how long to wait for the reply to the end of the message"},
+    {"etrn_rate", T_RATE, "120/1m", G(etrn_rate), G(etrn_rate_period), 1, 1000000, 0,
+     "ETRN commands one client address may give per period: N/duration"},
+    {"tls_ca_file", T_PATH, NULL, G(tls_ca_file), 0, 0, 0, F_OPTIONAL,
+     "PEM CA certificates for tls = verify; empty: the system's store"},
+    /* ---- control socket (issue 4) ---- */
+    {"control_socket", T_PATH, RUNSTATEDIR "/relayd/control.sock", G(control_socket), 0, 0, 0,
+     F_OPTIONAL, "unix socket for etrnctl's operator commands; empty: none"},
+    {"control_socket_mode", T_OCTAL, "0660", G(control_socket_mode), 0, 0, 0777, 0,
+     "permissions of the control socket (octal): who may connect at all"},
+    {"control_socket_group", T_GROUP, NULL, G(control_socket_group), 0, 0, 0, F_OPTIONAL,
+     "group of the control socket; empty: the primary group of user"},
+};
+
+const struct cfg_key config_domain_keys[] = {
+    {"mode", T_MODE, "hold", D(mode), 0, 0, 0, 0,
+     "hold: deliver on ETRN, ATRN or flush; retry: also retry on a schedule"},
+    {"route", T_ROUTE, "mx", D(route), 0, 0, 0, 0,
+     "where mail goes: mx (look up MX records) or host[:port]"},
+    {"subdomains", T_BOOL, "no", D(subdomains), 0, 0, 0, 0,
+     "also relay for every subdomain of this domain"},
+    {"tls", T_TLS, "may", D(tls), 0, 0, 0, 0,
+     "STARTTLS when delivering: none, may, encrypt or verify"},
+    {"queue_lifetime", T_DURATION, NULL, D(queue_lifetime), G(queue_lifetime), MS_SECOND,
+     365 * MS_DAY, F_INHERIT, "how long mail may wait before it is returned; unset: global"},
+    {"delay_warning", T_OFF_DURATION, NULL, D(delay_warning), G(delay_warning), MS_SECOND,
+     365 * MS_DAY, F_INHERIT, "tell the sender after this long; off: never; unset: global"},
+    {"probe_interval", T_OFF_DURATION, "off", D(probe_interval), 0, MS_SECOND, 30 * MS_DAY, 0,
+     "hold mode: also try delivery this often; off: only on ETRN, ATRN or flush"},
+    {"max_site_connections", T_UINT, NULL, D(max_site_connections), G(max_site_connections), 1,
+     1000, F_INHERIT, "delivery connections open at once to this site; unset: global"},
+    {"etrn_access", T_NETS, "any", D(etrn_access), D(netrn_access), 0, 0, 0,
+     "who may ETRN this domain: any, or a list of addresses and networks"},
+};
+
+const struct cfg_key config_queue_keys[] = {
+    {"domains", T_DOMAINS, NULL, Q(domains), Q(ndomains), 0, 0, F_REQUIRED,
+     "the relay domains ETRN #NAME starts delivery for"},
+};
+
+#define NKEYS(t) (sizeof(t) / sizeof((t)[0]))
+const size_t config_nglobal = NKEYS(config_global_keys);
+const size_t config_ndomain = NKEYS(config_domain_keys);
+const size_t config_nqueue = NKEYS(config_queue_keys);
+/* The parser sizes its per-key bookkeeping with CFG_MAX_KEYS. */
+_Static_assert(NKEYS(config_global_keys) <= CFG_MAX_KEYS, "raise CFG_MAX_KEYS");
+_Static_assert(NKEYS(config_domain_keys) <= CFG_MAX_KEYS, "raise CFG_MAX_KEYS");
+_Static_assert(NKEYS(config_queue_keys) <= CFG_MAX_KEYS, "raise CFG_MAX_KEYS");
