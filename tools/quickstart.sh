@@ -16,10 +16,13 @@ run | test) ;;
     ;;
 esac
 
-sh tools/install-deps.sh
+sh tools/install-deps.sh "$what"
 [ -x configure ] || autoreconf -fi >/dev/null
 
 if [ "$what" = run ]; then
+    # The queue holds other people's mail: nobody else may read it.
+    mkdir -p run
+    chmod 700 run
     mkdir -p _build
     cd _build
     [ -f Makefile ] || ../configure -q
