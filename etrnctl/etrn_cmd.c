@@ -28,6 +28,7 @@
 
 #include "dns.h"
 #include "etrnctl.h"
+#include "smtp_io.h"
 #include "smtp_parse.h"
 #include "tls.h"
 
@@ -36,7 +37,6 @@
 #define MAX_DOMAINS      256
 #define MAX_RELAYS       64
 #define MAX_ADDRS        16
-#define REPLY_MAX_LINES  200
 #define WAIT_DEFAULT     300.0 /* seconds */
 #define WAIT_CAP         30.0  /* the --wait interval grows 1, 2, 4 ... up to this */
 
@@ -101,14 +101,6 @@ struct run {
 
 /* ---- small helpers --------------------------------------------------------------------- */
 
-static double now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void sleep_for(double seconds)
 {
     struct timespec ts, rem;
@@ -155,44 +147,6 @@ static int name_eq(const char *a, const char *b)
     return la == lb && strncasecmp(a, b, la) == 0;
 }
 
-/* "host", "host:port", "[v6]", "[v6]:port", "v6" (two or more colons: no
- * port). 0, or -1 when it does not parse. */
-static int parse_hostport(const char *spec, int defport, char *host, size_t hostlen, int *port)
-{
-    const char *colon;
-    size_t n;
-    int p = defport;
-
-    if (spec[0] == '[') {
-        const char *close = strchr(spec, ']');
-        if (close == NULL)
-            return -1;
-        n = (size_t)(close - spec - 1);
-        if (close[1] == ':') {
-            if (etrnctl_parse_uint(close + 2, &p) != 0)
-                return -1;
-        } else if (close[1] != '\0') {
-            return -1;
-        }
-        spec++;
-    } else {
-        colon = strchr(spec, ':');
-        if (colon != NULL && strchr(colon + 1, ':') == NULL) {
-            n = (size_t)(colon - spec);
-            if (etrnctl_parse_uint(colon + 1, &p) != 0)
-                return -1;
-        } else {
-            n = strlen(spec);
-        }
-    }
-    if (n == 0 || n >= hostlen || p < 1 || p > 65535)
-        return -1;
-    memcpy(host, spec, n);
-    host[n] = '\0';
-    *port = p;
-    return 0;
-}
-
 static void make_label(struct relay *r)
 {
     if (strchr(r->host, ':') != NULL)
@@ -201,367 +155,10 @@ static void make_label(struct relay *r)
         snprintf(r->label, sizeof(r->label), "%s:%d", r->host, r->port);
 }
 
-/* ---- SMTP over a socket, with deadlines ------------------------------------------------- */
-
-struct io {
-    int fd;
-    struct tls_conn *tls;
-    char in[8192]; /* plaintext received, not yet parsed */
-    size_t inlen;
-    double timeout; /* seconds per connect, command and reply */
-    const struct run *run;
-    const char *label;
-    char err[256]; /* why the last call failed */
-};
-
-struct reply {
-    int code;
-    char line[512];   /* "253 2.0.0 ..." (the last line) */
-    char texts[4096]; /* every line's text, '\n'-separated (EHLO keywords) */
-};
-
-/* Wait until fd is ready for events or the deadline passes. 0 or -1 (err set). */
-static int io_wait(struct io *io, short events, double deadline)
-{
-    struct pollfd pfd = {.fd = io->fd, .events = events};
-
-    for (;;) {
-        double left = deadline - now();
-        int rc;
-
-        if (left <= 0) {
-            snprintf(io->err, sizeof(io->err), "timed out after %.0fs", io->timeout);
-            return -1;
-        }
-        rc = poll(&pfd, 1, (int)(left * 1000) + 1);
-        if (rc > 0)
-            return 0;
-        if (rc < 0 && errno != EINTR) {
-            snprintf(io->err, sizeof(io->err), "poll: %s", strerror(errno));
-            return -1;
-        }
-    }
-}
-
-static int io_send_raw(struct io *io, const char *p, size_t n, double deadline)
-{
-    while (n > 0) {
-        ssize_t w = send(io->fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (io_wait(io, POLLOUT, deadline) != 0)
-                return -1;
-            continue;
-        }
-        snprintf(io->err, sizeof(io->err), "send: %s", strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-/* Send whatever ciphertext TLS has pending. */
-static int io_flush_tls(struct io *io, double deadline)
-{
-    char buf[16384];
-
-    while (tls_conn_output_pending(io->tls) > 0) {
-        size_t n = tls_conn_take_output(io->tls, buf, sizeof(buf));
-        if (io_send_raw(io, buf, n, deadline) != 0)
-            return -1;
-    }
-    return 0;
-}
-
-/* Read ciphertext or plaintext from the socket: n > 0, or -1 (err set; EOF too). */
-static ssize_t io_recv(struct io *io, char *buf, size_t len, double deadline)
-{
-    for (;;) {
-        ssize_t n = recv(io->fd, buf, len, 0);
-        if (n > 0)
-            return n;
-        if (n == 0) {
-            snprintf(io->err, sizeof(io->err), "connection closed by the relay");
-            return -1;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if (io_wait(io, POLLIN, deadline) != 0)
-                return -1;
-            continue;
-        }
-        snprintf(io->err, sizeof(io->err), "recv: %s", strerror(errno));
-        return -1;
-    }
-}
-
-/* Get more plaintext into io->in. 0 or -1. */
-static int io_fill(struct io *io, double deadline)
-{
-    size_t space = sizeof(io->in) - io->inlen;
-
-    if (space == 0) {
-        snprintf(io->err, sizeof(io->err), "reply line too long");
-        return -1;
-    }
-    if (io->tls == NULL) {
-        ssize_t n = io_recv(io, io->in + io->inlen, space, deadline);
-        if (n < 0)
-            return -1;
-        io->inlen += (size_t)n;
-        return 0;
-    }
-    for (;;) {
-        char cipher[16384];
-        ssize_t n = tls_conn_read(io->tls, io->in + io->inlen, space);
-        if (n > 0) {
-            io->inlen += (size_t)n;
-            return 0;
-        }
-        if (n != TLS_WANT) {
-            snprintf(io->err, sizeof(io->err), "TLS: %s",
-                     n == TLS_CLOSED ? "closed by the relay" : tls_conn_error(io->tls));
-            return -1;
-        }
-        if (io_flush_tls(io, deadline) != 0)
-            return -1;
-        n = io_recv(io, cipher, sizeof(cipher), deadline);
-        if (n < 0 || tls_conn_feed(io->tls, cipher, (size_t)n) != TLS_OK) {
-            if (n >= 0)
-                snprintf(io->err, sizeof(io->err), "TLS: %s", tls_conn_error(io->tls));
-            return -1;
-        }
-    }
-}
-
-static int io_cmd(struct io *io, const char *line)
-{
-    char buf[1100];
-    double deadline = now() + io->timeout;
-    int n;
-
-    verbose(io->run, "%s: -> %s", io->label, line);
-    n = snprintf(buf, sizeof(buf), "%s\r\n", line);
-    if (n < 0 || (size_t)n >= sizeof(buf)) {
-        snprintf(io->err, sizeof(io->err), "command too long");
-        return -1;
-    }
-    if (io->tls == NULL)
-        return io_send_raw(io, buf, (size_t)n, deadline);
-    if (tls_conn_write(io->tls, buf, (size_t)n) != TLS_OK) {
-        snprintf(io->err, sizeof(io->err), "TLS: %s", tls_conn_error(io->tls));
-        return -1;
-    }
-    return io_flush_tls(io, deadline);
-}
-
-/* Read one complete reply (RFC 5321 §4.2: continuation lines "xyz-", the
- * last "xyz "). 0, or -1 with err set (timeout, EOF, malformed). */
-static int io_reply(struct io *io, struct reply *r)
-{
-    double deadline = now() + io->timeout;
-    size_t tlen = 0;
-
-    memset(r, 0, sizeof(*r));
-    for (int nlines = 0; nlines < REPLY_MAX_LINES;) {
-        char *nl = memchr(io->in, '\n', io->inlen);
-        struct smtp_reply_line rl;
-        size_t len;
-
-        if (nl == NULL) {
-            if (io_fill(io, deadline) != 0)
-                return -1;
-            continue;
-        }
-        len = (size_t)(nl - io->in);
-        if (len > 0 && io->in[len - 1] == '\r')
-            len--;
-        if (smtp_parse_reply_line(io->in, len, &rl) != SMTP_PARSE_OK ||
-            (nlines > 0 && rl.code != r->code)) {
-            snprintf(io->err, sizeof(io->err), "malformed reply line: %.*s",
-                     (int)(len > 100 ? 100 : len), io->in);
-            return -1;
-        }
-        r->code = rl.code;
-        snprintf(r->line, sizeof(r->line), "%.*s", (int)len, io->in);
-        for (char *p = r->line; *p; p++)
-            if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
-                *p = '?';
-        if (tlen + rl.text_len + 2 < sizeof(r->texts)) {
-            memcpy(r->texts + tlen, rl.text, rl.text_len);
-            tlen += rl.text_len;
-            r->texts[tlen++] = '\n';
-            r->texts[tlen] = '\0';
-        }
-        verbose(io->run, "%s: <- %s", io->label, r->line);
-        nlines++;
-        io->inlen -= (size_t)(nl - io->in) + 1;
-        memmove(io->in, nl + 1, io->inlen);
-        if (rl.last)
-            return 0;
-    }
-    snprintf(io->err, sizeof(io->err), "reply of more than %d lines", REPLY_MAX_LINES);
-    return -1;
-}
-
-/* Whether an EHLO reply advertises keyword (RFC 5321 §4.1.1.1: one per line
- * after the first, keyword first, case-insensitive). */
-static int has_keyword(const struct reply *r, const char *kw)
-{
-    const char *p = strchr(r->texts, '\n'); /* skip the greeting line */
-    size_t kl = strlen(kw);
-
-    while (p != NULL && p[1] != '\0') {
-        p++;
-        if (strncasecmp(p, kw, kl) == 0 && (p[kl] == '\n' || p[kl] == ' ' || p[kl] == '\0'))
-            return 1;
-        p = strchr(p, '\n');
-    }
-    return 0;
-}
-
-static int connect_addr(struct io *io, const struct sockaddr *sa, socklen_t salen)
-{
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int soerr = 0;
-    socklen_t sl = sizeof(soerr);
-
-    if (fd < 0) {
-        snprintf(io->err, sizeof(io->err), "socket: %s", strerror(errno));
-        return -1;
-    }
-    io->fd = fd;
-    if (connect(fd, sa, salen) == 0)
-        return 0;
-    if (errno != EINPROGRESS) {
-        snprintf(io->err, sizeof(io->err), "connect: %s", strerror(errno));
-        goto fail;
-    }
-    if (io_wait(io, POLLOUT, now() + io->timeout) != 0) {
-        char t[sizeof(io->err)];
-        snprintf(t, sizeof(t), "connect: %.240s", io->err);
-        snprintf(io->err, sizeof(io->err), "%s", t);
-        goto fail;
-    }
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
-        snprintf(io->err, sizeof(io->err), "connect: %s", strerror(soerr ? soerr : errno));
-        goto fail;
-    }
-    return 0;
-fail:
-    close(fd);
-    io->fd = -1;
-    return -1;
-}
-
-/* Connect to host:port (numeric or a name for the system resolver), or to
- * the addresses given. 0 or -1 (err set). */
-static int io_connect(struct io *io, const char *host, int port,
-                      const struct sockaddr_storage *addrs, size_t naddrs)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    char ports[8];
-    int rc;
-
-    io->fd = -1;
-    if (addrs != NULL) {
-        for (size_t i = 0; i < naddrs; i++) {
-            struct sockaddr_storage ss = addrs[i];
-            socklen_t len =
-                ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-            if (ss.ss_family == AF_INET6)
-                ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
-            else
-                ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
-            if (connect_addr(io, (struct sockaddr *)&ss, len) == 0)
-                return 0;
-        }
-        return -1;
-    }
-    snprintf(ports, sizeof(ports), "%d", port);
-    rc = getaddrinfo(host, ports, &hints, &res);
-    if (rc != 0) {
-        snprintf(io->err, sizeof(io->err), "cannot resolve %s: %s", host, gai_strerror(rc));
-        return -1;
-    }
-    rc = -1;
-    for (struct addrinfo *ai = res; ai != NULL && rc != 0; ai = ai->ai_next)
-        rc = connect_addr(io, ai->ai_addr, ai->ai_addrlen);
-    freeaddrinfo(res);
-    return rc;
-}
-
-static void io_close(struct io *io)
-{
-    if (io->tls != NULL) {
-        tls_conn_free(io->tls);
-        io->tls = NULL;
-    }
-    if (io->fd >= 0) {
-        close(io->fd);
-        io->fd = -1;
-    }
-}
-
-/* STARTTLS (RFC 3207) after a 220: plaintext the relay sent beyond its 220
- * is discarded unread (CVE-2011-0411 style injection). 0 or -1. */
-static int io_starttls(struct io *io, struct tls_ctx *ctx, const char *sni, int verify)
-{
-    double deadline = now() + io->timeout;
-    struct in6_addr a6;
-    struct in_addr a4;
-    int numeric = inet_pton(AF_INET, sni, &a4) == 1 || inet_pton(AF_INET6, sni, &a6) == 1;
-
-    if (io->inlen > 0) {
-        snprintf(io->err, sizeof(io->err), "relay sent data after its STARTTLS reply");
-        return -1;
-    }
-    io->tls = tls_conn_new(ctx, 0, verify || !numeric ? sni : NULL);
-    if (io->tls == NULL) {
-        snprintf(io->err, sizeof(io->err), "TLS: out of memory");
-        return -1;
-    }
-    for (;;) {
-        char cipher[16384];
-        ssize_t n;
-        int rc = tls_conn_handshake(io->tls);
-
-        if (io_flush_tls(io, deadline) != 0)
-            return -1;
-        if (rc == TLS_OK)
-            break;
-        if (rc != TLS_WANT) {
-            snprintf(io->err, sizeof(io->err), "TLS handshake: %s", tls_conn_error(io->tls));
-            return -1;
-        }
-        n = io_recv(io, cipher, sizeof(cipher), deadline);
-        if (n < 0)
-            return -1;
-        if (tls_conn_feed(io->tls, cipher, (size_t)n) != TLS_OK) {
-            snprintf(io->err, sizeof(io->err), "TLS handshake: %s", tls_conn_error(io->tls));
-            return -1;
-        }
-    }
-    if (verify && !tls_conn_peer_verified(io->tls)) {
-        snprintf(io->err, sizeof(io->err), "TLS: the relay's certificate did not verify");
-        return -1;
-    }
-    verbose(io->run, "%s: TLS %s %s", io->label, tls_conn_version(io->tls),
-            tls_conn_cipher(io->tls));
-    return 0;
-}
-
 /* ---- one session with one relay -------------------------------------------------------- */
 
 /* What an ETRN reply means (RFC 1985 §5, DESIGN.md §3). */
-static void classify(struct pair *p, const struct reply *r)
+static void classify(struct pair *p, const struct smtp_io_reply *r)
 {
     p->code = r->code;
     p->count = -1;
@@ -635,7 +232,7 @@ static void fail_pending(struct relay *rl, int status, const char *what, const c
     }
 }
 
-static void fail_reply(struct relay *rl, const struct reply *r, const char *stage)
+static void fail_reply(struct relay *rl, const struct smtp_io_reply *r, const char *stage)
 {
     char why[600];
     int st = r->code / 100 == 4 ? EX_TEMPFAIL : r->code / 100 == 5 ? EX_NOPERM : EX_PROTOCOL;
@@ -649,8 +246,8 @@ static void fail_reply(struct relay *rl, const struct reply *r, const char *stag
  * -v's dialogue. */
 static void session(struct run *run, struct relay *rl)
 {
-    struct io *io = calloc(1, sizeof(*io));
-    struct reply r;
+    struct smtp_io *io = calloc(1, sizeof(*io));
+    struct smtp_io_reply r;
     char line[600];
 
     if (io == NULL) {
@@ -659,19 +256,16 @@ static void session(struct run *run, struct relay *rl)
     }
     for (size_t i = 0; i < rl->ndom; i++)
         rl->pairs[i].answered = 0;
-    io->fd = -1;
-    io->timeout = run->timeout;
-    io->run = run;
-    io->label = rl->label;
+    smtp_io_init(io, rl->label, run->timeout, run->o->verbose > 0);
     if (rl->from_mx && rl->naddrs == 0) {
         fail_pending(rl, EX_TEMPFAIL, "cannot connect", rl->resolve_err);
         goto done;
     }
-    if (io_connect(io, rl->host, rl->port, rl->from_mx ? rl->addrs : NULL, rl->naddrs) != 0) {
+    if (smtp_io_connect(io, rl->host, rl->port, rl->from_mx ? rl->addrs : NULL, rl->naddrs) != 0) {
         fail_pending(rl, EX_TEMPFAIL, "cannot connect", io->err);
         goto done;
     }
-    if (io_reply(io, &r) != 0) {
+    if (smtp_io_read_reply(io, &r) != 0) {
         fail_pending(rl, EX_TEMPFAIL, "no greeting", io->err);
         goto done;
     }
@@ -680,7 +274,7 @@ static void session(struct run *run, struct relay *rl)
         goto done;
     }
     snprintf(line, sizeof(line), "EHLO %s", run->helo);
-    if (io_cmd(io, line) != 0 || io_reply(io, &r) != 0) {
+    if (smtp_io_cmd(io, line) != 0 || smtp_io_read_reply(io, &r) != 0) {
         fail_pending(rl, EX_TEMPFAIL, "session failed", io->err);
         goto done;
     }
@@ -695,12 +289,12 @@ static void session(struct run *run, struct relay *rl)
         goto done;
     }
     if (run->starttls) {
-        if (!has_keyword(&r, "STARTTLS")) {
+        if (!smtp_io_has_keyword(&r, "STARTTLS")) {
             fail_pending(rl, EX_UNAVAILABLE, "relay does not offer STARTTLS",
                          "STARTTLS not in the EHLO reply");
             goto done;
         }
-        if (io_cmd(io, "STARTTLS") != 0 || io_reply(io, &r) != 0) {
+        if (smtp_io_cmd(io, "STARTTLS") != 0 || smtp_io_read_reply(io, &r) != 0) {
             fail_pending(rl, EX_TEMPFAIL, "session failed", io->err);
             goto done;
         }
@@ -708,12 +302,12 @@ static void session(struct run *run, struct relay *rl)
             fail_reply(rl, &r, "STARTTLS refused");
             goto done;
         }
-        if (io_starttls(io, run->tls, rl->host, run->starttls == 2) != 0) {
+        if (smtp_io_starttls(io, run->tls, rl->host, run->starttls == 2) != 0) {
             fail_pending(rl, EX_PROTOCOL, "TLS failed", io->err);
             goto done;
         }
         /* RFC 3207 §4.2: forget what was learnt in the clear and ask again */
-        if (io_cmd(io, line) != 0 || io_reply(io, &r) != 0) {
+        if (smtp_io_cmd(io, line) != 0 || smtp_io_read_reply(io, &r) != 0) {
             fail_pending(rl, EX_TEMPFAIL, "session failed", io->err);
             goto done;
         }
@@ -722,7 +316,7 @@ static void session(struct run *run, struct relay *rl)
             goto done;
         }
     }
-    if (!has_keyword(&r, "ETRN")) {
+    if (!smtp_io_has_keyword(&r, "ETRN")) {
         fail_pending(rl, EX_UNAVAILABLE, "relay does not offer ETRN", "ETRN not in the EHLO reply");
         goto done;
     }
@@ -733,7 +327,7 @@ static void session(struct run *run, struct relay *rl)
         if (!p->again)
             continue;
         snprintf(line, sizeof(line), "ETRN %s", run->domains[rl->dom[i]]);
-        if (io_cmd(io, line) != 0 || io_reply(io, &r) != 0) {
+        if (smtp_io_cmd(io, line) != 0 || smtp_io_read_reply(io, &r) != 0) {
             fail_pending(rl, EX_TEMPFAIL, "session failed", io->err);
             goto done;
         }
@@ -743,10 +337,10 @@ static void session(struct run *run, struct relay *rl)
             goto done;
         }
     }
-    if (io_cmd(io, "QUIT") == 0)
-        (void)io_reply(io, &r);
+    if (smtp_io_cmd(io, "QUIT") == 0)
+        (void)smtp_io_read_reply(io, &r);
 done:
-    io_close(io);
+    smtp_io_close(io);
     free(io);
 }
 
@@ -1257,37 +851,36 @@ static int wait_local(struct run *run, double deadline)
 {
     char host[256];
     int port;
-    struct io *io = calloc(1, sizeof(*io));
+    struct smtp_io *io = calloc(1, sizeof(*io));
     int st = EX_TEMPFAIL;
     char why[600] = "not tried";
 
     if (io == NULL)
         return EX_SOFTWARE;
-    if (parse_hostport(run->wait_local, 25, host, sizeof(host), &port) != 0) {
+    if (smtp_io_parse_hostport(run->wait_local, 25, host, sizeof(host), &port) != 0) {
         free(io);
         return EX_USAGE;
     }
     for (int tries = 1; tries < 100000; tries++) {
-        struct reply r = {0};
-        double left = deadline - now();
+        struct smtp_io_reply r = {0};
+        double left = deadline - smtp_io_now();
 
-        io->fd = -1;
-        io->run = run;
-        io->label = run->wait_local;
-        io->inlen = 0;
-        io->timeout = left < 5 ? (left > 0.1 ? left : 0.1) : 5;
-        if (io_connect(io, host, port, NULL, 0) == 0 && io_reply(io, &r) == 0 && r.code == 220) {
-            if (io_cmd(io, "QUIT") == 0)
-                (void)io_reply(io, &r);
-            io_close(io);
+        smtp_io_init(io, run->wait_local, left < 5 ? (left > 0.1 ? left : 0.1) : 5,
+                     run->o->verbose > 0);
+        io->peer_name = "the local MTA";
+        if (smtp_io_connect(io, host, port, NULL, 0) == 0 && smtp_io_read_reply(io, &r) == 0 &&
+            r.code == 220) {
+            if (smtp_io_cmd(io, "QUIT") == 0)
+                (void)smtp_io_read_reply(io, &r);
+            smtp_io_close(io);
             verbose(run, "%s: local MTA answers", run->wait_local);
             st = 0;
             break;
         }
         snprintf(why, sizeof(why), "%s", io->fd >= 0 && r.code ? r.line : io->err);
-        io_close(io);
+        smtp_io_close(io);
         verbose(run, "%s: local MTA not ready: %s", run->wait_local, why);
-        if (now() + 1 >= deadline)
+        if (smtp_io_now() + 1 >= deadline)
             break;
         sleep_for(1);
     }
@@ -1356,7 +949,7 @@ static void report_all(struct run *run, int progress)
 
 static int run_rounds(struct run *run)
 {
-    double start = now(), interval = 1;
+    double start = smtp_io_now(), interval = 1;
     double deadline = start + run->wait_timeout;
     int st = 0;
 
@@ -1378,7 +971,7 @@ static int run_rounds(struct run *run)
         }
         if (!more)
             break;
-        if (now() >= deadline) {
+        if (smtp_io_now() >= deadline) {
             char t[32];
             fmt_secs(run->wait_timeout, t, sizeof(t));
             for (size_t r = 0; r < run->nrelays; r++) {
@@ -1399,7 +992,7 @@ static int run_rounds(struct run *run)
             }
             break;
         }
-        sleep_for(interval < deadline - now() ? interval : deadline - now());
+        sleep_for(interval < deadline - smtp_io_now() ? interval : deadline - smtp_io_now());
         interval = interval * 2 > WAIT_CAP ? WAIT_CAP : interval * 2;
         run->round++;
         for (size_t r = 0; r < run->nrelays; r++) {
@@ -1573,7 +1166,7 @@ static int parse_args(struct run *run, int argc, char **argv)
         case OPT_WAIT_LOCAL: {
             char h[256];
             int p;
-            if (parse_hostport(optarg, 25, h, sizeof(h), &p) != 0)
+            if (smtp_io_parse_hostport(optarg, 25, h, sizeof(h), &p) != 0)
                 return usage_error("bad --wait-local address: %s", optarg);
             run->wait_local = optarg;
             break;
@@ -1647,7 +1240,7 @@ static int settle_args(struct run *run)
         int port;
         struct relay *rl;
 
-        if (parse_hostport(run->relay_args[i], run->port, host, sizeof(host), &port) != 0)
+        if (smtp_io_parse_hostport(run->relay_args[i], run->port, host, sizeof(host), &port) != 0)
             return usage_error("bad relay: %s (RELAY or RELAY:PORT)", run->relay_args[i]);
         rl = relay_add(run, host, port, 0);
         if (rl == NULL)
@@ -1709,7 +1302,7 @@ int etrn_cmd_main(int argc, char **argv, struct etrnctl_opts *o)
         goto done;
     }
     if (run->wait_local != NULL) {
-        st = wait_local(run, now() + run->wait_timeout);
+        st = wait_local(run, smtp_io_now() + run->wait_timeout);
         if (st != 0)
             goto done;
     }
