@@ -53,7 +53,11 @@ struct cfg_domain {
     unsigned max_site_connections;
     struct cfg_net *etrn_access;  /* who may ETRN this domain; NULL/0 = anyone */
     size_t netrn_access;
+    int etrn_access_auth;         /* etrn_access lists "auth": an owning account may ETRN
+                                   * (credentials_owns), besides the networks listed */
 };
+
+struct credentials;
 
 struct cfg_queue {
     char *name;          /* [queue NAME], for ETRN #NAME */
@@ -105,6 +109,13 @@ struct config {
     char *control_socket;        /* the operators' unix socket (etrnctl), NULL = none */
     unsigned control_socket_mode; /* its permission bits, default 0660 */
     char *control_socket_group;  /* its group, NULL = the primary group of user (or root's) */
+    /* SMTP AUTH and accounts (issue 8) */
+    char *credentials_file;      /* "credentials": absolute path, or NULL */
+    struct credentials *credentials; /* its accounts, read with this snapshot; NULL when unset */
+    int smtpd_auth;              /* offer AUTH on the normal listeners (default: yes when credentials) */
+    unsigned auth_fail_limit;    /* failed AUTH per client address ... (0 = no limit) */
+    uint64_t auth_fail_period;   /* ... per this many ms: "auth_fail_limit = 5/10m" */
+    int etrn_access_auth;        /* global etrn_access = auth: every unauthenticated ETRN gets 530 */
     /* Mail for destinations that are not relay domains (bounces to senders):
      * mode retry, route mx, tls may, global lifetimes. name is "". */
     struct cfg_domain other;

@@ -42,6 +42,11 @@ owned_by 'sqlite3\.h[>"]' 'sqlite3.h' 'relayd/store.c'
 owned_by 'openssl/' 'openssl/*' 'lib/tls.c'
 # lib/dns.c may not exist yet; then nobody may include ares.h.
 owned_by 'ares\.h[>"]' 'ares.h' 'lib/dns.c'
+# GNU SASL stays behind the AUTH files: the daemon's exchange, its hash worker, the
+# shared client side, and etrnctl credentials (SCRAM key derivation).
+owned_by 'gsasl\.h[>"]' 'gsasl.h' 'relayd/auth.c\|relayd/auth_worker.c\|lib/sasl_client.c\|etrnctl/credentials_cmd.c'
+# crypt(3) only where hashes are checked or made.
+owned_by 'crypt\.h[>"]' 'crypt.h' 'relayd/auth_worker.c\|etrnctl/credentials_cmd.c'
 
 # The pure parsers must not see libuv, not even through a header they include:
 # ask the preprocessor for the full dependency list.
