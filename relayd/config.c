@@ -472,6 +472,18 @@ done:
 /* ---- after the last line -------------------------------------------------------------- */
 
 /* Fill every key nobody set from its default text, through config_set_value. */
+/* The system's host name, as the hostname key defaults to it. */
+static const char *default_hostname(char *host, size_t len)
+{
+    /* Not every system name is a valid EHLO name; then say localhost. */
+    if (gethostname(host, len) == 0) {
+        host[len - 1] = '\0';
+        if (config_valid_hostname(host))
+            return host;
+    }
+    return "localhost";
+}
+
 static int apply_defaults(struct build *b, void *base, const struct cfg_key *keys, size_t n,
                           const struct seen *seen)
 {
@@ -483,15 +495,8 @@ static int apply_defaults(struct build *b, void *base, const struct cfg_key *key
         if (seen[i].file != NULL || (keys[i].flags & (F_REQUIRED | F_INHERIT)) ||
             ((keys[i].flags & F_OPTIONAL) && def == NULL))
             continue;
-        if (keys[i].flags & F_DEF_HOSTNAME) {
-            /* Not every system name is a valid EHLO name; then say localhost. */
-            def = "localhost";
-            if (gethostname(host, sizeof(host)) == 0) {
-                host[sizeof(host) - 1] = '\0';
-                if (config_valid_hostname(host))
-                    def = host;
-            }
-        }
+        if (keys[i].flags & F_DEF_HOSTNAME)
+            def = default_hostname(host, sizeof(host));
         if (def == NULL || config_set_value(base, &keys[i], def, NULL, why, sizeof(why)) < 0)
             return fail(b, NULL, 0, "built-in default of %s: %s", keys[i].name,
                         def ? why : "missing");
@@ -845,17 +850,67 @@ void config_unref(struct config *cfg)
     free(cfg);
 }
 
-void config_print(const struct config *cfg, FILE *fp)
+/* Does the value of k in the object at base differ from what it would be had
+ * the file not set it? For an inherited domain key that is the global value. */
+static int differs_from_default(const struct config *cfg, const void *base, const struct cfg_key *k)
 {
-    fputs("# relayd effective configuration: every key, defaults included\n", fp);
-    config_print_scope(fp, cfg, config_global_keys, config_nglobal);
+    union {
+        struct config c;
+        struct cfg_domain d;
+        struct cfg_queue q;
+    } scratch;
+    char host[256], why[512];
+    char *have, *def = NULL;
+    int differs = 1;
+
+    if (k->flags & F_REQUIRED)
+        return 1;
+    memset(&scratch, 0, sizeof(scratch));
+    if (k->flags & F_INHERIT) {
+        struct cfg_key global = *k;
+        global.off = k->off2;
+        def = config_value_text(cfg, &global);
+    } else if (k->def != NULL || (k->flags & F_DEF_HOSTNAME)) {
+        const char *text = k->def;
+        if (k->flags & F_DEF_HOSTNAME)
+            text = default_hostname(host, sizeof(host));
+        if (config_set_value(&scratch, k, text, NULL, why, sizeof(why)) == 0)
+            def = config_value_text(&scratch, k);
+        config_free_value(&scratch, k);
+    } else {
+        def = strdup(" ="); /* optional, unset by default */
+    }
+    have = config_value_text(base, k);
+    if (have != NULL && def != NULL)
+        differs = strcmp(have, def) != 0;
+    free(have);
+    free(def);
+    return differs;
+}
+
+static void print_keys(const struct config *cfg, FILE *fp, const void *base,
+                       const struct cfg_key *keys, size_t nkeys, int all)
+{
+    for (size_t i = 0; i < nkeys; i++) {
+        if (!all && !differs_from_default(cfg, base, &keys[i]))
+            continue;
+        config_print_scope(fp, base, &keys[i], 1);
+    }
+}
+
+void config_print(const struct config *cfg, FILE *fp, int all)
+{
+    fputs(all ? "# relayd effective configuration: every key, defaults included\n"
+              : "# relayd configuration: the keys that differ from their defaults\n",
+          fp);
+    print_keys(cfg, fp, cfg, config_global_keys, config_nglobal, all);
     for (size_t i = 0; i < cfg->ndomains; i++) {
         fprintf(fp, "\n[domain %s]\n", cfg->domains[i].name);
-        config_print_scope(fp, &cfg->domains[i], config_domain_keys, config_ndomain);
+        print_keys(cfg, fp, &cfg->domains[i], config_domain_keys, config_ndomain, all);
     }
     for (size_t i = 0; i < cfg->nqueues; i++) {
         fprintf(fp, "\n[queue %s]\n", cfg->queues[i].name);
-        config_print_scope(fp, &cfg->queues[i], config_queue_keys, config_nqueue);
+        print_keys(cfg, fp, &cfg->queues[i], config_queue_keys, config_nqueue, all);
     }
 }
 

@@ -128,9 +128,10 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 struct config *config_ref(struct config *cfg);
 void config_unref(struct config *cfg);
 
-/* Print the effective configuration, every key with its value (relayd -n),
- * in a form config_load reads back. */
-void config_print(const struct config *cfg, FILE *fp);
+/* Print the configuration in a form config_load reads back: the keys whose
+ * value differs from their default (relayd -n, as postconf -n), or with all
+ * every key with its value (relayd -n -a). */
+void config_print(const struct config *cfg, FILE *fp, int all);
 
 /* The relay domain a normalised domain belongs to: an exact [domain] section,
  * or the closest parent with subdomains = yes. NULL if it is not ours. */

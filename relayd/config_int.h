@@ -96,6 +96,10 @@ int config_set_value(void *base, const struct cfg_key *k, const char *value, con
                      char *why, size_t whylen);
 /* "# doc" and "key = value" for each of the nkeys keys of the object at base. */
 void config_print_scope(FILE *fp, const void *base, const struct cfg_key *keys, size_t nkeys);
+/* Free what the field of k owns (for scratch objects). */
+void config_free_value(void *base, const struct cfg_key *k);
+/* " = value" as config_print writes it for k's field at base; malloc'd, NULL if out of memory. */
+char *config_value_text(const void *base, const struct cfg_key *k);
 void config_format_duration(uint64_t ms, char *buf, size_t len);
 int config_valid_hostname(const char *s);
 int config_normalise_domain(const char *in, char *out, size_t outlen);

@@ -1117,3 +1117,48 @@ void config_print_scope(FILE *fp, const void *base, const struct cfg_key *keys, 
         fputc('\n', fp);
     }
 }
+
+/* Free what the field of key k in the object at base owns, and clear it, so a
+ * scratch object filled by config_set_value can be thrown away. */
+void config_free_value(void *base, const struct cfg_key *k)
+{
+    char *field = (char *)base + k->off;
+
+    switch (k->type) {
+    case T_HOSTNAME:
+    case T_PATH:
+    case T_USER:
+    case T_GROUP:
+    case T_ROUTE:
+    case T_SERVERS:
+    case T_ADDRS:
+    case T_NETS:
+    case T_LISTEN:
+        free(*(void **)field);
+        *(void **)field = NULL;
+        break;
+    case T_DOMAINS:
+        config_free_strv(*(char ***)field, *(size_t *)((char *)base + k->off2));
+        *(char ***)field = NULL;
+        break;
+    default:
+        break;
+    }
+}
+
+/* The text config_print writes after the key's name, malloc'd. */
+char *config_value_text(const void *base, const struct cfg_key *k)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&text, &len);
+
+    if (fp == NULL)
+        return NULL;
+    print_value(fp, base, k);
+    if (fclose(fp) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}

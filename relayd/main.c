@@ -45,10 +45,11 @@ struct relayd_main {
 
 static void usage(FILE *fp)
 {
-    fprintf(fp, "usage: relayd [-dntV] [-f file]\n"
+    fprintf(fp, "usage: relayd [-dtV] [-n [-a]] [-f file]\n"
                 "  -f file  configuration file (default " CONFIG_DEFAULT_PATH ")\n"
                 "  -d       stay in the foreground, log to stderr\n"
-                "  -n       print the effective configuration and exit\n"
+                "  -n       print the keys that differ from their defaults and exit\n"
+                "  -a       with -n: print every key, defaults included\n"
                 "  -t       check the configuration and exit\n"
                 "  -V       print the version and exit\n");
 }
@@ -295,7 +296,7 @@ int main(int argc, char **argv)
     struct relayd_main m;
     struct server *srv = &m.srv;
     char err[1024];
-    int foreground = 0, check_only = 0, print_only = 0;
+    int foreground = 0, check_only = 0, print_only = 0, print_all = 0;
     int ch, i;
 
     memset(&m, 0, sizeof(m));
@@ -310,8 +311,11 @@ int main(int argc, char **argv)
             return 0;
         }
     }
-    while ((ch = getopt(argc, argv, "df:ntVh")) != -1) {
+    while ((ch = getopt(argc, argv, "adf:ntVh")) != -1) {
         switch (ch) {
+        case 'a':
+            print_all = 1;
+            break;
         case 'd':
             foreground = 1;
             break;
@@ -346,7 +350,7 @@ int main(int argc, char **argv)
         return EX_CONFIG;
     }
     if (print_only) {
-        config_print(srv->cfg, stdout);
+        config_print(srv->cfg, stdout, print_all);
         config_unref(srv->cfg);
         return 0;
     }

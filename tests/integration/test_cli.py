@@ -48,9 +48,14 @@ def test_check_config_ok(tmp_path):
     assert not os.path.exists(str(tmp_path / "queue" / "queue.db"))
 
 
-def test_print_config_reads_back(tmp_path):
+def keys_of(text):
+    """The key = value lines of a printed configuration, comments dropped."""
+    return [l for l in text.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+
+
+def test_print_all_config_reads_back(tmp_path):
     conf = good_config(tmp_path)
-    p = run_relayd(["-n", "-f", conf])
+    p = run_relayd(["-n", "-a", "-f", conf])
     assert p.returncode == 0, p
     out = p.stdout.decode()
     assert re.search(r"(?m)^hostname\s*=\s*relay\.test\s*$", out), out
@@ -60,7 +65,7 @@ def test_print_config_reads_back(tmp_path):
                      ("max_recipients", "1000"), ("max_errors", "10"), ("hopcount_limit", "100"),
                      ("command_timeout", None), ("data_timeout", None)):
         m = re.search(r"(?m)^%s\s*=\s*(\S.*?)\s*$" % key, out)
-        assert m, "relayd -n does not print %s:\n%s" % (key, out)
+        assert m, "relayd -n -a does not print %s:\n%s" % (key, out)
         if val:
             assert m.group(1) == val, (key, m.group(1))
     assert re.search(r"(?m)^\[domain example\.org\]\s*$", out), out
@@ -71,13 +76,34 @@ def test_print_config_reads_back(tmp_path):
     again = write(str(d2 / "printed.conf"), out)
     p2 = run_relayd(["-t", "-f", again])
     assert p2.returncode == 0, p2
-    p3 = run_relayd(["-n", "-f", again])
+    p3 = run_relayd(["-n", "-a", "-f", again])
     assert p3.returncode == 0, p3
+    assert keys_of(p3.stdout.decode()) == keys_of(out)
 
-    def strip(t):
-        return [l for l in t.splitlines() if l.strip() and not l.lstrip().startswith("#")]
 
-    assert strip(p3.stdout.decode()) == strip(out)
+def test_print_config_shows_only_what_differs(tmp_path):
+    """relayd -n is postconf -n: the keys whose value is not the default, and
+    read back with the defaults filled in it is the same configuration."""
+    r = Relayd(str(tmp_path), port=2525, max_errors=7, max_connections=200)
+    r.write_config()
+    conf = r.conf
+    p = run_relayd(["-n", "-f", conf])
+    assert p.returncode == 0, p
+    out = p.stdout.decode()
+    lines = keys_of(out)
+    assert "max_errors = 7" in lines, out
+    assert "hostname = relay.test" in lines, out
+    # set to its default value, or never set: not printed
+    assert not [l for l in lines if l.startswith(("max_connections ", "hopcount_limit ", "data_timeout "))], out
+    assert "[domain example.org]" in lines, out
+    full = run_relayd(["-n", "-a", "-f", conf]).stdout.decode()
+    assert len(lines) < len(keys_of(full)), out
+    d2 = tmp_path / "again"
+    d2.mkdir()
+    again = write(str(d2 / "printed.conf"), out)
+    p = run_relayd(["-n", "-a", "-f", again])
+    assert p.returncode == 0, p
+    assert keys_of(p.stdout.decode()) == keys_of(full)
 
 
 BAD_CONFIGS = [

@@ -92,7 +92,7 @@ static char *print_to_string(const struct config *cfg)
     FILE *fp = open_memstream(&buf, &len);
 
     assert_non_null(fp);
-    config_print(cfg, fp);
+    config_print(cfg, fp, 1);
     assert_int_equal(fclose(fp), 0);
     return buf;
 }
@@ -350,7 +350,7 @@ static void round_trip(const char *path)
 
     fp = fopen(p2, "w");
     assert_non_null(fp);
-    config_print(a, fp);
+    config_print(a, fp, 1);
     assert_int_equal(fclose(fp), 0);
     if (config_load(p2, &b, err, sizeof(err)) != 0)
         fail_msg("reloading the printed config failed: %s\n%s", err, t1);
@@ -359,7 +359,7 @@ static void round_trip(const char *path)
     /* once more, through the file written from the reloaded snapshot */
     fp = fopen(p2, "w");
     assert_non_null(fp);
-    config_print(b, fp);
+    config_print(b, fp, 1);
     assert_int_equal(fclose(fp), 0);
     assert_int_equal(config_load(p2, &c, err, sizeof(err)), 0);
     t3 = print_to_string(c);
