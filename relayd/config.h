@@ -133,6 +133,15 @@ void config_unref(struct config *cfg);
  * every key with its value (relayd -n -a). */
 void config_print(const struct config *cfg, FILE *fp, int all);
 
+/* relayd -t beyond the syntax: what would make a start or reload fail (the
+ * user exists, the files relayd reads are readable by it, the queue's
+ * directory is usable by it and closed to others). Errors and warnings go to
+ * out as "relayd: ..." lines. 0, or the exit status the start would have
+ * failed with (EX_NOUSER, EX_NOPERM, EX_CONFIG, EX_CANTCREAT). */
+int config_check(const struct config *cfg, FILE *out);
+/* The user alone, for the start: 0 or EX_NOUSER with err set. */
+int config_check_user(const struct config *cfg, char *err, size_t errlen);
+
 /* The relay domain a normalised domain belongs to: an exact [domain] section,
  * or the closest parent with subdomains = yes. NULL if it is not ours. */
 const struct cfg_domain *config_find_domain(const struct config *cfg, const char *domain);

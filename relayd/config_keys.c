@@ -41,9 +41,9 @@ const struct cfg_key config_global_keys[] = {
     /* RFC 5321 §6.3: a loop threshold of at least 100 Received: fields. */
     {"hopcount_limit", T_UINT, "100", G(hopcount_limit), 0, 1, 1000, 0,
      "Received: header fields a message may carry"},
-    {"tls_cert", T_PATH, NULL, G(tls_cert), 0, 0, 0, F_OPTIONAL,
+    {"tls_cert", T_PATH, NULL, G(tls_cert), 0, 0, 0, F_OPTIONAL | F_READ,
      "PEM certificate chain for STARTTLS; empty: no STARTTLS"},
-    {"tls_key", T_PATH, NULL, G(tls_key), 0, 0, 0, F_OPTIONAL, "PEM private key for tls_cert"},
+    {"tls_key", T_PATH, NULL, G(tls_key), 0, 0, 0, F_OPTIONAL | F_READ, "PEM private key for tls_cert"},
     {"user", T_USER, NULL, G(user), 0, 0, 0, F_OPTIONAL,
      "drop root privileges to this user after binding; empty: stay as started"},
     {"log_level", T_LOGLEVEL, "info", G(log_level), 0, 0, 0, 0,
@@ -74,7 +74,7 @@ const struct cfg_key config_global_keys[] = {
      "how long to wait for the reply to the end of the message"},
     {"etrn_rate", T_RATE, "120/1m", G(etrn_rate), G(etrn_rate_period), 1, 1000000, 0,
      "ETRN commands one client address may give per period: N/duration"},
-    {"tls_ca_file", T_PATH, NULL, G(tls_ca_file), 0, 0, 0, F_OPTIONAL,
+    {"tls_ca_file", T_PATH, NULL, G(tls_ca_file), 0, 0, 0, F_OPTIONAL | F_READ,
      "PEM CA certificates for tls = verify; empty: the system's store"},
     /* ---- control socket (issue 4) ---- */
     {"control_socket", T_PATH, RUNSTATEDIR "/relayd/control.sock", G(control_socket), 0, 0, 0,

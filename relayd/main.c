@@ -360,10 +360,18 @@ int main(int argc, char **argv)
         return EX_CONFIG;
     }
     if (check_only) {
-        fprintf(stderr, "relayd: configuration %s is valid\n", m.config_path);
+        int status = config_check(srv->cfg, stderr);
+        if (status == 0)
+            fprintf(stderr, "relayd: configuration %s is valid\n", m.config_path);
         tls_ctx_free(srv->tls);
         config_unref(srv->cfg);
-        return 0;
+        return status;
+    }
+    {
+        /* the same status as -t gives, before anything is opened */
+        int status = config_check_user(srv->cfg, err, sizeof(err));
+        if (status != 0)
+            log_fatal(status, "%s", err);
     }
     log_set_level(srv->cfg->log_level);
     signal(SIGPIPE, SIG_IGN);

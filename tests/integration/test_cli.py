@@ -199,3 +199,98 @@ def test_listen_ipv4_and_ipv6(relayd_factory):
         assert m["client_addr"] in (host, "[%s]" % host, "IPv6:" + host), m["client_addr"]
         c.cmd("QUIT")
     assert "relayd ready" in log
+
+
+# ---- relayd -t: what would make a start fail (issue 9) ---------------------
+
+EX_NOUSER = 67
+EX_CANTCREAT = 73
+
+
+def test_check_unknown_user_exits_67_as_the_start_does(tmp_path):
+    r = Relayd(str(tmp_path), port=free_port(), user="nosuchuser")
+    r.write_config()
+    p = run_relayd(["-t", "-f", r.conf])
+    assert p.returncode == EX_NOUSER, p
+    assert "relayd: user nosuchuser: no such user" in p.stderr.decode(), p
+    # the start fails the same way, before it binds or opens anything
+    p = run_relayd(["-d", "-f", r.conf])
+    assert p.returncode == EX_NOUSER, p
+    assert "user nosuchuser: no such user" in p.stderr.decode(), p
+    assert not os.path.exists(str(tmp_path / "queue"))
+
+
+def test_check_tls_key_unreadable_by_user(tmp_path):
+    assert os.geteuid() == 0, "this test judges another user's access: run the suite as root"
+    import shutil
+    import tempfile
+    # pytest's tmp_path is under a 0700 directory nobody cannot enter
+    tmp_path = __import__("pathlib").Path(tempfile.mkdtemp(prefix="relayd-check-", dir="/tmp"))
+    try:
+        check_key_unreadable(tmp_path)
+    finally:
+        shutil.rmtree(str(tmp_path), ignore_errors=True)
+
+
+def check_key_unreadable(tmp_path):
+    key = tmp_path / "key.pem"
+    cert = tmp_path / "cert.pem"
+    import subprocess
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=relay.test",
+                    "-days", "1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    os.chmod(str(tmp_path), 0o755)
+    os.chmod(str(cert), 0o644)
+    os.chmod(str(key), 0o600)  # root's alone: nobody cannot read it after the drop
+    r = Relayd(str(tmp_path), port=free_port(), user="nobody", tls_cert=str(cert), tls_key=str(key))
+    r.write_config()
+    p = run_relayd(["-t", "-f", r.conf])
+    assert p.returncode == EX_CONFIG, p
+    assert re.search(r"relayd: tls_key %s: not readable by user nobody" % re.escape(str(key)),
+                     p.stderr.decode()), p
+    assert "is valid" not in p.stderr.decode(), p
+    os.chmod(str(key), 0o644)
+    p = run_relayd(["-t", "-f", r.conf])
+    assert p.returncode == 0, p
+
+
+def test_check_database_directory_open_to_everyone(tmp_path):
+    q = tmp_path / "queue"
+    q.mkdir()
+    os.chmod(str(q), 0o777)
+    r = Relayd(str(tmp_path), port=free_port())
+    r.write_config()
+    p = run_relayd(["-t", "-f", r.conf])
+    assert p.returncode == EX_CANTCREAT, p
+    assert "is writable by everyone (mode 0777)" in p.stderr.decode(), p
+    os.chmod(str(q), 0o755)
+    p = run_relayd(["-t", "-f", r.conf])
+    assert p.returncode == 0, p
+    assert "relayd: warning: database" in p.stderr.decode() and "open to others (mode 0755)" in p.stderr.decode(), p
+    os.chmod(str(q), 0o700)
+    p = run_relayd(["-t", "-f", r.conf])
+    assert p.returncode == 0, p
+    assert "warning" not in p.stderr.decode(), p
+
+
+def test_shipped_example_passes_check(tmp_path):
+    """contrib/relayd.conf.example passes -t as shipped, once its user exists
+    (README: create the user first); without that user it says so."""
+    import pwd
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "contrib", "relayd.conf.example")
+    text = open(src).read()
+    conf = write(str(tmp_path / "relayd.conf"), text)
+    try:
+        pwd.getpwnam("relayd")
+        has_user = True
+    except KeyError:
+        has_user = False
+    p = run_relayd(["-t", "-f", conf])
+    if has_user:
+        assert p.returncode == 0, p
+    else:
+        assert p.returncode == EX_NOUSER, p
+        assert "user relayd: no such user" in p.stderr.decode(), p
+        conf = write(str(tmp_path / "relayd.conf"), text.replace("\nuser = relayd\n", "\nuser = nobody\n"))
+        p = run_relayd(["-t", "-f", conf])
+        assert p.returncode == 0, p
+    assert "is valid" in p.stderr.decode(), p
