@@ -125,9 +125,14 @@ def fill(db, n):
     con.execute(
         "INSERT INTO recipient(message_id, domain, rdomain, address) "
         "SELECT id, printf('d%03d.etrn.test', id % 100), "
-        "'tset.nrte.' || printf('%03d', id % 100) || 'd', "
+        # rdomain is the domain reversed character by character (schema 002):
+        # d042.etrn.test -> tset.nrte.240d
+        "'tset.nrte.' || (id % 10) || ((id / 10) % 10) || '0d', "
         "printf('u%d@d%03d.etrn.test', id, id % 100) FROM message")
     con.execute("COMMIT")
+    bad = con.execute("SELECT domain, rdomain FROM recipient WHERE id IN (1, 42, ?)", (n,)).fetchall()
+    for domain, rdomain in bad:
+        assert rdomain == domain[::-1], (domain, rdomain)
     con.close()
 
 
