@@ -116,7 +116,8 @@ static const unsigned cl_transitions[ST_COUNT] = {
     [ST_GREETING] = B(ST_EHLO) | B(ST_QUIT),
     [ST_EHLO] = B(ST_HELO) | B(ST_STARTTLS) | B(ST_READY) | B(ST_QUIT),
     [ST_HELO] = B(ST_READY) | B(ST_QUIT), /* HELO announces nothing: no STARTTLS */
-    [ST_STARTTLS] = B(ST_TLS) | B(ST_QUIT),
+    /* READY: tls = may goes on in clear after a refused STARTTLS (RFC 3207 §4) */
+    [ST_STARTTLS] = B(ST_TLS) | B(ST_READY) | B(ST_QUIT),
     [ST_TLS] = B(ST_EHLO),
     [ST_READY] = B(ST_MAIL) | B(ST_LOCAL) | B(ST_QUIT),
     [ST_LOCAL] = B(ST_READY),
@@ -151,11 +152,13 @@ struct smtp_client {
     char peer[CL_NAME_MAX + 80]; /* "name[addr]:port" */
 
     enum cl_state state;
-    int ready_reported;  /* on_ready has been called */
-    int hard_close;      /* smtp_client_abort: reset, do not flush */
-    int tls_done;        /* STARTTLS completed (RFC 3207) */
-    unsigned ext;        /* EXT_* of the current EHLO */
-    uint64_t size_limit; /* SIZE n, 0 = none announced */
+    int ready_reported; /* on_ready has been called */
+    int hard_close;     /* smtp_client_abort: reset, do not flush */
+    int tls_done;       /* STARTTLS completed (RFC 3207) */
+    int setup_status;   /* what on_ready gets if set-up fails: SMTP_CLIENT_ERR[_TLS] */
+    struct smtp_client_reply tls_refused; /* code 0, or the STARTTLS refusal tls = may got */
+    unsigned ext;                         /* EXT_* of the current EHLO */
+    uint64_t size_limit;                  /* SIZE n, 0 = none announced */
 
     struct buf in; /* owned: received text not yet split into lines */
     /* the reply being read */
@@ -180,6 +183,7 @@ struct smtp_client {
 static void cl_fail(struct smtp_client *cl, enum cl_fail_kind kind, const char *detail,
                     const struct smtp_client_reply *server);
 static void cl_reply(struct smtp_client *cl, const struct smtp_client_reply *r);
+static void cl_ready(struct smtp_client *cl);
 
 /* ---- small helpers -------------------------------------------------------------------- */
 
@@ -208,6 +212,7 @@ static void cl_set_reply(struct smtp_client_reply *r, int code, const char *enh,
 {
     va_list ap;
 
+    r->local = 1;
     r->code = code;
     snprintf(r->enh, sizeof(r->enh), "%s", enh);
     va_start(ap, fmt);
@@ -285,7 +290,7 @@ static void cl_report_failure(struct smtp_client *cl, const struct smtp_client_r
     if (!cl->ready_reported) {
         cl->ready_reported = 1;
         if (cl->cbs.on_ready != NULL)
-            cl->cbs.on_ready(cl, -1, r);
+            cl->cbs.on_ready(cl, cl->setup_status, r);
         return;
     }
     if (cl->msg != NULL) {
@@ -310,6 +315,8 @@ static void cl_fail(struct smtp_client *cl, enum cl_fail_kind kind, const char *
 
     if (was == ST_CLOSING)
         return;
+    if (was == ST_TLS)
+        cl->setup_status = SMTP_CLIENT_ERR_TLS; /* e.g. a handshake that never ends */
     memset(&r, 0, sizeof(r));
     if (server != NULL)
         r = *server;
@@ -349,7 +356,7 @@ static void cl_setup_failed(struct smtp_client *cl, const struct smtp_client_rep
     }
     cl->ready_reported = 1;
     if (cl->cbs.on_ready != NULL)
-        cl->cbs.on_ready(cl, -1, why);
+        cl->cbs.on_ready(cl, cl->setup_status, why);
 }
 
 /* ---- reading replies ------------------------------------------------------------------ */
@@ -565,10 +572,17 @@ static void cl_after_hello(struct smtp_client *cl)
         if (cl->tls != SMTP_TLS_MAY) {
             /* RFC 3207 §4: a client that requires TLS must not go on without it. */
             cl_set_reply(&why, 451, "4.7.4", "TLS is required but was not offered by the server");
+            cl->setup_status = SMTP_CLIENT_ERR_TLS;
             cl_setup_failed(cl, &why);
             return;
         }
     }
+    cl_ready(cl);
+}
+
+/* The session is set up: messages may be sent. */
+static void cl_ready(struct smtp_client *cl)
+{
     uv_timer_stop(&cl->timer);
     cl_enter(cl, ST_READY);
     cl->ready_reported = 1;
@@ -596,6 +610,7 @@ static void cl_on_tls(struct conn *c, int status)
                          *err ? err : uv_strerror(status));
         log_debug("smtp_client %s: %s", cl->peer, why.text);
         /* No QUIT: the stream is in no state to carry one. */
+        cl->setup_status = SMTP_CLIENT_ERR_TLS;
         cl_close(cl, 1);
         cl_report_failure(cl, &why);
         return;
@@ -800,13 +815,23 @@ static void cl_reply(struct smtp_client *cl, const struct smtp_client_reply *r)
                 struct smtp_client_reply why;
                 cl_set_reply(&why, 451, "4.7.5", "cannot start TLS with %s: %s", cl->peer,
                              uv_strerror(rc));
+                cl->setup_status = SMTP_CLIENT_ERR_TLS;
                 cl_close(cl, 1);
                 cl_report_failure(cl, &why);
                 break;
             }
             cl_enter(cl, ST_TLS);
             cl_arm(cl, cl->command_timeout);
+        } else if (cl->tls == SMTP_TLS_MAY && (r->code / 100 == 4 || r->code / 100 == 5)) {
+            /* RFC 3207 §4: after a refused STARTTLS the session is as it was
+             * after EHLO (same extensions); opportunistic TLS (RFC 7435 §3)
+             * goes on in clear, and the caller learns why. */
+            cl->tls_refused = *r;
+            log_debug("smtp_client %s: STARTTLS refused: %d %s; going on in clear", cl->peer,
+                      r->code, r->text);
+            cl_ready(cl);
         } else {
+            cl->setup_status = SMTP_CLIENT_ERR_TLS;
             cl_setup_failed(cl, r);
         }
         break;
@@ -975,6 +1000,7 @@ static struct smtp_client *cl_new(uv_loop_t *loop, const struct smtp_client_opts
         return NULL;
     }
     cl->loop = loop;
+    cl->setup_status = SMTP_CLIENT_ERR;
     cl->cbs = *cbs;
     cl->udata = udata;
     cl->tls = opts->tls;
@@ -1169,4 +1195,9 @@ const char *smtp_client_peer(const struct smtp_client *cl)
 int smtp_client_tls_active(const struct smtp_client *cl)
 {
     return cl->tls_done;
+}
+
+const struct smtp_client_reply *smtp_client_starttls_refused(const struct smtp_client *cl)
+{
+    return cl->tls_refused.code != 0 ? &cl->tls_refused : NULL;
 }

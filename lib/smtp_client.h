@@ -27,50 +27,63 @@ enum smtp_client_tls {
 };
 
 struct smtp_client_opts {
-    const char *helo_name;        /* our name in EHLO/HELO */
+    const char *helo_name; /* our name in EHLO/HELO */
     enum smtp_client_tls tls;
-    struct tls_ctx *tls_ctx;      /* client context (verifying for SMTP_TLS_VERIFY) */
-    const char *tls_host;         /* server name for SNI and verification */
-    const char *peer_name;        /* host name for logs: relay=NAME[addr]:port */
-    uint64_t connect_timeout;     /* ms */
-    uint64_t command_timeout;     /* ms: greeting, EHLO, MAIL, RCPT, DATA, QUIT */
-    uint64_t data_timeout;        /* ms: the reply to the final dot */
+    struct tls_ctx *tls_ctx;  /* client context (verifying for SMTP_TLS_VERIFY) */
+    const char *tls_host;     /* server name for SNI and verification */
+    const char *peer_name;    /* host name for logs: relay=NAME[addr]:port */
+    uint64_t connect_timeout; /* ms */
+    uint64_t command_timeout; /* ms: greeting, EHLO, MAIL, RCPT, DATA, QUIT */
+    uint64_t data_timeout;    /* ms: the reply to the final dot */
 };
 
 /* A reply as the server gave it (the last line's text for multi-line ones),
  * or made up locally (code 4xx/5xx with text saying so) when the connection
  * failed or the server cannot take the message (SIZE). */
 struct smtp_client_reply {
-    int code;       /* 0 = no reply */
-    char enh[16];   /* "5.1.1" or "" */
+    int code;     /* 0 = no reply */
+    char enh[16]; /* "5.1.1" or "" */
     char text[400];
+    int local; /* made up here (no reply, or a local failure), not the server's */
 };
 
 struct smtp_client_rcpt {
-    const char *address;  /* without <> */
-    const char *orcpt;    /* ORCPT value or NULL */
-    unsigned notify;      /* SMTP_NOTIFY_* bits, 0 = not given */
+    const char *address;            /* without <> */
+    const char *orcpt;              /* ORCPT value or NULL */
+    unsigned notify;                /* SMTP_NOTIFY_* bits, 0 = not given */
     struct smtp_client_reply reply; /* filled in: the RCPT reply, or the
                                        DATA/final reply for accepted ones */
 };
 
 struct smtp_client_msg {
-    const char *sender;     /* "" = null sender */
-    const char *envid;      /* or NULL */
-    int ret;                /* enum smtp_ret */
+    const char *sender; /* "" = null sender */
+    const char *envid;  /* or NULL */
+    int ret;            /* enum smtp_ret */
     int body_8bit;
-    const char *body;       /* stored form: CRLF line ends, not dot-stuffed */
+    const char *body; /* stored form: CRLF line ends, not dot-stuffed */
     size_t body_len;
     struct smtp_client_rcpt *rcpts;
     size_t nrcpts;
-    void *udata;            /* the caller's */
+    void *udata; /* the caller's */
+};
+
+/* on_ready's status when the session could not be set up. */
+enum {
+    SMTP_CLIENT_ERR = -1,    /* connect, greeting, EHLO, timeout, lost connection */
+    SMTP_CLIENT_ERR_TLS = -2 /* the TLS policy could not be met: STARTTLS not offered
+                              * or refused (encrypt, verify), the handshake failed or
+                              * timed out, the certificate did not verify */
 };
 
 struct smtp_client_cbs {
     /* The session is ready for messages (status 0), or could not be set up
-     * (status < 0; why says what happened, e.g. a 4xx/5xx greeting, TLS
-     * required but not offered, connect failure). After a failure the
-     * client closes itself and on_closed follows. */
+     * (status SMTP_CLIENT_ERR or SMTP_CLIENT_ERR_TLS; why says what
+     * happened, e.g. a 4xx/5xx greeting, TLS required but not offered,
+     * connect failure). After a failure the client closes itself and
+     * on_closed follows. With SMTP_TLS_MAY a 4xx/5xx reply to STARTTLS is
+     * no failure: the session goes on in clear (smtp_client_starttls_refused
+     * says so). A failed handshake is one: the caller may try again with
+     * SMTP_TLS_NONE, as opportunistic TLS does (RFC 7435 §3). */
     void (*on_ready)(struct smtp_client *cl, int status, const struct smtp_client_reply *why);
     /* The transaction for msg ended. Every rcpt's reply is filled in:
      * 2xx delivered, 4xx try later, 5xx failed. status < 0 means the
@@ -89,8 +102,7 @@ int smtp_client_connect(uv_loop_t *loop, const struct sockaddr *addr,
  * connection around, RFC 2645 §4): the client takes the conn over and
  * waits for the server's greeting on it. */
 int smtp_client_attach(uv_loop_t *loop, struct conn *c, const struct smtp_client_opts *opts,
-                       const struct smtp_client_cbs *cbs, void *udata,
-                       struct smtp_client **out);
+                       const struct smtp_client_cbs *cbs, void *udata, struct smtp_client **out);
 
 /* Send one message. Only after on_ready(0) and when the previous on_sent has
  * come; msg (and what it points to) is borrowed until on_sent. 0 or < 0. */
@@ -103,5 +115,8 @@ void *smtp_client_udata(const struct smtp_client *cl);
 /* "mx.example.org[192.0.2.5]:25", for relay= in logs and Remote-MTA in DSNs. */
 const char *smtp_client_peer(const struct smtp_client *cl);
 int smtp_client_tls_active(const struct smtp_client *cl);
+/* The server's reply to a STARTTLS it refused, when the session went on in
+ * clear under SMTP_TLS_MAY; NULL otherwise. */
+const struct smtp_client_reply *smtp_client_starttls_refused(const struct smtp_client *cl);
 
 #endif

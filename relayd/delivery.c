@@ -47,6 +47,7 @@ struct dl_run {
     struct delivery *dl;
     struct dl_nexthop *nh;
     char *domain;
+    enum cfg_tls tls; /* the domain's policy: which connections may carry its mail */
     int64_t due_before;
     int64_t after_id; /* fetch cursor */
     struct dl_item *items;
@@ -69,11 +70,14 @@ struct dl_conn {
     struct dl_conn *next, *prev;
     struct dl_nexthop *nh;
     struct smtp_client *cl;
-    size_t target; /* index into nh->targets */
+    size_t target;       /* index into nh->targets */
+    enum cfg_tls policy; /* what it was opened for (the run that asked for it) */
+    int clear_retry;     /* tls = may: the one retry in clear after a failed handshake */
     int ready;
     int busy;    /* a message is being sent */
     int waiting; /* ready, waiting for a fetch */
     int setup_failed;
+    int setup_tls_failed; /* the TLS policy could not be met (SMTP_CLIENT_ERR_TLS) */
     char setup_why[700];
     struct dl_run *run;
     struct dl_item item;
@@ -182,23 +186,80 @@ static void nh_maybe_free(struct dl_nexthop *nh)
     delivery_check_stopped(dl);
 }
 
+/* Messages run could still hand to a connection. A run whose fetch is out
+ * counts when it comes back (fetch_done kicks the next hop): no connection
+ * is opened to a site only to find that there is nothing to send. */
+static size_t run_work(const struct dl_run *r)
+{
+    if (r->permfail)
+        return 0;
+    return r->nitems - r->head + (!r->exhausted && !r->fetching ? 1 : 0);
+}
+
 /* Messages some run of nh could still hand to a connection. */
 static size_t nh_work(const struct dl_nexthop *nh)
 {
     const struct dl_run *r;
     size_t n = 0;
 
-    for (r = nh->runs; r != NULL; r = r->next) {
-        if (r->permfail)
-            continue;
-        n += r->nitems - r->head;
-        /* a run whose fetch is out counts when it comes back (fetch_done
-         * kicks the next hop): no connection is opened to a site only to
-         * find that there is nothing to send */
-        if (!r->exhausted && !r->fetching)
-            n++;
-    }
+    for (r = nh->runs; r != NULL; r = r->next)
+        n += run_work(r);
     return n;
+}
+
+/* ---- TLS policy per domain ----------------------------------------------------------
+ * Domains whose route names the same host share its connections, but each
+ * keeps its own tls policy: a connection carries a run's mail only when
+ * what it achieved satisfies that run's domain, whichever domain opened it
+ * and in whatever order the runs came. none: any connection; may: TLS, or
+ * a connection that tried STARTTLS and went on in clear (RFC 7435 §3);
+ * encrypt: TLS; verify: TLS opened as verify, i.e. the certificate chained
+ * to tls_ca_file and named the host (RFC 3207 §4.1). A next hop is one host
+ * name, so the name verified is the same for every domain on it. */
+static int conn_serves(const struct dl_conn *dc, const struct dl_run *run)
+{
+    int tls = dc->cl != NULL && smtp_client_tls_active(dc->cl);
+
+    switch (run->tls) {
+    case CFG_TLS_NONE:
+        return 1;
+    case CFG_TLS_MAY:
+        return tls || dc->policy == CFG_TLS_MAY;
+    case CFG_TLS_ENCRYPT:
+        return tls;
+    case CFG_TLS_VERIFY:
+        return tls && dc->policy == CFG_TLS_VERIFY;
+    }
+    return 0;
+}
+
+/* Could dc serve run once it is ready? (Its policy is at least run's.) */
+static int conn_may_serve(const struct dl_conn *dc, const struct dl_run *run)
+{
+    if (dc->ready)
+        return conn_serves(dc, run);
+    return dc->policy >= run->tls && !(dc->clear_retry && run->tls > CFG_TLS_MAY);
+}
+
+/* The run a new connection should be opened for: the first with work that
+ * no open or opening connection can serve, else the first with work. */
+static struct dl_run *nh_run_to_open_for(struct dl_nexthop *nh)
+{
+    struct dl_run *r, *first = NULL;
+    struct dl_conn *dc;
+
+    for (r = nh->runs; r != NULL; r = r->next) {
+        if (run_work(r) == 0)
+            continue;
+        if (first == NULL)
+            first = r;
+        for (dc = nh->conns; dc != NULL; dc = dc->next)
+            if (dc->cl != NULL && conn_may_serve(dc, r))
+                break;
+        if (dc == NULL)
+            return r;
+    }
+    return first;
 }
 
 /* ---- outcomes -------------------------------------------------------------------- */
@@ -411,7 +472,7 @@ static void run_abort(struct dl_run *run, int site_down, const char *why)
         item_release(run, &run->items[run->head++]);
     if (site_down) {
         run->res.site_down = 1;
-        snprintf(run->res.why, sizeof(run->res.why), "%s", why);
+        snprintf(run->res.why, sizeof(run->res.why), "%.250s", why);
     }
     run_check(run);
 }
@@ -569,18 +630,19 @@ static void conn_unlink(struct dl_conn *dc)
     nh->nconns--;
 }
 
+/* Connect dc to its target with its policy (in clear for the retry after a
+ * failed handshake under tls = may). */
 static int conn_start(struct dl_conn *dc)
 {
     struct dl_nexthop *nh = dc->nh;
     struct server *srv = nh->dl->srv;
-    const struct cfg_domain *dom = config_delivery_domain(srv->cfg, nh->lookup_domain);
     const struct resolver_target *t = &nh->targets[dc->target];
     struct smtp_client_opts o;
 
     memset(&o, 0, sizeof(o));
     o.helo_name = srv->cfg->hostname;
-    o.tls = (enum smtp_client_tls)dom->tls;
-    o.tls_ctx = dom->tls == CFG_TLS_VERIFY ? srv->tls_client_verify : srv->tls_client;
+    o.tls = dc->clear_retry ? SMTP_TLS_NONE : (enum smtp_client_tls)dc->policy;
+    o.tls_ctx = dc->policy == CFG_TLS_VERIFY ? srv->tls_client_verify : srv->tls_client;
     if (o.tls_ctx == NULL && o.tls == SMTP_TLS_MAY)
         o.tls = SMTP_TLS_NONE;
     o.tls_host = t->host;
@@ -588,13 +650,13 @@ static int conn_start(struct dl_conn *dc)
     o.connect_timeout = srv->cfg->connect_timeout;
     o.command_timeout = srv->cfg->delivery_timeout;
     o.data_timeout = srv->cfg->delivery_data_timeout;
-    dc->ready = dc->busy = dc->waiting = dc->setup_failed = 0;
+    dc->ready = dc->busy = dc->waiting = dc->setup_failed = dc->setup_tls_failed = 0;
     return smtp_client_connect(srv->loop, (const struct sockaddr *)&t->addr, &o, &client_cbs, dc,
                                &dc->cl);
 }
 
-/* Open one more connection to nh, starting at its next target. */
-static int conn_open(struct dl_nexthop *nh)
+/* Open one more connection to nh for policy, starting at its next target. */
+static int conn_open(struct dl_nexthop *nh, enum cfg_tls policy)
 {
     struct dl_conn *dc = calloc(1, sizeof(*dc));
     size_t tries;
@@ -602,6 +664,7 @@ static int conn_open(struct dl_nexthop *nh)
     if (dc == NULL)
         return -1;
     dc->nh = nh;
+    dc->policy = policy;
     dc->next = nh->conns;
     if (nh->conns != NULL)
         nh->conns->prev = dc;
@@ -633,6 +696,38 @@ static void nh_down(struct dl_nexthop *nh, const char *why)
     }
 }
 
+static const char *const tls_policy_names[] = {
+    [CFG_TLS_NONE] = "none",
+    [CFG_TLS_MAY] = "may",
+    [CFG_TLS_ENCRYPT] = "encrypt",
+    [CFG_TLS_VERIFY] = "verify",
+};
+
+/* No target gave a connection opened for policy the TLS it needs (RFC 3207
+ * §4: a client that requires TLS does not go on without it). The runs that
+ * need that much, and that no other connection can serve, give up for now:
+ * their mail stays queued and the domain backs off. Runs content with less
+ * go on over connections of their own. */
+static void nh_tls_down(struct dl_nexthop *nh, enum cfg_tls policy, const char *why)
+{
+    struct dl_run *r, *next;
+    struct dl_conn *dc;
+
+    for (r = nh->runs; r != NULL; r = next) {
+        next = r->next;
+        if (run_work(r) == 0 || r->tls < policy)
+            continue;
+        for (dc = nh->conns; dc != NULL; dc = dc->next)
+            if (dc->cl != NULL && conn_may_serve(dc, r))
+                break;
+        if (dc != NULL)
+            continue;
+        log_warn("%s: TLS required (tls = %s) but not available from %s: %s", r->domain,
+                 tls_policy_names[r->tls], nh->key, why);
+        run_abort(r, 1, why);
+    }
+}
+
 /* Open connections while there is work and the limit allows. While the site
  * has not answered yet, one connection probes it (no storm on a dead site). */
 static void nh_spawn(struct dl_nexthop *nh)
@@ -647,7 +742,10 @@ static void nh_spawn(struct dl_nexthop *nh)
     if (!nh->up && want > 1)
         want = 1;
     while (nh->nconns < want) {
-        if (conn_open(nh) != 0) {
+        struct dl_run *r = nh_run_to_open_for(nh);
+        if (r == NULL)
+            break;
+        if (conn_open(nh, r->tls) != 0) {
             if (nh->nconns == 0)
                 nh_down(nh, "cannot open a connection");
             break;
@@ -768,7 +866,8 @@ static void conn_take_work(struct dl_conn *dc)
         return;
     if (!nh->dl->stopping) {
         for (run = nh->runs; run != NULL; run = run->next) {
-            if (run->permfail)
+            /* never another domain's mail below its own tls policy */
+            if (run->permfail || !conn_serves(dc, run))
                 continue;
             if (run->head < run->nitems) {
                 struct dl_item it = run->items[run->head++];
@@ -796,6 +895,8 @@ static void conn_take_work(struct dl_conn *dc)
         dc->waiting = 1;
         return;
     }
+    /* nothing this connection may carry: it ends, and frees its place for
+     * one that can carry what is left (on_closed opens it) */
     dc->ready = 0;
     smtp_client_quit(dc->cl);
 }
@@ -803,10 +904,15 @@ static void conn_take_work(struct dl_conn *dc)
 static void on_ready(struct smtp_client *cl, int status, const struct smtp_client_reply *why)
 {
     struct dl_conn *dc = smtp_client_udata(cl);
+    const struct smtp_client_reply *refused;
 
     if (status != 0) {
         dc->setup_failed = 1;
-        if (why != NULL && why->code != 0)
+        dc->setup_tls_failed = status == SMTP_CLIENT_ERR_TLS;
+        if (why != NULL && why->code != 0 && why->local)
+            snprintf(dc->setup_why, sizeof(dc->setup_why), "%s: %d %s %s", smtp_client_peer(cl),
+                     why->code, why->enh, why->text);
+        else if (why != NULL && why->code != 0)
             snprintf(dc->setup_why, sizeof(dc->setup_why), "%s said: %d %s %s",
                      smtp_client_peer(cl), why->code, why->enh, why->text);
         else
@@ -816,6 +922,11 @@ static void on_ready(struct smtp_client *cl, int status, const struct smtp_clien
         log_info("%s: %s", dc->nh->key, dc->setup_why);
         return; /* on_closed follows */
     }
+    refused = smtp_client_starttls_refused(cl);
+    if (refused != NULL)
+        log_warn("%s: %s refused STARTTLS (%d %s%s%s); delivering in clear (tls = may)",
+                 dc->nh->key, smtp_client_peer(cl), refused->code, refused->enh,
+                 refused->enh[0] ? " " : "", refused->text);
     dc->ready = 1;
     dc->nh->up = 1;
     conn_take_work(dc);
@@ -897,14 +1008,31 @@ static void on_closed(struct smtp_client *cl)
     dc->cl = NULL;
     /* a connection that never got ready tries the next target itself */
     if (dc->setup_failed && !nh->dl->stopping && nh_work(nh) > 0) {
+        /* tls = may: a failed handshake is tried once more in clear, as
+         * opportunistic TLS does (RFC 7435 §3; Postfix's smtp_tls_security_level
+         * = may) - the session before STARTTLS cannot be reused (RFC 3207 §4.1) */
+        if (dc->setup_tls_failed && dc->policy == CFG_TLS_MAY && !dc->clear_retry) {
+            log_warn("%s: %s; retrying in clear (tls = may)", nh->key, dc->setup_why);
+            dc->clear_retry = 1;
+            if (conn_start(dc) == 0)
+                return;
+        }
         while (dc->target + 1 < nh->ntargets) {
             dc->target++;
+            dc->clear_retry = 0;
             if (conn_start(dc) == 0)
                 return;
         }
         conn_unlink(dc);
-        if (nh->nconns == 0)
+        if (dc->setup_tls_failed && dc->policy > CFG_TLS_MAY) {
+            /* the site is up; only the mail that needs this much TLS waits */
+            nh->up = 1;
+            nh_tls_down(nh, dc->policy, dc->setup_why);
+            if (nh_work(nh) > 0)
+                nh_spawn(nh);
+        } else if (nh->nconns == 0) {
             nh_down(nh, dc->setup_why);
+        }
         free(dc->rcpts);
         free(dc);
         nh_maybe_free(nh);
@@ -959,6 +1087,7 @@ void delivery_run(struct delivery *dl, const char *domain, int64_t due_before,
     }
     run->dl = dl;
     run->nh = nh;
+    run->tls = config_delivery_domain(dl->srv->cfg, domain)->tls;
     run->due_before = due_before;
     run->done = done;
     run->arg = arg;

@@ -3,12 +3,16 @@
 # transaction is kept in memory with its envelope and the exact message bytes
 # (dot-unstuffed), and its behaviour can be changed per test while it runs:
 # answer 4xx/5xx to RCPT or to the final dot, drop the connection in the
-# middle of DATA, or never answer at all. It only listens on the address it
-# is given and only closes its own sockets.
+# middle of DATA, or never answer at all. With a certificate it offers
+# STARTTLS (RFC 3207) and notes per transaction whether it came over TLS; it
+# can also refuse STARTTLS (454) or break the handshake. It only listens on
+# the address it is given and only closes its own sockets.
 
 import re
 import socket
 import socketserver
+import ssl
+import subprocess
 import threading
 import time
 
@@ -18,8 +22,9 @@ IDLE_TIMEOUT = 60  # seconds a connection may sit silent before the sink gives u
 class Transaction:
     """One message the sink acknowledged with 250 after the dot."""
 
-    def __init__(self, helo, mail_from, mail_params, rcpts, data, peer, conn_no):
+    def __init__(self, helo, mail_from, mail_params, rcpts, data, peer, conn_no, tls=None):
         self.helo = helo
+        self.tls = tls  # None in clear, else the TLS version ("TLSv1.3")
         self.mail_from = mail_from  # address without <>, '' for the null sender
         self.mail_params = mail_params  # the text after MAIL FROM:<...>
         self.rcpts = rcpts  # [(address, params text)]
@@ -50,6 +55,11 @@ class Behaviour:
     greeting: the 220 line's text
     refuse: None, or (code, text) sent instead of the 220 greeting, then the
             sink hangs up (a site that is up but will not take mail now)
+    tls:    None (no STARTTLS), or (certfile, keyfile): STARTTLS is offered
+            before TLS and the handshake made with that certificate
+    starttls: None (220 and the handshake), a (code, text) reply that refuses
+            STARTTLS (the session goes on in clear, RFC 3207 §4), or "break":
+            220, then garbage instead of a TLS record, and hang up
     """
 
     def __init__(self):
@@ -60,6 +70,8 @@ class Behaviour:
         self.delay = 0.0
         self.greeting = "sink.test ESMTP recording sink"
         self.refuse = None
+        self.tls = None
+        self.starttls = None
         self.ehlo_extensions = ["PIPELINING", "8BITMIME", "SIZE 104857600", "DSN", "ENHANCEDSTATUSCODES"]
 
 
@@ -71,12 +83,13 @@ class _Handler(socketserver.BaseRequestHandler):
         # for the peer's delayed ACK (40 ms per message otherwise)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sink._conn_opened(sock)
+        session = _Session(sink, sock, self.client_address)
         try:
-            _Session(sink, sock, self.client_address).run()
+            session.run()
         except (OSError, EOFError):
             pass
         finally:
-            sink._conn_closed(sock)
+            sink._conn_closed(session.sock)  # the TLS socket once STARTTLS wrapped it
 
 
 class _Session:
@@ -88,6 +101,7 @@ class _Session:
         self.conn_no = sink._next_conn_no()
         self.reset()
         self.helo = None
+        self.tls = None  # the TLS version once STARTTLS succeeded
 
     @property
     def b(self):
@@ -149,6 +163,8 @@ class _Session:
                 self.helo = arg
                 self.reset()
                 exts = list(self.b.ehlo_extensions)
+                if self.b.tls and not self.tls:
+                    exts.append("STARTTLS")
                 lines = ["sink.test greets " + arg] + exts
                 for k, l in enumerate(lines):
                     self.send("250%s%s" % ("-" if k < len(lines) - 1 else " ", l))
@@ -182,6 +198,8 @@ class _Session:
                     continue
                 self.send("354 End data with <CR><LF>.<CR><LF>")
                 self.take_data()
+            elif verb == "STARTTLS" and self.b.tls and not self.tls:
+                self.starttls()
             elif verb == "RSET":
                 self.reset()
                 self.send("250 2.0.0 Ok")
@@ -192,6 +210,40 @@ class _Session:
                 return
             else:
                 self.send("502 5.5.2 not implemented")
+
+    def starttls(self):
+        how = self.b.starttls
+        if isinstance(how, tuple):
+            self.sink._event("starttls refused %d" % how[0])
+            self.send("%d %s" % how)
+            return
+        self.send("220 2.0.0 Ready to start TLS")
+        if how == "break":
+            self.sink._event("starttls broken")
+            # an SSLv2-looking record that no TLS client accepts as ServerHello
+            self.sock.sendall(b"\x80\x80garbage instead of a TLS handshake\r\n" * 4)
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            raise EOFError
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*self.b.tls)
+        # RFC 3207 §4.2: nothing read before the handshake counts after it
+        self.buf = b""
+        raw = self.sock
+        try:
+            self.sock = ctx.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            self.sink._event("tls handshake failed: %s" % e)
+            raise EOFError
+        with self.sink.lock:  # stop() shuts down what is open: the TLS socket now
+            self.sink.open_conns.discard(raw)
+            self.sink.open_conns.add(self.sock)
+        self.tls = self.sock.version()
+        self.sink._event("tls up %s" % self.tls)
+        self.helo = None
+        self.reset()
 
     def take_data(self):
         parts = []
@@ -212,7 +264,8 @@ class _Session:
                     pass
                 raise EOFError
         data = b"".join(parts)
-        t = Transaction(self.helo, self.mail_from, self.mail_params, list(self.rcpts), data, self.peer, self.conn_no)
+        t = Transaction(self.helo, self.mail_from, self.mail_params, list(self.rcpts), data, self.peer, self.conn_no,
+                        self.tls)
         if self.b.hang == "data":
             self.sink._event("hang at dot")
             self.hang_forever()
@@ -407,6 +460,20 @@ class Sink:
 
 
 # --- helpers for the delivery tests -------------------------------------------------------
+
+def make_cert(directory, name, cn="sink.test"):
+    """A self-signed certificate (its own CA) for cn and 127.0.0.1, made with
+    the openssl CLI as conftest's tls_cert is; returns (certfile, keyfile)."""
+    cert, key = "%s/%s.pem" % (directory, name), "%s/%s.key" % (directory, name)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=%s" % cn,
+         "-addext", "subjectAltName=DNS:%s,IP:127.0.0.1" % cn,
+         "-addext", "basicConstraints=critical,CA:TRUE"],
+        check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+    )
+    return cert, key
+
 
 def etrn(relayd, arg, timeout=10):
     """One ETRN over Python's smtplib (EHLO first, as RFC 1985 clients do);
