@@ -86,9 +86,10 @@ int ctl_flush(struct ctx *cx, int argc, char **argv)
 /* ---- hold, release, delete, bounce, requeue: ids in batches -----------------------------------
  */
 
+/* hold, release and delete take every form, as postsuper -h/-H/-d do. */
 static const struct idcmd idcmds[] = {
-    {"hold", "held", 1, 0, 1},        {"release", "released", 1, 0, 1},
-    {"delete", "deleted", 0, 1, 1},   {"bounce", "bounced", 0, 0, 1},
+    {"hold", "held", 1, 1, 1},        {"release", "released", 1, 1, 1},
+    {"delete", "deleted", 1, 1, 1},   {"bounce", "bounced", 0, 0, 1},
     {"requeue", "requeued", 0, 1, 0},
 };
 
@@ -114,11 +115,9 @@ static void usage_ids(FILE *fp)
 {
     const struct idcmd *ic = cur_idcmd;
 
-    if (ic == NULL || strcmp(ic->name, "delete") == 0)
-        fprintf(fp, "usage: etrnctl delete QUEUEID... | - | ALL\n");
     if (ic == NULL || ic->allow_domain)
-        fprintf(fp, "usage: etrnctl %s QUEUEID... | - | --domain DOMAIN\n",
-                ic ? ic->name : "hold|release");
+        fprintf(fp, "usage: etrnctl %s QUEUEID... | - | ALL | --domain DOMAIN | --held\n",
+                ic ? ic->name : "hold|release|delete");
     if (ic == NULL || strcmp(ic->name, "bounce") == 0)
         fprintf(fp, "usage: etrnctl bounce QUEUEID... | -\n");
     if (ic == NULL || strcmp(ic->name, "requeue") == 0)
@@ -175,17 +174,62 @@ bad:
     return NULL;
 }
 
+/* --held: the ids of the messages with a held recipient, from relayd's
+ * listing (what `etrnctl queue --held --ids-only` prints). */
+static int held_cb(void *arg, struct json_object *rec, const char *raw)
+{
+    struct ctx *cx = arg;
+    (void)raw;
+    if (cx->all == NULL && (cx->all = json_object_new_array()) == NULL)
+        return -1;
+    return json_object_array_add(cx->all, json_object_new_string(ctl_jstr0(rec, "queue_id")));
+}
+
+static char **held_ids(struct ctx *cx, size_t *nout, int *st)
+{
+    struct ctl_client_req req;
+    char why[600] = "";
+    char **ids = NULL;
+    size_t n = 0;
+
+    *st = ctl_client_req_init(&req, "queue") != 0 || ctl_client_req_add(&req, "held", "1") != 0
+              ? EX_SOFTWARE
+              : 0;
+    if (*st == 0)
+        *st = ctl_client_call(cx->o->socket, &req, CTL_TIMEOUT, cx->o->verbose, held_cb, cx, why,
+                              sizeof(why));
+    ctl_client_req_free(&req);
+    if (*st != 0) {
+        etrnctl_warn("%s", *why ? why : "out of memory");
+        goto done;
+    }
+    n = cx->all ? json_object_array_length(cx->all) : 0;
+    ids = calloc(n + 1, sizeof(*ids));
+    for (size_t i = 0; ids != NULL && i < n; i++)
+        if ((ids[i] = strdup(json_object_get_string(json_object_array_get_idx(cx->all, i)))) ==
+            NULL)
+            *st = EX_SOFTWARE;
+    if (ids == NULL)
+        *st = EX_SOFTWARE;
+done:
+    json_object_put(cx->all);
+    cx->all = NULL;
+    *nout = n;
+    return ids;
+}
+
 static int run_ids(struct ctx *cx, const struct idcmd *ic, int argc, char **argv)
 {
-    enum { O_DOMAIN = ETRNCTL_OPT_FIRST_LOCAL, O_ALL };
+    enum { O_DOMAIN = ETRNCTL_OPT_FIRST_LOCAL, O_ALL, O_HELD };
     static const struct option longopts[] = {ETRNCTL_GLOBAL_LONGOPTS,
                                              {"domain", required_argument, NULL, O_DOMAIN},
                                              {"all", no_argument, NULL, O_ALL},
+                                             {"held", no_argument, NULL, O_HELD},
                                              {NULL, 0, NULL, 0}};
     const char *domain = NULL;
     char **stdin_ids = NULL, **ids;
     size_t nids, nstdin = 0, i = 0;
-    int all = 0, c, st = 0, batches = 0, notfound = 0;
+    int all = 0, held = 0, c, st = 0, batches = 0, notfound = 0;
     char why[600] = "";
 
     cur_idcmd = ic;
@@ -196,6 +240,8 @@ static int run_ids(struct ctx *cx, const struct idcmd *ic, int argc, char **argv
             domain = optarg;
         } else if (c == O_ALL && ic->allow_all) {
             all = 1;
+        } else if (c == O_HELD && ic->allow_domain) {
+            held = 1;
         } else {
             usage_ids(stderr);
             return EX_USAGE;
@@ -208,7 +254,20 @@ static int run_ids(struct ctx *cx, const struct idcmd *ic, int argc, char **argv
         all = 1;
         nids = 0;
     }
-    if (nids == 1 && strcmp(ids[0], "-") == 0) {
+    if (held && (nids > 0 || domain != NULL || all))
+        return ctl_usage_error(usage_ids, "%s: --held takes no other target", ic->name);
+    if (held) {
+        stdin_ids = held_ids(cx, &nstdin, &st);
+        if (st != 0 || stdin_ids == NULL)
+            goto done;
+        ids = stdin_ids;
+        nids = nstdin;
+        if (nids == 0) {
+            if (!cx->o->quiet && !cx->o->json)
+                printf("no held messages: nothing %s\n", ic->field);
+            goto done;
+        }
+    } else if (nids == 1 && strcmp(ids[0], "-") == 0) {
         stdin_ids = read_ids(&nstdin);
         if (stdin_ids == NULL)
             return EX_DATAERR;

@@ -90,28 +90,57 @@ int ctl_table_row(struct table *t, const char *const *cols)
     return 0;
 }
 
-void ctl_table_print(const struct table *t, FILE *fp)
+void ctl_table_print(const struct table *t, FILE *fp, size_t width)
 {
-    size_t w[TABLE_MAX_COLS] = {0};
+    size_t w[TABLE_MAX_COLS] = {0}, total = 0;
+    int shown[TABLE_MAX_COLS], last_shown = -1;
 
-    for (size_t r = 0; r < t->nrows; r++)
-        for (size_t c = 0; c < t->ncols; c++) {
+    for (size_t c = 0; c < t->ncols; c++) {
+        shown[c] = width == 0 || !t->wide_only[c];
+        for (size_t r = 0; shown[c] && r < t->nrows; r++) {
             size_t l = strlen(t->cells[r * t->ncols + c]);
             if (l > w[c])
                 w[c] = l;
         }
+        if (shown[c]) {
+            total += w[c] + (last_shown >= 0 ? 2 : 0);
+            last_shown = (int)c;
+        }
+    }
+    /* Cut the widest shrinkable column, one column at a time, down to its
+     * header's width at least, until the rows fit. */
+    while (width > 0 && total > width) {
+        int widest = -1;
+        for (size_t c = 0; c < t->ncols; c++)
+            if (shown[c] && t->shrink[c] && w[c] > strlen(t->cells[c]) && w[c] > 4 &&
+                (widest < 0 || w[c] > w[widest]))
+                widest = (int)c;
+        if (widest < 0)
+            break;
+        w[widest]--;
+        total--;
+    }
     for (size_t r = 0; r < t->nrows; r++) {
         for (size_t c = 0; c < t->ncols; c++) {
             const char *s = t->cells[r * t->ncols + c];
-            int last = c + 1 == t->ncols;
-            if (t->right[c])
+            int last = (int)c == last_shown;
+            size_t len = strlen(s);
+            if (!shown[c])
+                continue;
+            if (len > w[c]) {
+                fprintf(fp, "%.*s~", (int)w[c] - 1, s);
+                len = w[c];
+            } else if (t->right[c]) {
                 fprintf(fp, "%*s", (int)w[c], s);
-            else if (last)
+                len = w[c];
+            } else {
                 fputs(s, fp);
-            else
-                fprintf(fp, "%-*s", (int)w[c], s);
-            fputs(last ? "\n" : "  ", fp);
+            }
+            if (last)
+                break;
+            fprintf(fp, "%*s", (int)(w[c] - len + 2), "");
         }
+        fputc('\n', fp);
     }
 }
 
@@ -229,7 +258,6 @@ int ctl_valid_id(const char *s)
     return n > 0 && n <= 64;
 }
 
-
 int ctl_no_args(struct ctx *cx, int argc, char **argv, void (*usage)(FILE *))
 {
     static const struct option longopts[] = {ETRNCTL_GLOBAL_LONGOPTS, {NULL, 0, NULL, 0}};
@@ -271,9 +299,9 @@ void ctl_cmd_usage(FILE *fp)
         "  show QUEUEID                 envelope and message\n"
         "  flush DOMAIN | --id QUEUEID | --all\n"
         "                               start delivery now (as an ETRN would)\n"
-        "  hold QUEUEID... | - | --domain D      keep from delivery\n"
-        "  release QUEUEID... | - | --domain D   undo hold\n"
-        "  delete QUEUEID... | - | ALL   remove without notice (-: ids on stdin)\n"
+        "  hold QUEUEID... | - | ALL | --domain D | --held      keep from delivery\n"
+        "  release QUEUEID... | - | ALL | --domain D | --held   undo hold\n"
+        "  delete QUEUEID... | - | ALL | --domain D | --held    remove without notice\n"
         "  bounce QUEUEID... | -         return to the sender\n"
         "  requeue [QUEUEID... | - | --all]       forget retry times and attempts\n"
         "  stats [--prometheus]         counters since relayd started\n"

@@ -25,8 +25,10 @@ struct table {
     size_t ncols;
     size_t nrows;
     size_t cap;
-    char **cells;              /* nrows * ncols, owned */
-    int right[TABLE_MAX_COLS]; /* right-align this column (numbers) */
+    char **cells;                  /* nrows * ncols, owned */
+    int right[TABLE_MAX_COLS];     /* right-align this column (numbers) */
+    int wide_only[TABLE_MAX_COLS]; /* shown only with --wide */
+    int shrink[TABLE_MAX_COLS];    /* may be cut to fit the width (text) */
 };
 
 struct idcmd {
@@ -56,7 +58,11 @@ int ctl_jbool(struct json_object *o, const char *key);
 void ctl_put_clean(FILE *fp, const char *s);
 void ctl_table_init(struct table *t, size_t ncols);
 int ctl_table_row(struct table *t, const char *const *cols);
-void ctl_table_print(const struct table *t, FILE *fp);
+/* Print the table; width 0: as wide as the contents, else fit it into
+ * width columns by leaving out wide_only columns and cutting shrink ones
+ * (a cut cell ends in '~'). */
+void ctl_table_print(const struct table *t, FILE *fp, size_t width);
+#define CTL_TABLE_WIDTH 80
 void ctl_table_free(struct table *t);
 int ctl_keep_cb(void *arg, struct json_object *rec, const char *raw);
 int ctl_call(struct ctx *cx, const struct ctl_client_req *req, ctl_client_record_cb cb);

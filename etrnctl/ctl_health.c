@@ -119,6 +119,7 @@ int ctl_stats(struct ctx *cx, int argc, char **argv)
         ctl_table_init(&t, 6);
         for (int k = 1; k < 6; k++)
             t.right[k] = 1;
+        t.shrink[0] = 1;
         ctl_table_row(&t, head);
         for (size_t i = 0; i < n; i++) {
             struct json_object *r = json_object_array_get_idx(cx->all, i);
@@ -131,7 +132,7 @@ int ctl_stats(struct ctx *cx, int argc, char **argv)
             }
             ctl_table_row(&t, row);
         }
-        ctl_table_print(&t, stdout);
+        ctl_table_print(&t, stdout, cx->o->wide ? 0 : CTL_TABLE_WIDTH);
         ctl_table_free(&t);
         if (tot != NULL) {
             char up[32];

@@ -231,6 +231,7 @@ int ctl_summary(struct ctx *cx, int argc, char **argv)
     ctl_table_init(&t, nb + 3);
     for (size_t c = 1; c < nb + 3; c++)
         t.right[c] = 1;
+    t.shrink[0] = 1;
     /* header: minutes, like qshape; the last bucket is "older than the last limit" */
     row[0] = "";
     row[1] = "T";
@@ -279,7 +280,7 @@ int ctl_summary(struct ctx *cx, int argc, char **argv)
         }
         ctl_table_row(&t, row);
     }
-    ctl_table_print(&t, stdout);
+    ctl_table_print(&t, stdout, cx->o->wide ? 0 : CTL_TABLE_WIDTH);
     ctl_table_free(&t);
 done:
     json_object_put(cx->all);
@@ -357,12 +358,15 @@ int ctl_domains(struct ctx *cx, int argc, char **argv)
         return st;
     ctl_table_init(&t, 11);
     t.right[3] = t.right[4] = t.right[5] = 1;
+    /* 80 columns: ROUTE, LAST-DELIVERY and EXPIRES only with --wide */
+    t.wide_only[2] = t.wide_only[8] = t.wide_only[9] = 1;
+    t.shrink[0] = t.shrink[10] = 1;
     ctl_table_row(&t, head);
     cx->table = &t;
     st = ctl_simple_call(cx, "domains", domains_cb);
     cx->table = NULL;
     if (st == 0 && !cx->o->json) {
-        ctl_table_print(&t, stdout);
+        ctl_table_print(&t, stdout, cx->o->wide ? 0 : CTL_TABLE_WIDTH);
         if (cx->count == 0)
             printf("(no domains)\n");
     }

@@ -53,6 +53,9 @@ int etrnctl_global_opt(int c, const char *arg, struct etrnctl_opts *o, void (*cm
     case ETRNCTL_OPT_JSON:
         o->json = 1;
         return 1;
+    case ETRNCTL_OPT_WIDE:
+        o->wide = 1;
+        return 1;
     case 'q':
         o->quiet = 1;
         o->verbose = 0;
@@ -198,6 +201,17 @@ int main(int argc, char **argv)
     o.socket = getenv("ETRNCTL_SOCKET");
     if (o.socket == NULL || *o.socket == '\0')
         o.socket = ETRNCTL_DEFAULT_SOCKET;
+
+    /* Called as mailq (a link), as sendmail's and Postfix's mailq: the
+     * queue listing, with queue's options. */
+    {
+        const char *base = strrchr(argv[0], '/');
+        base = base != NULL ? base + 1 : argv[0];
+        if (strcmp(base, "mailq") == 0) {
+            argv[0] = "queue";
+            return ctl_cmd_main(argc, argv, &o);
+        }
+    }
 
     /* '+': stop at the command name; the command parses the rest, global
      * options included, so `etrnctl queue --json` works as well. */

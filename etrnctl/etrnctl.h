@@ -20,17 +20,24 @@ struct etrnctl_opts {
     int verbose;        /* -v (repeatable): dialogue and attempts on stderr */
     int quiet;          /* -q: nothing on stdout for success */
     const char *socket; /* -S / $ETRNCTL_SOCKET / ETRNCTL_DEFAULT_SOCKET */
+    int wide;           /* --wide: tables as wide as their contents (else 80 columns) */
 };
 
 /* Long-option values of the global options that have no short letter. */
-enum { ETRNCTL_OPT_JSON = 1000, ETRNCTL_OPT_HELP, ETRNCTL_OPT_VERSION, ETRNCTL_OPT_FIRST_LOCAL };
+enum {
+    ETRNCTL_OPT_JSON = 1000,
+    ETRNCTL_OPT_HELP,
+    ETRNCTL_OPT_VERSION,
+    ETRNCTL_OPT_WIDE,
+    ETRNCTL_OPT_FIRST_LOCAL
+};
 
 /* The global entries of a command's getopt_long table (no terminator), and
  * their short letters; a command appends its own. */
 #define ETRNCTL_GLOBAL_LONGOPTS                                                                    \
     {"json", no_argument, NULL, ETRNCTL_OPT_JSON}, {"quiet", no_argument, NULL, 'q'},              \
         {"verbose", no_argument, NULL, 'v'}, {"socket", required_argument, NULL, 'S'},             \
-        {"help", no_argument, NULL, 'h'},                                                          \
+        {"help", no_argument, NULL, 'h'}, {"wide", no_argument, NULL, ETRNCTL_OPT_WIDE},           \
     {                                                                                              \
         "version", no_argument, NULL, ETRNCTL_OPT_VERSION                                          \
     }

@@ -779,6 +779,12 @@ def test_summary_domains_show(denv, etrnctl, tmp_path):
 
     res = etrnctl.run("domains")
     assert res.rc == 0, res
+    # 80 columns: the route, last delivery and expiry only with --wide
+    assert re.search(r"(?m)^DOMAIN +MODE +MSGS +BYTES +HELD +OLDEST +LAST-ETRN +LAST-ERROR$", res.out), res
+    assert re.search(r"(?m)^example\.org +hold +3 +\d+ +0 +\d+s ago +- ", res.out), res
+    assert max(len(l) for l in res.out.splitlines()) <= 80, res
+    res = etrnctl.run("domains", "--wide")
+    assert res.rc == 0, res
     assert re.search(r"(?m)^DOMAIN +MODE +ROUTE +MSGS +BYTES +HELD +OLDEST", res.out), res
     assert re.search(r"(?m)^example\.org +hold +127\.0\.0\.1:%d +3 +\d+ +0 +\d+s ago +- " % site.port, res.out), res
     recs = {x["domain"]: x for x in etrnctl.run("--json", "domains").json()}
@@ -876,6 +882,72 @@ def test_delete_ids_from_stdin_and_all(denv, etrnctl, tmp_path):
     assert res.rc == 0 and res.out == "deleted: 1\n", res
     assert r.queue.count() == 0
     assert etrnctl.run("queue").out == "Mail queue is empty\n"
+
+
+def test_hold_release_delete_take_all_domain_held_and_stdin(denv, etrnctl, tmp_path):
+    """postsuper's habits: ALL, a domain, the held messages, ids on stdin, for
+    hold, release and delete alike."""
+    r, site, other, ids = known_queue(denv, etrnctl, tmp_path)
+    res = etrnctl.run("hold", "ALL")
+    assert res.rc == 0 and res.out == "held: 4\n", res
+    assert etrnctl.run("queue", "--held", "--count").out == "4\n"
+    res = etrnctl.run("release", "ALL")
+    assert res.rc == 0 and res.out == "released: 4\n", res
+    assert etrnctl.run("queue", "--held", "--count").out == "0\n"
+
+    res = etrnctl.run("hold", "-", input=ids["a1"] + "\n" + ids["b1"] + "\n")
+    assert res.rc == 0 and res.out == "held: 2\n", res
+    # --held: exactly the held messages
+    res = etrnctl.run("release", "--held")
+    assert res.rc == 0 and res.out == "released: 2\n", res
+    assert etrnctl.run("hold", ids["a2"]).rc == 0
+    res = etrnctl.run("delete", "--held")
+    assert res.rc == 0 and res.out == "deleted: 1\n", res
+    assert sorted(etrnctl.run("queue", "--ids-only").out.split()) == sorted([ids["a1"], ids["b1"], ids["mixed"]])
+    res = etrnctl.run("delete", "--held")
+    assert res.rc == 0 and "no held messages" in res.out, res
+    res = etrnctl.run("delete", "--held", ids["a1"])
+    assert res.rc == 64, res
+
+    # --domain: the recipients in that domain; a message with none left goes
+    res = etrnctl.run("delete", "--domain", "other.test")
+    assert res.rc == 0, res
+    left = etrnctl.run("queue", "--json").json()
+    assert sorted(m["queue_id"] for m in left) == sorted([ids["a1"], ids["mixed"]]), left
+    mixed = [m for m in left if m["queue_id"] == ids["mixed"]][0]
+    assert [x["address"] for x in mixed["recipients"]] == ["u4@example.org"], mixed
+
+
+def test_mailq_link_lists_the_queue(denv, etrnctl, tmp_path):
+    r, site, other, ids = known_queue(denv, etrnctl, tmp_path)
+    link = tmp_path / "bin" / "mailq"
+    link.parent.mkdir()
+    os.symlink(etrnctl.path, str(link))
+    env = dict(os.environ, ETRNCTL_SOCKET=etrnctl.socket)
+    p = subprocess.run([str(link)], env=env, capture_output=True, text=True, timeout=30)
+    q = etrnctl.run("queue")
+    assert p.returncode == 0 and p.stdout == q.out, (p, q)
+    assert "-- " in p.stdout and ids["a1"] in p.stdout
+    p = subprocess.run([str(link), "--count"], env=env, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and p.stdout == "4\n", p
+
+
+def test_domains_table_fits_80_columns(denv, etrnctl, tmp_path):
+    long = "a-rather-long-customer-domain-name-for-the-table.example"
+    site = denv.sink("site", start=False)
+    r = ctl_relayd(denv, etrnctl, tmp_path, {long: {"mode": "hold", "route": route(site)}})
+    with Client(r) as c:
+        c.send(SENDER, ["u@" + long], message("long"))
+    wide = etrnctl.run("domains", "--wide")
+    assert wide.rc == 0 and re.search(r"(?m)^%s +hold +127" % re.escape(long), wide.out), wide
+    res = etrnctl.run("domains")
+    assert res.rc == 0, res
+    lines = res.out.splitlines()
+    assert max(len(l) for l in lines) <= 80, res
+    # the cut domain is marked, the numbers are whole
+    row = [l for l in lines if l.startswith(long[:20])][0]
+    assert "~" in row.split()[0] and row.split()[1:4] == ["hold", "1", wide.out.split("\n")[1].split()[4]], res
+    assert etrnctl.run("domains", "--json").json()[0]["domain"] == long
 
 
 def test_delete_many_ids_in_batches(denv, etrnctl, tmp_path):
