@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "config_int.h"
+#include "credentials.h"
 
 enum scope_kind { SC_GLOBAL = 0, SC_DOMAIN, SC_QUEUE };
 
@@ -506,7 +507,7 @@ static int apply_defaults(struct build *b, void *base, const struct cfg_key *key
 
 /* Domain keys the section did not set take the global value. Runs after the
  * whole file is read: globals may come after the sections in include order. */
-static void inherit_globals(const struct config *cfg, struct cfg_domain *d, const struct seen *seen)
+static int inherit_globals(const struct config *cfg, struct cfg_domain *d, const struct seen *seen)
 {
     for (size_t i = 0; i < config_ndomain; i++) {
         const struct cfg_key *k = &config_domain_keys[i];
@@ -527,6 +528,7 @@ static void inherit_globals(const struct config *cfg, struct cfg_domain *d, cons
             assert(0 && "F_INHERIT on a type inherit_globals does not copy");
         }
     }
+    return 0;
 }
 
 /* route (already checked by config_valid_route) into route_mx / route_host /
@@ -709,6 +711,12 @@ static int finish(struct build *b)
     if (cfg->tls_ca_file != NULL &&
         check_readable(b, "tls_ca_file", cfg->tls_ca_file, global_seen(b, "tls_ca_file")) < 0)
         return -1;
+    if (cfg->credentials_file != NULL) {
+        char why[512];
+        const struct seen *s = global_seen(b, "credentials");
+        if (credentials_load(cfg->credentials_file, &cfg->credentials, why, sizeof(why)) < 0)
+            return fail(b, s->file, s->line, "credentials %s", why);
+    }
     if (cfg->max_backoff < cfg->min_backoff) {
         const struct seen *s = global_seen(b, "max_backoff");
         char lo[32], hi[32];
@@ -723,7 +731,8 @@ static int finish(struct build *b)
         if (apply_defaults(b, &cfg->domains[i], config_domain_keys, config_ndomain, b->dseen[i]) <
             0)
             return -1;
-        inherit_globals(cfg, &cfg->domains[i], b->dseen[i]);
+        if (inherit_globals(cfg, &cfg->domains[i], b->dseen[i]) < 0)
+            return fail(b, cfg->domains[i].file, cfg->domains[i].line, "out of memory");
         if (resolve_route(b, &cfg->domains[i]) < 0)
             return -1;
     }
@@ -838,6 +847,8 @@ void config_unref(struct config *cfg)
     free(cfg->tls_ca_file);
     free(cfg->control_socket);
     free(cfg->control_socket_group);
+    free(cfg->credentials_file);
+    credentials_free(cfg->credentials);
     for (size_t i = 0; i < cfg->ndomains; i++)
         config_free_domain(&cfg->domains[i]);
     free(cfg->domains);

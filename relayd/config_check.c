@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "config_int.h"
+#include "credentials.h"
 
 #define CHECK_MAX_GROUPS 256
 
@@ -128,9 +129,13 @@ static void check_read_keys(struct report *r, const struct who *w, const void *b
                             const struct cfg_key *keys, size_t n, const char *section)
 {
     for (size_t i = 0; i < n; i++) {
-        const char *path = *(char *const *)((const char *)base + keys[i].off);
+        const char *path;
         char what[300];
-        if (!(keys[i].flags & F_READ) || path == NULL)
+        /* only F_READ keys are T_PATH: read the field as a pointer after the test */
+        if (!(keys[i].flags & F_READ))
+            continue;
+        path = *(char *const *)((const char *)base + keys[i].off);
+        if (path == NULL)
             continue;
         snprintf(what, sizeof(what), "%s%s%s", section, section[0] ? " " : "", keys[i].name);
         check_readable(r, w, what, path);
@@ -196,6 +201,32 @@ static void check_database(struct report *r, const struct who *w, const char *db
         error(r, EX_CANTCREAT, "database %s: not readable and writable by user %s", db, w->name);
 }
 
+/* The accounts: the file holds secrets, so others must not read it; each
+ * account's mechanisms (a crypt hash serves PLAIN and LOGIN only), and
+ * domains it owns that relayd does not relay (nothing to ETRN or ATRN). */
+static void check_credentials(struct report *r, const struct config *cfg)
+{
+    const struct credentials *c = cfg->credentials;
+
+    if (c == NULL)
+        return;
+    if (credentials_others_can_read(c))
+        warning(r, "credentials %s: readable or writable by others: make it 0640 or 0600",
+                cfg->credentials_file);
+    for (size_t i = 0; i < credentials_count(c); i++) {
+        const struct cred_account *a = credentials_at(c, i);
+        char mechs[128];
+        cred_line_mech_names(a->mechs, mechs, sizeof(mechs));
+        fprintf(r->out, "relayd: credentials %s:%d: account %s can use %s\n", cfg->credentials_file,
+                a->line, a->name, mechs);
+        for (size_t j = 0; j < a->ndomains; j++) {
+            if (config_find_domain(cfg, a->domains[j]) == NULL)
+                warning(r, "credentials %s:%d: account %s owns %s, which is not a relay domain",
+                        cfg->credentials_file, a->line, a->name, a->domains[j]);
+        }
+    }
+}
+
 int config_check(const struct config *cfg, FILE *out)
 {
     struct report r = {out, 0, 0};
@@ -236,6 +267,7 @@ int config_check(const struct config *cfg, FILE *out)
         check_read_keys(&r, &w, &cfg->domains[i], config_domain_keys, config_ndomain, section);
     }
     check_database(&r, &w, cfg->database, as_root && cfg->user != NULL);
+    check_credentials(&r, cfg);
     return r.status;
 }
 

@@ -83,6 +83,9 @@ const struct cfg_key config_global_keys[] = {
      "permissions of the control socket (octal): who may connect at all"},
     {"control_socket_group", T_GROUP, NULL, G(control_socket_group), 0, 0, 0, F_OPTIONAL,
      "group of the control socket; empty: the primary group of user"},
+    /* ---- SMTP AUTH and accounts (issue 8) ---- */
+    {"credentials", T_PATH, NULL, G(credentials_file), 0, 0, 0, F_OPTIONAL | F_READ,
+     "accounts for AUTH, ETRN with etrn_access = auth and ATRN: NAME:SECRET:DOMAINS lines"},
 };
 
 const struct cfg_key config_domain_keys[] = {

@@ -34,11 +34,13 @@ struct cred_account {
 
 /* Read path. Returns 0 and a new table, or -1 with "path:line: problem" in
  * err (a bad line fails the whole file, as a bad relayd.conf line does).
- * Duplicate names are an error. *mode_warning (may be NULL) is set when the
- * file can be read or written by "others" (relayd -t warns). */
-int credentials_load(const char *path, struct credentials **out, int *mode_warning, char *err,
-                     size_t errlen);
+ * Duplicate names are an error. */
+int credentials_load(const char *path, struct credentials **out, char *err, size_t errlen);
+/* Wipes the secrets. NULL is fine. */
 void credentials_free(struct credentials *c);
+/* The file could be read or written by "others" when it was loaded
+ * (relayd -t warns: it holds secrets). */
+int credentials_others_can_read(const struct credentials *c);
 
 size_t credentials_count(const struct credentials *c);
 const struct cred_account *credentials_at(const struct credentials *c, size_t i);

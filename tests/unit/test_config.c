@@ -20,6 +20,7 @@
 
 /* By path: a bare "config.h" would find autoconf's config.h (-I. comes first). */
 #include "../../relayd/config.h"
+#include "../../relayd/credentials.h"
 
 #ifndef TEST_CONFIG_DIR
 #error "TEST_CONFIG_DIR must name tests/unit/configs"
@@ -467,7 +468,7 @@ static void test_man_page_lists_every_key(void **state)
             fail_msg("relayd.conf.5 has no '%s' entry", want + 1);
         nkeys++;
     }
-    assert_int_equal(nkeys, 32 + 2 * 9 + 1); /* globals, 2 domains, 1 queue */
+    assert_int_equal(nkeys, 33 + 2 * 9 + 1); /* globals, 2 domains, 1 queue */
     assert_non_null(strstr(man, "\n.It Ic include No = "));
     free(man);
     free(t);
@@ -1455,6 +1456,67 @@ static void test_net_match(void **state)
     config_unref(cfg);
 }
 
+/* credentials: read with the snapshot; a bad line refuses the configuration
+ * at file:line without the secret; ownership follows subdomains = yes. */
+static void test_credentials(void **state)
+{
+    static const char conf[] = "credentials = creds\n"
+                               "[domain a.example]\nsubdomains = yes\n"
+                               "[domain b.example]\n"
+                               "[domain own.a.example]\n";
+    struct config *cfg = NULL;
+    const struct cred_account *a;
+    char err[512] = "";
+
+    (void)state;
+    write_tmp("creds",
+              "# accounts\n\nsite1:{plain}s3cret:a.example, B.Example.\n"
+              "site2:$y$j9T$abcdefgh$0123456789abcdefghijklmnopqrstuvwxyzABCDE:c.example\n");
+    assert_int_equal(load_text(conf, &cfg, err, sizeof(err)), 0);
+    assert_non_null(cfg->credentials);
+    assert_int_equal(credentials_count(cfg->credentials), 2);
+    a = credentials_find(cfg->credentials, "site1");
+    assert_non_null(a);
+    assert_string_equal(a->plain, "s3cret");
+    assert_int_equal(a->line, 3);
+    assert_int_equal(a->ndomains, 2);
+    assert_string_equal(a->domains[1], "b.example");
+    assert_null(credentials_find(cfg->credentials, "SITE1"));
+    assert_null(credentials_find(cfg->credentials, "nobody"));
+    assert_int_equal(credentials_find(cfg->credentials, "site2")->mechs,
+                     CRED_LINE_MECH_PLAIN | CRED_LINE_MECH_LOGIN);
+    /* own domains, subdomains where the section takes them, never others */
+    assert_true(credentials_owns(cfg, "site1", "a.example"));
+    assert_true(credentials_owns(cfg, "site1", "A.EXAMPLE."));
+    assert_true(credentials_owns(cfg, "site1", "x.y.a.example"));
+    assert_true(credentials_owns(cfg, "site1", "b.example"));
+    assert_false(credentials_owns(cfg, "site1", "x.b.example"));   /* no subdomains = yes */
+    assert_false(credentials_owns(cfg, "site1", "own.a.example")); /* a section of its own */
+    assert_false(credentials_owns(cfg, "site1", "xa.example"));
+    assert_false(credentials_owns(cfg, "site1", "c.example"));
+    assert_false(credentials_owns(cfg, "site2", "a.example"));
+    assert_false(credentials_owns(cfg, "nobody", "a.example"));
+    assert_false(credentials_owns(cfg, NULL, "a.example"));
+    config_unref(cfg);
+
+    /* a bad line: the configuration is refused, the place named, no secret shown */
+    write_tmp("creds", "site1:{plain}s3cret:a.example\nsite3:t0psecret:a.example\n");
+    assert_int_not_equal(load_text(conf, &cfg, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "creds:2:"));
+    assert_null(strstr(err, "t0psecret"));
+    write_tmp("creds", "a:{plain}x:a.example\nb:{plain}y:b.example\na:{plain}z:b.example\n");
+    assert_int_not_equal(load_text(conf, &cfg, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "creds:3: account a already defined on line 1"));
+    assert_int_not_equal(load_text("credentials = missing\n", &cfg, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "missing"));
+
+    /* without the key: no table, nobody owns anything */
+    assert_int_equal(load_text("[domain a.example]\n", &cfg, err, sizeof(err)), 0);
+    assert_null(cfg->credentials);
+    assert_false(credentials_owns(cfg, "site1", "a.example"));
+    config_unref(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1482,6 +1544,7 @@ int main(void)
         cmocka_unit_test(test_inherit_and_routes),
         cmocka_unit_test(test_net_match),
         cmocka_unit_test(test_control_socket),
+        cmocka_unit_test(test_credentials),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
