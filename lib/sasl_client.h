@@ -36,7 +36,7 @@ int sasl_client_step(struct sasl_client *c, const char *challenge, char *line, s
 /* After the server's 235: did the mechanism finish (SCRAM verified the
  * server)? 1 or 0. */
 int sasl_client_done(const struct sasl_client *c);
-/* Wipes the password. NULL is fine. */
+/* End the exchange; GNU SASL frees its copy of the password. NULL is fine. */
 void sasl_client_free(struct sasl_client *c);
 
 #endif

@@ -11,7 +11,7 @@ what=${1:-test}
 
 # Building and running.
 BUILD_PKGS="build-essential autoconf automake pkg-config libuv1-dev libsqlite3-dev libssl-dev
-libc-ares-dev libjson-c-dev openssl"
+libc-ares-dev libjson-c-dev libgsasl-dev libcrypt-dev openssl"
 # Testing: the unit test framework, lint, and the real peers of the integration tests.
 TEST_PKGS="libcmocka-dev mandoc groff-base clang sqlite3 swaks python3 python3-pytest
 procps iproute2 dnsmasq-base fetchmail postfix"
