@@ -26,13 +26,13 @@
 
 #include <uv.h>
 
+#include "defaults.h"
 #include "dns.h"
 #include "etrnctl.h"
 #include "smtp_io.h"
 #include "smtp_parse.h"
 #include "tls.h"
 
-#define DEFAULTS_FILE    "/etc/default/etrnctl"
 #define DEFAULT_LOCK_DIR "/run/lock"
 #define MAX_DOMAINS      256
 #define MAX_RELAYS       64
@@ -415,146 +415,20 @@ static void report(const struct run *run, const struct relay *rl, const struct p
 
 /* ---- the defaults file ------------------------------------------------------------------ */
 
-/* Parse one shell-style value: "double", 'single' or bare words (no
- * expansions: $ and ` are refused). Returns a malloc'ed string, or NULL
- * with why set. */
-static char *shell_value(const char *s, const char **why)
+/* ETRN_RELAYS and ETRN_DOMAINS from the defaults file (etrnctl_defaults_read). */
+static void take_default(void *arg, const char *name, char *value)
 {
-    size_t n = strlen(s);
-    char *out = malloc(n + 1), *o = out;
-    char quote = 0;
+    struct run *run = arg;
 
-    if (out == NULL) {
-        *why = "out of memory";
-        return NULL;
+    if (strcmp(name, "ETRN_RELAYS") == 0) {
+        free(run->defaults_relays);
+        run->defaults_relays = value;
+    } else if (strcmp(name, "ETRN_DOMAINS") == 0) {
+        free(run->defaults_domains);
+        run->defaults_domains = value;
+    } else {
+        free(value);
     }
-    for (; *s; s++) {
-        if (quote == '\'') {
-            if (*s == '\'')
-                quote = 0;
-            else
-                *o++ = *s;
-        } else if (*s == '\'' || *s == '"') {
-            if (quote == *s)
-                quote = 0;
-            else if (quote == 0)
-                quote = *s;
-            else
-                *o++ = *s;
-        } else if (*s == '$' || *s == '`') {
-            *why = "variable or command expansion is not supported";
-            goto bad;
-        } else if (*s == '\\') {
-            if (s[1] == '\0') {
-                *why = "backslash at end of line";
-                goto bad;
-            }
-            *o++ = *++s;
-        } else if (quote == 0 && *s == '#' && (o == out || s[-1] == ' ' || s[-1] == '\t')) {
-            break; /* a comment after the value */
-        } else if (quote == 0 && (*s == ' ' || *s == '\t')) {
-            /* end of the value: only blanks or a comment may follow */
-            const char *t = s;
-            while (*t == ' ' || *t == '\t')
-                t++;
-            if (*t != '\0' && *t != '#') {
-                *why = "unquoted space in a value";
-                goto bad;
-            }
-            break;
-        } else {
-            *o++ = *s;
-        }
-    }
-    if (quote != 0) {
-        *why = "unterminated quote";
-        goto bad;
-    }
-    *o = '\0';
-    return out;
-bad:
-    free(out);
-    return NULL;
-}
-
-/* Read ETRN_RELAYS and ETRN_DOMAINS from the defaults file. A missing file
- * at the default path is fine; anything unreadable or malformed is
- * EX_CONFIG. Other NAME=value lines are allowed (the file is shared with
- * shell scripts) and ignored. */
-static int read_defaults(struct run *run)
-{
-    const char *path = getenv("ETRNCTL_DEFAULTS");
-    int explicit = path != NULL && *path != '\0';
-    char line[4096];
-    FILE *fp;
-    int lineno = 0, st = 0;
-
-    if (!explicit)
-        path = DEFAULTS_FILE;
-    fp = fopen(path, "re");
-    if (fp == NULL) {
-        if (errno == ENOENT && !explicit)
-            return 0;
-        etrnctl_warn("%s: %s", path, strerror(errno));
-        return EX_CONFIG;
-    }
-    while (fgets(line, sizeof(line), fp) != NULL) {
-        char *s = line, *eq, *val;
-        const char *why = NULL;
-        size_t n = strlen(line);
-
-        lineno++;
-        if (n > 0 && line[n - 1] != '\n' && !feof(fp)) {
-            etrnctl_warn("%s:%d: line too long", path, lineno);
-            st = EX_CONFIG;
-            break;
-        }
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' ||
-                         line[n - 1] == '\t'))
-            line[--n] = '\0';
-        while (*s == ' ' || *s == '\t')
-            s++;
-        if (*s == '\0' || *s == '#')
-            continue;
-        if (strncmp(s, "export ", 7) == 0)
-            s += 7;
-        eq = strchr(s, '=');
-        if (eq == NULL || eq == s) {
-            etrnctl_warn("%s:%d: not a NAME=value assignment", path, lineno);
-            st = EX_CONFIG;
-            break;
-        }
-        for (char *c = s; c < eq; c++) {
-            if (!(isalnum((unsigned char)*c) || *c == '_') || isdigit((unsigned char)*s)) {
-                etrnctl_warn("%s:%d: not a NAME=value assignment", path, lineno);
-                st = EX_CONFIG;
-                goto done;
-            }
-        }
-        *eq = '\0';
-        val = shell_value(eq + 1, &why);
-        if (val == NULL) {
-            etrnctl_warn("%s:%d: %s", path, lineno, why);
-            st = EX_CONFIG;
-            break;
-        }
-        if (strcmp(s, "ETRN_RELAYS") == 0) {
-            free(run->defaults_relays);
-            run->defaults_relays = val;
-        } else if (strcmp(s, "ETRN_DOMAINS") == 0) {
-            free(run->defaults_domains);
-            run->defaults_domains = val;
-        } else {
-            free(val);
-        }
-    }
-    if (st == 0 && ferror(fp)) {
-        etrnctl_warn("%s: %s", path, strerror(errno));
-        st = EX_CONFIG;
-    }
-done:
-    fclose(fp);
-    return st;
 }
 
 /* Split a space-separated list in place into ptrs[]. Returns the count or
@@ -1042,7 +916,7 @@ void etrn_cmd_usage(FILE *fp)
         "       [--retry-delay D] [--wait[=TIMEOUT]] [--wait-local HOST:PORT]\n"
         "       [--timeout D] [--lock-dir DIR] [--json] [-q|-v] [DOMAIN...]\n"
         "      ask each relay to deliver each domain's mail (ETRN); relays and domains\n"
-        "      default to ETRN_RELAYS and ETRN_DOMAINS in " DEFAULTS_FILE "\n");
+        "      default to ETRN_RELAYS and ETRN_DOMAINS in " ETRNCTL_DEFAULTS_FILE "\n");
 }
 
 static void usage_etrn(FILE *fp)
@@ -1198,7 +1072,7 @@ static int settle_args(struct run *run)
     int st;
 
     if ((run->nrelay_args == 0 && !run->all_mx) || run->ndomains == 0) {
-        st = read_defaults(run);
+        st = etrnctl_defaults_read(take_default, run);
         if (st != 0)
             return st;
         if (run->nrelay_args == 0 && !run->all_mx && run->defaults_relays != NULL) {
@@ -1221,10 +1095,10 @@ static int settle_args(struct run *run)
         }
     }
     if (run->ndomains == 0)
-        return usage_error("no domain given (and no ETRN_DOMAINS in %s)", DEFAULTS_FILE);
+        return usage_error("no domain given (and no ETRN_DOMAINS in %s)", ETRNCTL_DEFAULTS_FILE);
     if (run->nrelay_args == 0 && !run->all_mx)
         return usage_error("no relay given: -H RELAY, --all-mx or ETRN_RELAYS in %s",
-                           DEFAULTS_FILE);
+                           ETRNCTL_DEFAULTS_FILE);
     for (size_t i = 0; i < run->ndomains; i++) {
         if (smtp_parse_etrn(run->domains[i], strlen(run->domains[i]), &run->parsed[i]) !=
             SMTP_PARSE_OK)
