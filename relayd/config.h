@@ -55,9 +55,13 @@ struct cfg_domain {
     size_t netrn_access;
     int etrn_access_auth;         /* etrn_access lists "auth": an owning account may ETRN
                                    * (credentials_owns), besides the networks listed */
+    char *recipients_file;        /* recipients = FILE (absolute), NULL: any local part */
+    struct recipients *recipients; /* its table, attached by relayd/recipients.c after
+                                    * config_load; NULL until then or without a file */
 };
 
 struct credentials;
+struct recipients;
 
 struct cfg_queue {
     char *name;          /* [queue NAME], for ETRN #NAME */

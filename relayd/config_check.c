@@ -3,7 +3,8 @@
  * already checked, as `postfix check` does: the things that would make a
  * start or a reload fail. The user exists; every file relayd reads (keys
  * marked F_READ) is readable by that user; the queue's directory is usable
- * by it and closed to others. It reports; it changes nothing and opens no
+ * by it and closed to others; a relay domain without a recipients list is
+ * worth a warning (backscatter). It reports; it changes nothing and opens no
  * socket or database. Permissions are judged from the mode bits, owner and
  * groups (ACLs are not read).
  */
@@ -265,6 +266,11 @@ int config_check(const struct config *cfg, FILE *out)
         char section[300];
         snprintf(section, sizeof(section), "[domain %s]", cfg->domains[i].name);
         check_read_keys(&r, &w, &cfg->domains[i], config_domain_keys, config_ndomain, section);
+        if (cfg->domains[i].recipients_file == NULL)
+            warning(&r,
+                    "domain %s has no recipients list: every local part is accepted, and "
+                    "what the site refuses is bounced to the sender (backscatter)",
+                    cfg->domains[i].name);
     }
     check_database(&r, &w, cfg->database, as_root && cfg->user != NULL);
     check_credentials(&r, cfg);

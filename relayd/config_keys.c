@@ -107,6 +107,8 @@ const struct cfg_key config_domain_keys[] = {
      1000, F_INHERIT, "delivery connections open at once to this site; unset: global"},
     {"etrn_access", T_NETS, "any", D(etrn_access), D(netrn_access), 0, 0, 0,
      "who may ETRN this domain: any, or a list of addresses and networks"},
+    {"recipients", T_PATH, NULL, D(recipients_file), 0, 0, 0, F_OPTIONAL | F_READ,
+     "file of valid recipients, local@domain or @domain per line; empty: accept any"},
 };
 
 const struct cfg_key config_queue_keys[] = {

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "config_int.h"
+#include "recipients.h"
 
 static const char *const level_names[] = {
     [LOGL_ERROR] = "error",
@@ -431,6 +432,8 @@ void config_free_domain(struct cfg_domain *d)
     free(d->file);
     free(d->route_host);
     free(d->etrn_access);
+    free(d->recipients_file);
+    recipients_unref(d->recipients);
 }
 
 void config_free_strv(char **v, size_t n)

@@ -27,6 +27,7 @@
 #include "sched.h"
 #include "listener.h"
 #include "log.h"
+#include "recipients.h"
 #include "server.h"
 #include "smtpd_session.h"
 #include "spool.h"
@@ -41,6 +42,10 @@ struct relayd_main {
     uv_timer_t shutdown_timer;
     int shutdown_timer_open;
     struct control *control;
+    /* SIGHUP: the new snapshot's recipients lists are read on the thread
+     * pool; one reload at a time, a SIGHUP meanwhile runs another after it */
+    int reloading, reload_again;
+    struct config *reload_old; /* the snapshot the new one is compared with */
 };
 
 static void usage(FILE *fp)
@@ -160,18 +165,15 @@ static struct tls_ctx *load_tls(const struct config *cfg, char *err, size_t errl
     return tls_ctx_new_server(cfg->tls_cert, cfg->tls_key, err, errlen);
 }
 
-static void reload(struct relayd_main *m)
+/* The new snapshot is complete (recipients lists attached): swap it in. */
+static void reload_apply(struct relayd_main *m, struct config *ncfg)
 {
     struct server *srv = &m->srv;
-    struct config *ncfg = NULL, *old = srv->cfg;
+    struct config *old = srv->cfg;
     char err[512];
     size_t i;
     int listen_changed = old->nlisten != 0;
 
-    if (config_load(m->config_path, &ncfg, err, sizeof(err)) != 0) {
-        log_warn("reload failed: %s; keeping the old configuration", err);
-        return;
-    }
     if (!same_str(ncfg->tls_cert, old->tls_cert) || !same_str(ncfg->tls_key, old->tls_key)) {
         struct tls_ctx *t = NULL;
         if (ncfg->tls_cert != NULL && (t = load_tls(ncfg, err, sizeof(err))) == NULL) {
@@ -208,6 +210,57 @@ static void reload(struct relayd_main *m)
     resolver_flush_cache(srv->resolver);
     log_set_level(ncfg->log_level);
     log_info("configuration reloaded from %s (%zu domains)", m->config_path, ncfg->ndomains);
+}
+
+static void reload(struct relayd_main *m);
+
+static void reload_attached(struct config *ncfg, int status, const char *err, void *arg)
+{
+    struct relayd_main *m = arg;
+
+    m->reloading = 0;
+    if (status != 0) {
+        log_warn("reload failed: %s; keeping the old configuration", err);
+        config_unref(ncfg);
+    } else if (m->srv.stopping) {
+        config_unref(ncfg);
+    } else {
+        reload_apply(m, ncfg);
+    }
+    config_unref(m->reload_old);
+    m->reload_old = NULL;
+    if (m->reload_again && !m->srv.stopping) {
+        m->reload_again = 0;
+        reload(m);
+    }
+}
+
+/* SIGHUP: read the file now (small), the recipients lists on the thread pool. */
+static void reload(struct relayd_main *m)
+{
+    struct server *srv = &m->srv;
+    struct config *ncfg = NULL;
+    char err[512];
+    int rc;
+
+    if (m->reloading) {
+        m->reload_again = 1;
+        return;
+    }
+    if (config_load(m->config_path, &ncfg, err, sizeof(err)) != 0) {
+        log_warn("reload failed: %s; keeping the old configuration", err);
+        return;
+    }
+    m->reload_old = config_ref(srv->cfg);
+    rc = recipients_attach_async(srv->loop, ncfg, m->reload_old, reload_attached, m);
+    if (rc != 0) {
+        log_warn("reload failed: %s; keeping the old configuration", uv_strerror(rc));
+        config_unref(ncfg);
+        config_unref(m->reload_old);
+        m->reload_old = NULL;
+        return;
+    }
+    m->reloading = 1;
 }
 
 /* etrnctl reload: the same as SIGHUP. */
@@ -356,6 +409,12 @@ int main(int argc, char **argv)
     }
     if (srv->cfg->tls_cert != NULL && (srv->tls = load_tls(srv->cfg, err, sizeof(err))) == NULL) {
         fprintf(stderr, "relayd: %s: TLS: %s\n", m.config_path, err);
+        config_unref(srv->cfg);
+        return EX_CONFIG;
+    }
+    if (recipients_attach(srv->cfg, NULL, err, sizeof(err)) != 0) {
+        fprintf(stderr, "relayd: %s\n", err);
+        tls_ctx_free(srv->tls);
         config_unref(srv->cfg);
         return EX_CONFIG;
     }

@@ -1,6 +1,7 @@
 /*
  * policy: may a recipient be relayed? Pure over a configuration snapshot:
- * lib/addr.c recognises the tricks, the config says which domains are ours.
+ * lib/addr.c recognises the tricks, the config says which domains are ours
+ * and, for a domain with a recipients list, which of its users exist.
  * It never looks at the network and never changes anything.
  */
 #include <stdio.h>
@@ -8,6 +9,7 @@
 
 #include "addr.h"
 #include "policy.h"
+#include "recipients.h"
 
 static void refuse(struct policy_reply *out, const char *reason)
 {
@@ -41,6 +43,23 @@ int policy_check_rcpt(const struct config *cfg, const struct smtp_mailbox *mb,
     d = config_find_domain(cfg, norm_domain);
     if (d == NULL) {
         refuse(out, "not a relay domain");
+        return -1;
+    }
+    /* A listed domain knows its users: refuse the others now, at RCPT, rather
+     * than accept, have the site refuse and bounce to a sender who is likely
+     * forged (backscatter). RFC 3463 §3.2: 5.1.1 bad destination mailbox. */
+    if (d->recipients_file != NULL && d->recipients == NULL) {
+        /* not attached yet: cannot happen for a live snapshot; never guess */
+        out->code = 451;
+        out->enh = "4.3.0";
+        snprintf(out->text, sizeof(out->text), "Recipient list not available, try again later");
+        return -1;
+    }
+    if (d->recipients != NULL && !recipients_match(d->recipients, mb->local, norm_domain)) {
+        out->code = 550;
+        out->enh = "5.1.1";
+        snprintf(out->text, sizeof(out->text),
+                 "Recipient address rejected: User unknown in relay recipient table");
         return -1;
     }
     *dom = d;

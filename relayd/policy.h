@@ -20,7 +20,8 @@ struct policy_reply {
 /* Decide on RCPT. On acceptance returns 0, sets *dom to the relay domain and
  * writes the normalised domain of the recipient into norm_domain. Otherwise
  * returns -1 and fills out with the refusal (550 5.7.1 relay denied, with the
- * reason: not our domain, percent hack, ...). */
+ * reason: not our domain, percent hack, ...; 550 5.1.1 when the domain has a
+ * recipients list that does not hold the address). */
 int policy_check_rcpt(const struct config *cfg, const struct smtp_mailbox *mb,
                       const struct cfg_domain **dom, char *norm_domain, size_t normlen,
                       struct policy_reply *out);
