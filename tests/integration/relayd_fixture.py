@@ -394,6 +394,12 @@ class Relayd:
         except AssertionError:
             raise AssertionError("log never matched /%s/ within %ss; log tail:\n%s" % (regex, timeout, self.log_tail()))
 
+    def log_lines(self, regex, since=0):
+        """Every match of regex in the log from byte offset `since`, in order."""
+        with open(self.logfile, "rb") as f:
+            f.seek(since)
+            return list(re.finditer(regex, f.read().decode("utf-8", "replace"), re.M))
+
     def log_size(self):
         try:
             return os.path.getsize(self.logfile)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from relayd_fixture import Relayd, run_relayd, queue_id_of, make_message, free_port
+from relayd_fixture import Queue, Relayd, run_relayd, queue_id_of, make_message, free_port
 
 EX_USAGE = 64
 EX_CONFIG = 78
@@ -173,14 +173,15 @@ def test_missing_config_file(tmp_path):
 def test_relative_database_path_and_dir_created(relayd_factory, tmp_path):
     """database relative to the config file's directory; its directory is created."""
     work = tmp_path / "confdir"
+    db = str(work / "spool" / "queue.db")
+    assert not os.path.exists(os.path.dirname(db))
     r = relayd_factory(workdir=str(work), database="spool/queue.db")
-    assert r.db == str(work / "spool" / "queue.db")
+    r.wait_log(r"relayd ready: .*, queue %s$" % re.escape(db))
     c = r.raw()
     c.ehlo()
     qid = queue_id_of(c.send_message("a@b.test", ["u@example.org"], make_message()))
     c.cmd("QUIT")
-    assert os.path.exists(r.db)
-    assert r.queue.message(qid) is not None
+    assert Queue(db).message(qid) is not None
 
 
 def test_listen_ipv4_and_ipv6(relayd_factory):
@@ -198,7 +199,7 @@ def test_listen_ipv4_and_ipv6(relayd_factory):
         m = r.queue.message(qid)
         assert m["client_addr"] in (host, "[%s]" % host, "IPv6:" + host), m["client_addr"]
         c.cmd("QUIT")
-    assert "relayd ready" in log
+    assert re.search(r"relayd ready: .*, listening on 127\.0\.0\.1:%d, \[::1\]:%d, queue " % (p4, p6), log), log
 
 
 # ---- relayd -t: what would make a start fail (issue 9) ---------------------

@@ -55,7 +55,7 @@ def test_order_errors(relayd):
     c.ehlo()
     assert c.expect("RCPT TO:<u@example.org>", 503, contains="need MAIL").line.startswith("503 5.5.1")
     assert c.expect("DATA", 503).line.startswith("503 5.5.1")
-    c.expect("MAIL FROM:<a@b.test>", 250).line == "250 2.1.0 Ok"
+    assert c.expect("MAIL FROM:<a@b.test>", 250).line == "250 2.1.0 Ok"
     assert c.expect("MAIL FROM:<a@b.test>", 503, contains="nested MAIL").line.startswith("503 5.5.1")
     assert c.expect("DATA", 503, contains="need RCPT").line.startswith("503 5.5.1")
     assert c.expect("RCPT TO:<u@example.org>", 250).line == "250 2.1.5 Ok"

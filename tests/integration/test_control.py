@@ -651,7 +651,32 @@ def test_not_a_socket_is_left_alone(relayd_factory, tmp_path):
         assert f.read() == "mine\n"
 
 
+def listening_unix_paths(pid):
+    """Paths of the unix sockets process pid listens on (/proc/net/unix flag
+    __SO_ACCEPTCON on a socket among its descriptors)."""
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    paths = []
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 8 and fields[6] in inodes and int(fields[3], 16) & 0x10000:
+                paths.append(fields[7])
+    return paths
+
+
 def test_empty_control_socket_means_none(relayd_factory):
+    # the default does listen, and listening_unix_paths sees it
+    d = relayd_factory()
+    assert listening_unix_paths(d.pid) == [d.keys["control_socket"]]
     r = relayd_factory(control_socket="")
     assert "control: listening" not in r.log_text()
-    assert not os.path.exists(os.path.join(r.dir, "control.sock"))
+    assert listening_unix_paths(r.pid) == []

@@ -14,10 +14,11 @@ def test_nul_in_command(relayd):
     c.ehlo()
     rep = c.cmd(b"NO\x00OP")
     assert rep.line.startswith("500 5.5.2") and "bad character" in rep.line, rep
+    # relayd(8): "a NUL or another control character in a command line"
     rep = c.cmd(b"MAIL FROM:<a\x00@b.test>")
-    assert rep.code == 500 or rep.code == 501, rep
+    assert rep.line == "500 5.5.2 Error: bad character in command", rep
     rep = c.cmd(b"MAIL FROM:<a@b.test>\x01")
-    assert rep.code in (500, 501), rep
+    assert rep.line == "500 5.5.2 Error: bad character in command", rep
     c.expect("NOOP", 250)
     c.expect("MAIL FROM:<a@b.test>", 250)
 
@@ -26,19 +27,20 @@ def test_8bit_in_command(relayd):
     c = relayd.raw()
     c.ehlo()
     rep = c.cmd(b"\xff\xfe\xfd\x80 garbage")
-    assert rep.code == 500, rep
+    assert rep.line == "500 5.5.2 Error: command not recognized", rep
+    # SMTPUTF8 is not offered, so an 8-bit local part is no valid path
     rep = c.cmd(b"MAIL FROM:<\xc3\xa9@b.test>")
-    assert 500 <= rep.code < 600, rep
+    assert rep.line == "501 5.1.7 Bad sender address syntax", rep
     c.expect("NOOP", 250)
 
 
-def test_bare_lf_commands_accepted_or_refused_cleanly(relayd):
-    """Commands ended by a bare LF: whatever the answer, one reply per command."""
+def test_bare_lf_ends_a_command(relayd):
+    """relayd(8): "a bare LF also ends a command line, and the CR before it is
+    not part of the command": one reply per command, as for CRLF."""
     c = relayd.raw()
     c.ehlo()
-    c.send(b"NOOP\n")
-    rep = c.reply()
-    assert rep.code in (250, 500), rep
+    c.send(b"NOOP\nMAIL FROM:<a@b.test>\n")
+    assert [r.line for r in c.replies(2)] == ["250 2.0.0 Ok", "250 2.1.0 Ok"]
     c.expect("NOOP", 250)
 
 
