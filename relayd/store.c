@@ -1,11 +1,14 @@
 /*
- * store: the queue in SQLite (DESIGN §2 step 4, §5) and the only file that
- * includes sqlite3.h. Owns the connections, the schema migrations, the store
- * (writer) thread with group commit and the reader thread that answers
- * delivery's queries. It parses no SMTP, decides no policy and never makes
+ * store: the queue in SQLite (DESIGN §2 step 4, §5). Owns the connections,
+ * the schema migrations, the store (writer) thread with group commit, the
+ * reader thread and the request plumbing between them and the loop; the
+ * queries and changes themselves live in store_delivery.c (delivery and the
+ * scheduler) and store_control.c (the operators' commands). Only store*.c
+ * include sqlite3.h. It parses no SMTP, decides no policy and never makes
  * the loop thread wait for an fsync or a delivery query.
  */
 #include "store.h"
+#include "store_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,27 +35,6 @@ extern const int store_schema_version;
 #define QID_TIME_DIGITS       11          /* microseconds since the epoch, base 36 */
 #define QID_SEQ_DIGITS        3           /* strictly increasing within one microsecond */
 #define QID_SEQ_MAX           (36 * 36 * 36)
-
-/* Statements of the write connection, prepared once at open. */
-enum store_stmt {
-    SS_BEGIN,
-    SS_COMMIT,
-    SS_ROLLBACK,
-    SS_SAVEPOINT,
-    SS_RELEASE,
-    SS_ROLLBACK_TO,
-    SS_INS_MESSAGE,
-    SS_INS_BODY,
-    SS_INS_RCPT,
-    SS_DEL_RCPT,
-    SS_DEFER_RCPT,
-    SS_WARN_RCPT,
-    SS_DEL_MSG_IF_DONE,
-    SS_EV_ETRN,
-    SS_EV_DELIVERY,
-    SS_EV_ERROR,
-    SS_COUNT
-};
 
 static const char *const store_stmt_sql[SS_COUNT] = {
     [SS_BEGIN] = "BEGIN IMMEDIATE",
@@ -81,30 +63,6 @@ static const char *const store_stmt_sql[SS_COUNT] = {
         "INSERT INTO domain_state (domain, last_error_at, last_error) VALUES (?1, ?2, ?3)"
         " ON CONFLICT (domain) DO UPDATE SET last_error_at = excluded.last_error_at,"
         " last_error = excluded.last_error",
-};
-
-/* Statements of the reader thread's connection, prepared on first use. All
- * recipient lookups by domain go through recipient_rdomain (schema 002):
- * ?1 is the domain reversed, so one domain is one key and a domain with all
- * its subdomains two ranges, and within one domain the index is in message
- * order. CROSS JOIN keeps recipient the outer loop. */
-enum store_rstmt {
-    RS_BEGIN,
-    RS_END,
-    RS_ROLLBACK,
-    RS_FETCH,
-    RS_BODY,
-    RS_COUNT_EXACT,
-    RS_COUNT_SUB,
-    RS_DOMAINS_EXACT,
-    RS_DOMAINS_SUB,
-    RS_SCAN,
-    RS_SCAN_DUE,
-    RS_SCAN_OLDEST,
-    RS_LIST_RCPTS,
-    RS_STATE,
-    RS_TOTALS,
-    RS_COUNT
 };
 
 static const char *const store_rstmt_sql[RS_COUNT] = {
@@ -143,104 +101,6 @@ static const char *const store_rstmt_sql[RS_COUNT] = {
     [RS_TOTALS] = "SELECT count(*), coalesce(sum(size), 0) FROM message",
 };
 
-/* What a request asks for. The writer thread takes SUBMIT, UPDATE, EVENT
- * and OP; the reader thread FETCH, COUNT, SCAN, LIST and REPORT. */
-enum req_kind {
-    REQ_SUBMIT,
-    REQ_UPDATE,
-    REQ_EVENT,
-    REQ_FETCH,
-    REQ_COUNT,
-    REQ_SCAN,
-    REQ_LIST,
-    REQ_REPORT,
-    REQ_OP
-};
-
-/* One request, from store_submit (store_update, store_fetch, ...) until its
- * callback has run. Everything but msg and the results is the request's own. */
-struct store_req {
-    struct store_req *next;
-    enum req_kind kind;
-    int status;
-    void *arg;
-    union {
-        store_submit_cb submit;
-        store_update_cb update; /* may be NULL */
-        store_fetch_cb fetch;
-        store_count_cb count;
-        store_scan_cb scan;
-        store_report_cb report;
-        store_op_cb op;
-    } cb;
-    struct store_msg *msg;    /* SUBMIT: borrowed from the submitter */
-    struct store_update *upd; /* UPDATE: a copy, replies too */
-    size_t nupd;
-    char *domain; /* EVENT, FETCH, COUNT: a copy */
-    char *text;   /* EVENT */
-    enum store_domain_event ev;
-    int64_t when;
-    struct store_fetch_opts fo; /* FETCH; fo.domain is domain */
-    int subdomains;             /* COUNT */
-    /* Results, handed to the callback, which owns them from then on. */
-    struct store_batch *batch;      /* FETCH: allocated at the start */
-    struct store_count *count;      /* COUNT: allocated at the start */
-    struct store_domain_info *scan; /* SCAN */
-    size_t nscan;
-    /* issue 4 */
-    struct store_list_opts lo; /* LIST; lo.domain is domain, the other strings below */
-    char *lo_qid, *lo_sender, *lo_rcpt;
-    int64_t now;                 /* REPORT */
-    struct store_report *report; /* REPORT: allocated at the start */
-    struct store_op_opts oo;     /* OP; oo.queue_ids is ids, oo.domain is domain */
-    char **ids;
-    size_t nids;
-    struct store_op_result *opres; /* OP: allocated at the start */
-};
-
-struct store_list {
-    struct store_req *head;
-    struct store_req *tail;
-};
-
-struct store {
-    uv_loop_t *loop;
-    char *path;
-    sqlite3 *db;  /* write connection: the store thread's once it runs */
-    sqlite3 *rdb; /* read-only connection: the loop thread's */
-    sqlite3 *xdb; /* read-only connection: the reader thread's once it runs */
-    sqlite3_stmt *stmt[SS_COUNT];
-    sqlite3_stmt *rstmt[RS_COUNT]; /* xdb's, prepared on first use */
-    char *chunk;                   /* STORE_CHUNK bytes: the store thread's copy buffer */
-
-    uv_thread_t thread;
-    uv_thread_t reader;
-    uv_async_t *async; /* malloc'd: freed in its close callback, after st */
-    int *async_gone;   /* set while on_async runs; see store_close */
-
-    uv_mutex_t mu;             /* protects pending, jobs, done, closing, stats */
-    uv_cond_t cv;              /* the store thread waits on it */
-    uv_cond_t rcv;             /* the reader thread waits on it */
-    struct store_list pending; /* for the store thread, not yet taken */
-    struct store_list jobs;    /* for the reader thread, not yet taken */
-    struct store_list done;    /* finished, callback not yet run */
-    int closing;
-    struct store_stats stats;
-
-    /* The store thread's only. */
-    int wal_frames;      /* WAL size after the last commit */
-    int ckpt_failing;    /* the last checkpoint failed */
-    int64_t next_msg_id; /* message ids only grow while open: fetch cursors */
-
-    /* The reader thread's only: what the current job cost. */
-    uint64_t r_steps;
-    uint64_t r_fullscan;
-
-    /* The loop thread's only: the last queue id handed out. */
-    uint64_t qid_us;
-    unsigned qid_seq;
-};
-
 static const char qid_digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
 static void list_append(struct store_list *l, struct store_req *r)
@@ -261,7 +121,7 @@ static struct store_req *list_take(struct store_list *l)
     return r;
 }
 
-static void dmsg_clear(struct store_dmsg *m)
+void store_dmsg_clear(struct store_dmsg *m)
 {
     for (size_t i = 0; i < m->nrcpts; i++) {
         free(m->rcpts[i].address);
@@ -282,65 +142,13 @@ void store_batch_free(struct store_batch *b)
     if (!b)
         return;
     for (size_t i = 0; i < b->n; i++)
-        dmsg_clear(&b->msgs[i]);
+        store_dmsg_clear(&b->msgs[i]);
     free(b->msgs);
     free(b);
 }
 
-void store_count_free(struct store_count *c)
-{
-    if (!c)
-        return;
-    for (size_t i = 0; i < c->ndomains; i++)
-        free(c->domains[i]);
-    free(c->domains);
-    free(c);
-}
-
-void store_scan_free(struct store_domain_info *d, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(d[i].domain);
-    free(d);
-}
-
-/* Empty a report, keeping the struct itself. */
-static void report_clear(struct store_report *r)
-{
-    for (size_t i = 0; i < r->n; i++) {
-        free(r->d[i].domain);
-        free(r->d[i].last_error);
-    }
-    free(r->d);
-    memset(r, 0, sizeof *r);
-}
-
-void store_report_free(struct store_report *r)
-{
-    if (!r)
-        return;
-    report_clear(r);
-    free(r);
-}
-
-static void opres_clear(struct store_op_result *r)
-{
-    for (size_t i = 0; i < r->ndomains; i++)
-        free(r->domains[i]);
-    free(r->domains);
-    memset(r, 0, sizeof *r);
-}
-
-void store_op_result_free(struct store_op_result *r)
-{
-    if (!r)
-        return;
-    opres_clear(r);
-    free(r);
-}
-
 /* Free a request and whatever it still owns (results not yet handed over). */
-static void req_free(struct store_req *r)
+void store_req_free(struct store_req *r)
 {
     if (r->upd) {
         for (size_t i = 0; i < r->nupd; i++)
@@ -367,7 +175,7 @@ static void req_free(struct store_req *r)
  * database is 452 4.3.1, anything else 451 4.3.0 (RFC 3463 §3.4). SQLite
  * reports ENOSPC from write() as SQLITE_FULL itself; the errno check catches
  * the other write paths (fsync, ftruncate, shm) that fail for lack of space. */
-static int status_of(sqlite3 *db, int rc)
+int store_status_of(sqlite3 *db, int rc)
 {
     int err;
 
@@ -382,7 +190,7 @@ static int status_of(sqlite3 *db, int rc)
 }
 
 /* Run a prepared statement that returns no rows and reset it. */
-static int stmt_run(struct store *st, enum store_stmt which)
+int store_stmt_run(struct store *st, enum store_stmt which)
 {
     sqlite3_stmt *s = st->stmt[which];
     int rc;
@@ -418,7 +226,7 @@ static int exec_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
 }
 
 /* Bind a string that lives until the statement is reset; NULL binds NULL. */
-static int bind_str(sqlite3_stmt *s, int i, const char *v)
+int store_bind_str(sqlite3_stmt *s, int i, const char *v)
 {
     return v ? sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(s, i);
 }
@@ -445,7 +253,7 @@ static void domain_reverse(const char *d, char *out)
 }
 
 /* domain reversed, then suffix, in a new string; NULL when out of memory. */
-static char *domain_reversed(const char *d, const char *suffix)
+char *store_domain_reversed(const char *d, const char *suffix)
 {
     size_t len = strlen(d), slen = strlen(suffix);
     char *out = malloc(len + slen + 1);
@@ -484,7 +292,7 @@ static int body_from_file(struct store *st, sqlite3_int64 id, const struct store
     }
     rc = sqlite3_blob_open(st->db, "main", "message_body", "data", id, 1, &blob);
     if (rc != SQLITE_OK) {
-        status = status_of(st->db, rc);
+        status = store_status_of(st->db, rc);
         snprintf(why, whylen, "blob open: %s", sqlite3_errmsg(st->db));
         goto done;
     }
@@ -504,7 +312,7 @@ static int body_from_file(struct store *st, sqlite3_int64 id, const struct store
          * which SQLite refuses past SQLITE_LIMIT_LENGTH (< 2^31). */
         rc = sqlite3_blob_write(blob, st->chunk, (int)got, (int)off);
         if (rc != SQLITE_OK) {
-            status = status_of(st->db, rc);
+            status = store_status_of(st->db, rc);
             snprintf(why, whylen, "blob write: %s", sqlite3_errmsg(st->db));
             goto done;
         }
@@ -524,7 +332,7 @@ done:
     if (blob) {
         rc = sqlite3_blob_close(blob);
         if (rc != SQLITE_OK && status == STORE_OK) {
-            status = status_of(st->db, rc);
+            status = store_status_of(st->db, rc);
             snprintf(why, whylen, "blob close: %s", sqlite3_errmsg(st->db));
         }
     }
@@ -538,11 +346,11 @@ done:
  * whole transaction already (SQLITE_FULL, SQLITE_IOERR): then there is no
  * savepoint left, and the caller sees autocommit and fails the batch's
  * earlier requests too. Store thread. */
-static void savepoint_undo(struct store *st, int have_sp)
+void store_savepoint_undo(struct store *st, int have_sp)
 {
     if (have_sp && !sqlite3_get_autocommit(st->db)) {
-        stmt_run(st, SS_ROLLBACK_TO);
-        stmt_run(st, SS_RELEASE);
+        store_stmt_run(st, SS_ROLLBACK_TO);
+        store_stmt_run(st, SS_RELEASE);
     }
 }
 
@@ -570,27 +378,27 @@ static int msg_insert(struct store *st, const struct store_msg *m, char *why, si
         return STORE_ERR_IO;
     }
 
-    rc = stmt_run(st, SS_SAVEPOINT);
+    rc = store_stmt_run(st, SS_SAVEPOINT);
     if (rc != SQLITE_OK)
         goto sql_fail;
     have_sp = 1;
 
     what = "insert message";
     s = st->stmt[SS_INS_MESSAGE];
-    bind_str(s, 1, m->queue_id);
+    store_bind_str(s, 1, m->queue_id);
     sqlite3_bind_int64(s, 2, m->arrival);
-    bind_str(s, 3, m->sender);
-    bind_str(s, 4, m->envid);
+    store_bind_str(s, 3, m->sender);
+    store_bind_str(s, 4, m->envid);
     sqlite3_bind_int(s, 5, m->dsn_ret);
     sqlite3_bind_int(s, 6, m->body_8bit != 0);
     sqlite3_bind_int64(s, 7, (sqlite3_int64)m->size);
-    bind_str(s, 8, m->client_addr);
-    bind_str(s, 9, m->client_helo);
+    store_bind_str(s, 8, m->client_addr);
+    store_bind_str(s, 9, m->client_helo);
     /* Not left to SQLite, which reuses the largest id once that message is
      * gone: a delivery cursor past it would skip the new message. */
     id = st->next_msg_id++;
     sqlite3_bind_int64(s, 10, id);
-    rc = stmt_run(st, SS_INS_MESSAGE);
+    rc = store_stmt_run(st, SS_INS_MESSAGE);
     if (rc != SQLITE_OK)
         goto sql_fail;
 
@@ -602,7 +410,7 @@ static int msg_insert(struct store *st, const struct store_msg *m, char *why, si
     else
         rc = sqlite3_bind_blob64(s, 2, m->body_mem, m->size, SQLITE_STATIC);
     if (rc == SQLITE_OK)
-        rc = stmt_run(st, SS_INS_BODY);
+        rc = store_stmt_run(st, SS_INS_BODY);
     else
         sqlite3_clear_bindings(s);
     if (rc != SQLITE_OK)
@@ -631,12 +439,12 @@ static int msg_insert(struct store *st, const struct store_msg *m, char *why, si
         }
         domain_reverse(r->domain, rev);
         sqlite3_bind_int64(s, 1, id);
-        bind_str(s, 2, r->domain);
-        bind_str(s, 3, r->address);
-        bind_str(s, 4, r->orcpt);
+        store_bind_str(s, 2, r->domain);
+        store_bind_str(s, 3, r->address);
+        store_bind_str(s, 4, r->orcpt);
         sqlite3_bind_int64(s, 5, (sqlite3_int64)r->notify);
-        bind_str(s, 6, rev);
-        rc = stmt_run(st, SS_INS_RCPT);
+        store_bind_str(s, 6, rev);
+        rc = store_stmt_run(st, SS_INS_RCPT);
         if (rev != rbuf)
             free(rev);
         rev = NULL;
@@ -645,363 +453,16 @@ static int msg_insert(struct store *st, const struct store_msg *m, char *why, si
     }
 
     what = "release";
-    rc = stmt_run(st, SS_RELEASE);
+    rc = store_stmt_run(st, SS_RELEASE);
     if (rc != SQLITE_OK)
         goto sql_fail;
     return STORE_OK;
 
 sql_fail:
-    status = status_of(db, rc);
+    status = store_status_of(db, rc);
     snprintf(why, whylen, "%s: %s", what, sqlite3_errmsg(db));
 rollback:
-    savepoint_undo(st, have_sp);
-    return status;
-}
-
-/* Apply the outcomes of one store_update inside the batch's transaction,
- * under a savepoint, so that either all of them or none apply; then delete
- * the messages they left without recipients (the body goes by ON DELETE
- * CASCADE). A recipient that is gone already (delivered by an earlier,
- * overlapping flush) is no error. Store thread. */
-static int upd_apply(struct store *st, const struct store_req *r, char *why, size_t whylen)
-{
-    sqlite3 *db = st->db;
-    sqlite3_stmt *s;
-    enum store_stmt which;
-    int rc, status = STORE_ERR_IO, have_sp = 0;
-    size_t i;
-
-    rc = stmt_run(st, SS_SAVEPOINT);
-    if (rc != SQLITE_OK)
-        goto sql_fail;
-    have_sp = 1;
-    for (i = 0; i < r->nupd; i++) {
-        const struct store_update *u = &r->upd[i];
-
-        switch (u->outcome) {
-        case STORE_DELIVERED:
-        case STORE_FAILED:
-            which = SS_DEL_RCPT;
-            s = st->stmt[which];
-            sqlite3_bind_int64(s, 1, u->rcpt_id);
-            sqlite3_bind_int64(s, 2, u->msg_id);
-            break;
-        case STORE_DEFERRED:
-            which = SS_DEFER_RCPT;
-            s = st->stmt[which];
-            sqlite3_bind_int64(s, 1, u->next_attempt);
-            bind_str(s, 2, u->reply);
-            sqlite3_bind_int64(s, 3, u->rcpt_id);
-            sqlite3_bind_int64(s, 4, u->msg_id);
-            break;
-        case STORE_WARNED:
-            which = SS_WARN_RCPT;
-            s = st->stmt[which];
-            sqlite3_bind_int64(s, 1, u->rcpt_id);
-            sqlite3_bind_int64(s, 2, u->msg_id);
-            break;
-        default:
-            snprintf(why, whylen, "update %zu: unknown outcome %d", i, (int)u->outcome);
-            goto rollback;
-        }
-        rc = stmt_run(st, which);
-        if (rc != SQLITE_OK)
-            goto sql_fail;
-    }
-    for (i = 0; i < r->nupd; i++) {
-        if (r->upd[i].outcome != STORE_DELIVERED && r->upd[i].outcome != STORE_FAILED)
-            continue;
-        sqlite3_bind_int64(st->stmt[SS_DEL_MSG_IF_DONE], 1, r->upd[i].msg_id);
-        rc = stmt_run(st, SS_DEL_MSG_IF_DONE);
-        if (rc != SQLITE_OK)
-            goto sql_fail;
-    }
-    rc = stmt_run(st, SS_RELEASE);
-    if (rc != SQLITE_OK)
-        goto sql_fail;
-    return STORE_OK;
-
-sql_fail:
-    status = status_of(db, rc);
-    snprintf(why, whylen, "update: %s", sqlite3_errmsg(db));
-rollback:
-    savepoint_undo(st, have_sp);
-    return status;
-}
-
-/* Record a domain event in domain_state (an upsert). Store thread. */
-static int event_apply(struct store *st, const struct store_req *r, char *why, size_t whylen)
-{
-    enum store_stmt which;
-    sqlite3_stmt *s;
-    int rc;
-
-    switch (r->ev) {
-    case STORE_EV_ETRN:
-        which = SS_EV_ETRN;
-        break;
-    case STORE_EV_DELIVERY:
-        which = SS_EV_DELIVERY;
-        break;
-    case STORE_EV_ERROR:
-        which = SS_EV_ERROR;
-        break;
-    default:
-        snprintf(why, whylen, "unknown domain event %d", (int)r->ev);
-        return STORE_ERR_IO;
-    }
-    s = st->stmt[which];
-    bind_str(s, 1, r->domain);
-    sqlite3_bind_int64(s, 2, r->when);
-    if (which == SS_EV_ERROR)
-        bind_str(s, 3, r->text);
-    rc = stmt_run(st, which);
-    if (rc != SQLITE_OK) {
-        snprintf(why, whylen, "domain event: %s", sqlite3_errmsg(st->db));
-        return status_of(st->db, rc);
-    }
-    return STORE_OK;
-}
-
-/* ---- operator changes (issue 4) ---- */
-
-static int col_dup(sqlite3_stmt *s, int i, char **out);
-static int grow(void **arr, size_t *cap, size_t n, size_t sz);
-
-static const char *op_name(enum store_op op)
-{
-    static const char *const names[] = {
-        [STORE_OP_HOLD] = "hold",       [STORE_OP_RELEASE] = "release",
-        [STORE_OP_DELETE] = "delete",   [STORE_OP_REQUEUE] = "requeue",
-        [STORE_OP_DUE_NOW] = "due-now",
-    };
-
-    return (unsigned)op < sizeof names / sizeof names[0] ? names[op] : "unknown";
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Statements of one operator change, prepared per request on the write
- * connection: the scope decides the WHERE clause, so each shape gets the
- * plan that uses its index (recipient_message for ids, recipient_rdomain
- * for a domain). */
-struct op_stmts {
-    sqlite3_stmt *find;    /* ids: message id of a queue id */
-    sqlite3_stmt *domains; /* the distinct domains in scope */
-    sqlite3_stmt *count;   /* the distinct messages in scope */
-    sqlite3_stmt *mids;    /* DELETE by domain: those messages' ids */
-    sqlite3_stmt *change;  /* the UPDATE or DELETE */
-};
-
-/* Bind the scope's parameters (?1.. as op_prepare wrote them): a message
- * id, or the reversed domain and its subdomain range. */
-static void op_bind(sqlite3_stmt *s, const struct store_req *r, int64_t mid, const char *rev,
-                    const char *lo, const char *hi)
-{
-    if (!s)
-        return;
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    if (r->oo.queue_ids) {
-        sqlite3_bind_int64(s, 1, mid);
-    } else if (r->oo.domain) {
-        bind_str(s, 1, rev);
-        if (r->oo.subdomains) {
-            bind_str(s, 2, lo);
-            bind_str(s, 3, hi);
-        }
-    }
-}
-
-static int op_prepare(struct store *st, const struct store_req *r, struct op_stmts *p)
-{
-    const char *scope, *state = "", *set = NULL;
-    char sql[512];
-    int rc;
-
-    if (r->oo.queue_ids)
-        scope = "message_id = ?1";
-    else if (r->oo.domain && r->oo.subdomains)
-        scope = "(rdomain = ?1 OR (rdomain >= ?2 AND rdomain < ?3))";
-    else if (r->oo.domain)
-        scope = "rdomain = ?1";
-    else
-        scope = "1";
-    switch (r->oo.op) {
-    case STORE_OP_HOLD:
-        state = " AND state = 0";
-        set = "state = 1";
-        break;
-    case STORE_OP_RELEASE:
-        state = " AND state = 1";
-        set = "state = 0";
-        break;
-    case STORE_OP_DUE_NOW:
-        state = " AND state = 0";
-        set = "next_attempt = 0";
-        break;
-    case STORE_OP_REQUEUE:
-        set = "attempts = 0, next_attempt = 0, last_reply = NULL";
-        break;
-    case STORE_OP_DELETE:
-        break;
-    }
-    if (r->oo.queue_ids &&
-        (rc = sqlite3_prepare_v2(st->db, "SELECT id FROM message WHERE queue_id = ?1", -1, &p->find,
-                                 NULL)) != SQLITE_OK)
-        return rc;
-    snprintf(sql, sizeof sql, "SELECT DISTINCT domain FROM recipient WHERE %s%s", scope, state);
-    if ((rc = sqlite3_prepare_v2(st->db, sql, -1, &p->domains, NULL)) != SQLITE_OK)
-        return rc;
-    snprintf(sql, sizeof sql, "SELECT count(DISTINCT message_id) FROM recipient WHERE %s%s", scope,
-             state);
-    if ((rc = sqlite3_prepare_v2(st->db, sql, -1, &p->count, NULL)) != SQLITE_OK)
-        return rc;
-    if (set)
-        snprintf(sql, sizeof sql, "UPDATE recipient SET %s WHERE %s%s", set, scope, state);
-    else if (r->oo.queue_ids) /* ON DELETE CASCADE takes recipients and body along */
-        snprintf(sql, sizeof sql, "DELETE FROM message WHERE id = ?1");
-    else if (r->oo.all)
-        snprintf(sql, sizeof sql, "DELETE FROM message");
-    else
-        snprintf(sql, sizeof sql, "DELETE FROM recipient WHERE %s", scope);
-    if ((rc = sqlite3_prepare_v2(st->db, sql, -1, &p->change, NULL)) != SQLITE_OK)
-        return rc;
-    if (!set && r->oo.domain) {
-        snprintf(sql, sizeof sql, "SELECT DISTINCT message_id FROM recipient WHERE %s", scope);
-        rc = sqlite3_prepare_v2(st->db, sql, -1, &p->mids, NULL);
-    }
-    return rc;
-}
-
-/* One unit of scope (a message, or the domain, or everything): note its
- * domains and messages, then change it. Store thread, inside the savepoint. */
-static int op_unit(struct store *st, struct store_req *r, struct op_stmts *p, int64_t mid,
-                   const char *rev, const char *lo, const char *hi, size_t *dcap)
-{
-    struct store_op_result *res = r->opres;
-    int64_t *ids = NULL;
-    size_t nids = 0, icap = 0;
-    char *d;
-    int rc;
-
-    op_bind(p->domains, r, mid, rev, lo, hi);
-    while ((rc = sqlite3_step(p->domains)) == SQLITE_ROW) {
-        if ((rc = grow((void **)&res->domains, dcap, res->ndomains, sizeof *res->domains)) !=
-                SQLITE_OK ||
-            (rc = col_dup(p->domains, 0, &d)) != SQLITE_OK)
-            goto done;
-        if (d)
-            res->domains[res->ndomains++] = d;
-    }
-    if (rc != SQLITE_DONE)
-        goto done;
-    op_bind(p->count, r, mid, rev, lo, hi);
-    if ((rc = sqlite3_step(p->count)) != SQLITE_ROW)
-        goto done;
-    res->messages += sqlite3_column_int64(p->count, 0);
-    if (p->mids) {
-        op_bind(p->mids, r, mid, rev, lo, hi);
-        while ((rc = sqlite3_step(p->mids)) == SQLITE_ROW) {
-            if ((rc = grow((void **)&ids, &icap, nids, sizeof *ids)) != SQLITE_OK)
-                goto done;
-            ids[nids++] = sqlite3_column_int64(p->mids, 0);
-        }
-        if (rc != SQLITE_DONE)
-            goto done;
-    }
-    op_bind(p->change, r, mid, rev, lo, hi);
-    if ((rc = sqlite3_step(p->change)) != SQLITE_DONE)
-        goto done;
-    rc = SQLITE_OK;
-    /* DELETE by domain: the messages it left without recipients go. */
-    for (size_t i = 0; i < nids && rc == SQLITE_OK; i++) {
-        sqlite3_bind_int64(st->stmt[SS_DEL_MSG_IF_DONE], 1, ids[i]);
-        rc = stmt_run(st, SS_DEL_MSG_IF_DONE);
-    }
-done:
-    free(ids);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
-/* An operator change (store_op) inside the batch's transaction, under a
- * savepoint: all of it or nothing. Store thread. */
-static int op_apply(struct store *st, struct store_req *r, char *why, size_t whylen)
-{
-    struct op_stmts p = {NULL, NULL, NULL, NULL, NULL};
-    struct store_op_result *res = r->opres;
-    char *rev = NULL, *lo = NULL, *hi = NULL;
-    size_t dcap = 0, i, n;
-    int rc, status = STORE_ERR_IO, have_sp = 0;
-    int64_t mid;
-
-    rc = stmt_run(st, SS_SAVEPOINT);
-    if (rc != SQLITE_OK)
-        goto sql_fail;
-    have_sp = 1;
-    if (r->oo.domain &&
-        (!(rev = domain_reversed(r->oo.domain, "")) || !(lo = domain_reversed(r->oo.domain, ".")) ||
-         !(hi = domain_reversed(r->oo.domain, "/")))) {
-        rc = SQLITE_NOMEM;
-        goto sql_fail;
-    }
-    if ((rc = op_prepare(st, r, &p)) != SQLITE_OK)
-        goto sql_fail;
-    if (r->oo.queue_ids) {
-        for (i = 0; i < r->oo.nids; i++) {
-            sqlite3_reset(p.find);
-            bind_str(p.find, 1, r->oo.queue_ids[i]);
-            rc = sqlite3_step(p.find);
-            if (rc == SQLITE_DONE)
-                continue; /* not (or no longer) in the queue */
-            if (rc != SQLITE_ROW)
-                goto sql_fail;
-            mid = sqlite3_column_int64(p.find, 0);
-            sqlite3_reset(p.find);
-            res->found++;
-            if ((rc = op_unit(st, r, &p, mid, NULL, NULL, NULL, &dcap)) != SQLITE_OK)
-                goto sql_fail;
-        }
-    } else {
-        if ((rc = op_unit(st, r, &p, 0, rev, lo, hi, &dcap)) != SQLITE_OK)
-            goto sql_fail;
-        res->found = res->messages;
-    }
-    /* The domains once each, sorted. */
-    if (res->ndomains > 1) {
-        qsort(res->domains, res->ndomains, sizeof *res->domains, cmp_str);
-        for (i = 1, n = 1; i < res->ndomains; i++) {
-            if (strcmp(res->domains[i], res->domains[n - 1]) == 0)
-                free(res->domains[i]);
-            else
-                res->domains[n++] = res->domains[i];
-        }
-        res->ndomains = n;
-    }
-    rc = stmt_run(st, SS_RELEASE);
-    if (rc != SQLITE_OK)
-        goto sql_fail;
-    status = STORE_OK;
-    goto done;
-
-sql_fail:
-    status = status_of(st->db, rc);
-    snprintf(why, whylen, "%s: %s", op_name(r->oo.op),
-             rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(st->db));
-    savepoint_undo(st, have_sp);
-    opres_clear(res);
-done:
-    sqlite3_finalize(p.find);
-    sqlite3_finalize(p.domains);
-    sqlite3_finalize(p.count);
-    sqlite3_finalize(p.mids);
-    sqlite3_finalize(p.change);
-    free(rev);
-    free(lo);
-    free(hi);
+    store_savepoint_undo(st, have_sp);
     return status;
 }
 
@@ -1040,9 +501,9 @@ static void batch_run(struct store *st, struct store_req *batch, size_t n)
         r->status = STORE_OK;
     for (r = batch; r; r = r->next) {
         if (!in_txn) {
-            rc = stmt_run(st, SS_BEGIN);
+            rc = store_stmt_run(st, SS_BEGIN);
             if (rc != SQLITE_OK) {
-                status = status_of(st->db, rc);
+                status = store_status_of(st->db, rc);
                 log_warn("store: cannot begin a transaction: %s", sqlite3_errmsg(st->db));
                 fail_range(r, NULL, status);
                 break;
@@ -1054,18 +515,18 @@ static void batch_run(struct store *st, struct store_req *batch, size_t n)
         if (r->kind == REQ_SUBMIT)
             r->status = msg_insert(st, r->msg, why, sizeof why);
         else if (r->kind == REQ_UPDATE)
-            r->status = upd_apply(st, r, why, sizeof why);
+            r->status = store_upd_apply(st, r, why, sizeof why);
         else if (r->kind == REQ_OP)
-            r->status = op_apply(st, r, why, sizeof why);
+            r->status = store_op_apply(st, r, why, sizeof why);
         else
-            r->status = event_apply(st, r, why, sizeof why);
+            r->status = store_event_apply(st, r, why, sizeof why);
         if (r->status != STORE_OK) {
             if (r->kind == REQ_SUBMIT)
                 log_warn("%s: store failed: %s", r->msg->queue_id, why);
             else if (r->kind == REQ_UPDATE)
                 log_warn("store: update of %zu recipients failed: %s", r->nupd, why);
             else if (r->kind == REQ_OP)
-                log_warn("store: operator %s failed: %s", op_name(r->oo.op), why);
+                log_warn("store: operator %s failed: %s", store_op_name(r->oo.op), why);
             else
                 log_warn("store: %s: domain event failed: %s", r->domain, why);
             if (sqlite3_get_autocommit(st->db)) {
@@ -1076,12 +537,12 @@ static void batch_run(struct store *st, struct store_req *batch, size_t n)
         }
     }
     if (in_txn) {
-        rc = stmt_run(st, SS_COMMIT);
+        rc = store_stmt_run(st, SS_COMMIT);
         if (rc != SQLITE_OK) {
-            status = status_of(st->db, rc);
+            status = store_status_of(st->db, rc);
             snprintf(why, sizeof why, "%s", sqlite3_errmsg(st->db));
             if (!sqlite3_get_autocommit(st->db))
-                stmt_run(st, SS_ROLLBACK);
+                store_stmt_run(st, SS_ROLLBACK);
             log_warn("store: commit failed, requests=%zu: %s", fail_range(txn_first, NULL, status),
                      why);
         }
@@ -1201,7 +662,7 @@ static void store_thread_main(void *arg)
             r = batch;
             batch = batch->next;
             if (r->kind == REQ_EVENT) {
-                req_free(r); /* fire and forget: no callback */
+                store_req_free(r); /* fire and forget: no callback */
                 continue;
             }
             nupd += r->kind == REQ_UPDATE;
@@ -1271,13 +732,13 @@ static void run_one(struct store_req *r)
         op = r->opres;
         r->opres = NULL;
         if (r->status != STORE_OK) /* e.g. a later COMMIT failed: nothing changed */
-            opres_clear(op);
+            store_opres_clear(op);
         r->cb.op(op, r->status, r->arg);
         break;
     case REQ_EVENT:
         break;
     }
-    req_free(r);
+    store_req_free(r);
 }
 
 /* Run the callbacks of a list of finished requests, in list order. */
@@ -1328,7 +789,7 @@ static void on_async_closed(uv_handle_t *h)
 /* ---- the reader thread ---------------------------------------------------------- */
 
 /* A reader statement, prepared on first use. Reader thread. */
-static sqlite3_stmt *rstmt(struct store *st, enum store_rstmt which)
+sqlite3_stmt *store_rstmt_get(struct store *st, enum store_rstmt which)
 {
     if (!st->rstmt[which] &&
         sqlite3_prepare_v3(st->xdb, store_rstmt_sql[which], -1, SQLITE_PREPARE_PERSISTENT,
@@ -1340,7 +801,7 @@ static sqlite3_stmt *rstmt(struct store *st, enum store_rstmt which)
 /* Reset a reader statement after use and count what it cost (VM steps grow
  * with the rows a query visits: the tests use them to prove that a fetch
  * for one domain does not read the others). Reader thread. */
-static void rdone(struct store *st, sqlite3_stmt *s)
+void store_rdone(struct store *st, sqlite3_stmt *s)
 {
     st->r_steps += (uint64_t)sqlite3_stmt_status(s, SQLITE_STMTSTATUS_VM_STEP, 1);
     st->r_fullscan += (uint64_t)sqlite3_stmt_status(s, SQLITE_STMTSTATUS_FULLSCAN_STEP, 1);
@@ -1351,18 +812,18 @@ static void rdone(struct store *st, sqlite3_stmt *s)
 /* Run a reader statement that returns no rows (BEGIN, COMMIT). */
 static int rstmt_exec(struct store *st, enum store_rstmt which)
 {
-    sqlite3_stmt *s = rstmt(st, which);
+    sqlite3_stmt *s = store_rstmt_get(st, which);
     int rc;
 
     if (!s)
         return sqlite3_errcode(st->xdb);
     rc = sqlite3_step(s);
-    rdone(st, s);
+    store_rdone(st, s);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
 /* Copy text column i into *out (NULL for SQL NULL). SQLITE_OK or _NOMEM. */
-static int col_dup(sqlite3_stmt *s, int i, char **out)
+int store_col_dup(sqlite3_stmt *s, int i, char **out)
 {
     const unsigned char *t;
 
@@ -1376,7 +837,7 @@ static int col_dup(sqlite3_stmt *s, int i, char **out)
 }
 
 /* Grow an array of *cap elements of size sz to hold one more than n. */
-static int grow(void **arr, size_t *cap, size_t n, size_t sz)
+int store_grow(void **arr, size_t *cap, size_t n, size_t sz)
 {
     size_t ncap;
     void *p;
@@ -1394,7 +855,7 @@ static int grow(void **arr, size_t *cap, size_t n, size_t sz)
 
 /* Read message id's body with the incremental blob API, straight into a
  * buffer of its own (no second copy inside SQLite). Reader thread. */
-static int read_body(struct store *st, struct store_dmsg *m)
+int store_read_body(struct store *st, struct store_dmsg *m)
 {
     sqlite3_blob *blob = NULL;
     int rc, len;
@@ -1421,524 +882,6 @@ done:
     return rc;
 }
 
-/*
- * store_fetch: one domain's queued recipients that are due, message by
- * message in id order past the cursor, at most max_msgs messages. The query
- * walks recipient_rdomain from (domain, queued, after_id) onwards, so it
- * reads this domain's rows only and stops as soon as the batch is full.
- * Reader thread, inside the job's read transaction.
- */
-static int job_fetch(struct store *st, struct store_req *r)
-{
-    struct store_batch *b = r->batch;
-    struct store_dmsg *m = NULL;
-    struct store_drcpt *d;
-    sqlite3_stmt *s;
-    size_t cap = 0, rcap = 0, i;
-    char *rev;
-    const unsigned char *qid;
-    int64_t mid;
-    int rc;
-
-    rev = domain_reversed(r->domain, "");
-    if (!rev)
-        return SQLITE_NOMEM;
-    s = rstmt(st, RS_FETCH);
-    if (!s) {
-        free(rev);
-        return sqlite3_errcode(st->xdb);
-    }
-    bind_str(s, 1, rev);
-    sqlite3_bind_int64(s, 2, r->fo.after_id);
-    sqlite3_bind_int64(s, 3, r->fo.due_before);
-    sqlite3_bind_int64(s, 4, r->fo.arrived_before);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        mid = sqlite3_column_int64(s, 0);
-        if (!m || m->id != mid) {
-            if (b->n == r->fo.max_msgs)
-                break;
-            if ((rc = grow((void **)&b->msgs, &cap, b->n, sizeof *b->msgs)) != SQLITE_OK)
-                break;
-            m = &b->msgs[b->n++];
-            memset(m, 0, sizeof *m);
-            rcap = 0;
-            m->id = mid;
-            qid = sqlite3_column_text(s, 10);
-            snprintf(m->queue_id, sizeof m->queue_id, "%s", qid ? (const char *)qid : "");
-            if ((rc = col_dup(s, 11, &m->sender)) != SQLITE_OK ||
-                (rc = col_dup(s, 12, &m->envid)) != SQLITE_OK)
-                break;
-            m->dsn_ret = sqlite3_column_int(s, 13);
-            m->body_8bit = sqlite3_column_int(s, 14);
-            m->arrival = sqlite3_column_int64(s, 15);
-            m->size = (uint64_t)sqlite3_column_int64(s, 16);
-            b->last_id = mid;
-        }
-        if ((rc = grow((void **)&m->rcpts, &rcap, m->nrcpts, sizeof *m->rcpts)) != SQLITE_OK)
-            break;
-        d = &m->rcpts[m->nrcpts++];
-        memset(d, 0, sizeof *d);
-        d->id = sqlite3_column_int64(s, 1);
-        d->notify = (unsigned)sqlite3_column_int64(s, 5);
-        d->attempts = sqlite3_column_int(s, 6);
-        d->next_attempt = sqlite3_column_int64(s, 7);
-        d->warned = sqlite3_column_int(s, 8);
-        if ((rc = col_dup(s, 2, &d->address)) != SQLITE_OK ||
-            (rc = col_dup(s, 3, &d->domain)) != SQLITE_OK ||
-            (rc = col_dup(s, 4, &d->orcpt)) != SQLITE_OK ||
-            (rc = col_dup(s, 9, &d->last_reply)) != SQLITE_OK)
-            break;
-    }
-    if (rc == SQLITE_ROW || rc == SQLITE_DONE)
-        rc = SQLITE_OK;
-    rdone(st, s);
-    free(rev);
-    for (i = 0; rc == SQLITE_OK && r->fo.with_body && i < b->n; i++)
-        rc = read_body(st, &b->msgs[i]);
-    return rc;
-}
-
-/* store_count: totals, then the distinct domains (each read back from a
- * row, not un-reversed). Reader thread, inside the job's read transaction. */
-static int job_count(struct store *st, struct store_req *r)
-{
-    struct store_count *c = r->count;
-    char *rev = NULL, *lo = NULL, *hi = NULL, *dom;
-    sqlite3_stmt *s;
-    size_t cap = 0;
-    int rc = SQLITE_NOMEM;
-
-    if (!(rev = domain_reversed(r->domain, "")) || !(lo = domain_reversed(r->domain, ".")) ||
-        !(hi = domain_reversed(r->domain, "/")))
-        goto done;
-    s = rstmt(st, r->subdomains ? RS_COUNT_SUB : RS_COUNT_EXACT);
-    if (!s) {
-        rc = sqlite3_errcode(st->xdb);
-        goto done;
-    }
-    bind_str(s, 1, rev);
-    if (r->subdomains) {
-        bind_str(s, 2, lo);
-        bind_str(s, 3, hi);
-    }
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        c->messages = sqlite3_column_int64(s, 0);
-        c->recipients = sqlite3_column_int64(s, 1);
-        rc = SQLITE_OK;
-    }
-    rdone(st, s);
-    if (rc != SQLITE_OK || c->recipients == 0)
-        goto done;
-
-    s = rstmt(st, r->subdomains ? RS_DOMAINS_SUB : RS_DOMAINS_EXACT);
-    if (!s) {
-        rc = sqlite3_errcode(st->xdb);
-        goto done;
-    }
-    bind_str(s, 1, rev);
-    if (r->subdomains) {
-        bind_str(s, 2, lo);
-        bind_str(s, 3, hi);
-    }
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if ((rc = grow((void **)&c->domains, &cap, c->ndomains, sizeof *c->domains)) != SQLITE_OK ||
-            (rc = col_dup(s, 0, &dom)) != SQLITE_OK)
-            break;
-        if (dom)
-            c->domains[c->ndomains++] = dom;
-    }
-    if (rc == SQLITE_DONE)
-        rc = SQLITE_OK;
-    rdone(st, s);
-done:
-    free(rev);
-    free(lo);
-    free(hi);
-    return rc;
-}
-
-/* store_scan_domains: one row per domain with queued recipients, found by
- * seeking from one domain to the next in the (domain, state, next_attempt)
- * index; see struct store_domain_info for what that costs and gives. */
-static int job_scan(struct store *st, struct store_req *r)
-{
-    sqlite3_stmt *next = rstmt(st, RS_SCAN), *due = rstmt(st, RS_SCAN_DUE),
-                 *old = rstmt(st, RS_SCAN_OLDEST);
-    char *last = strdup(""), *rev = NULL;
-    size_t cap = 0;
-    int rc = SQLITE_OK;
-
-    if (!next || !due || !old) {
-        free(last);
-        return sqlite3_errcode(st->xdb);
-    }
-    if (!last)
-        return SQLITE_NOMEM;
-    for (;;) {
-        struct store_domain_info *d;
-        char *dom = NULL;
-
-        sqlite3_bind_text(next, 1, last, -1, SQLITE_TRANSIENT);
-        rc = sqlite3_step(next);
-        if (rc == SQLITE_ROW)
-            rc = col_dup(next, 0, &dom);
-        else if (rc == SQLITE_DONE)
-            rc = SQLITE_DONE;
-        rdone(st, next);
-        if (rc != SQLITE_OK || !dom)
-            break;
-        free(last);
-        last = dom;
-        sqlite3_bind_text(due, 1, dom, -1, SQLITE_STATIC);
-        rc = sqlite3_step(due);
-        if (rc != SQLITE_ROW || sqlite3_column_type(due, 0) == SQLITE_NULL) {
-            /* only held mail there */
-            rdone(st, due);
-            if (rc != SQLITE_ROW)
-                break;
-            continue;
-        }
-        if ((rc = grow((void **)&r->scan, &cap, r->nscan, sizeof *r->scan)) != SQLITE_OK) {
-            rdone(st, due);
-            break;
-        }
-        d = &r->scan[r->nscan++];
-        memset(d, 0, sizeof *d);
-        d->next_attempt = sqlite3_column_int64(due, 0);
-        rdone(st, due);
-        d->recipients = 1;
-        if (!(d->domain = strdup(dom)) || !(rev = domain_reversed(dom, ""))) {
-            rc = SQLITE_NOMEM;
-            break;
-        }
-        sqlite3_bind_text(old, 1, rev, -1, SQLITE_STATIC);
-        if ((rc = sqlite3_step(old)) == SQLITE_ROW)
-            d->oldest = sqlite3_column_int64(old, 0);
-        rdone(st, old);
-        free(rev);
-        rev = NULL;
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-            break;
-        rc = SQLITE_OK;
-    }
-    free(rev);
-    free(last);
-    if (rc == SQLITE_DONE)
-        rc = SQLITE_OK;
-    return rc;
-}
-
-/* ---- operator reads (issue 4) ---- */
-
-/* A one-shot reader statement (its SQL depends on the request), counted
- * like the others by rfinal. Reader thread. */
-static int rprep(struct store *st, const char *sql, sqlite3_stmt **out)
-{
-    return sqlite3_prepare_v2(st->xdb, sql, -1, out, NULL);
-}
-
-static void rfinal(struct store *st, sqlite3_stmt *s)
-{
-    if (s) {
-        rdone(st, s);
-        sqlite3_finalize(s);
-    }
-}
-
-/* ASCII lower case copy: what SQLite's lower() does without ICU, so a
- * needle and lower(column) agree. */
-static char *ascii_lower(const char *s)
-{
-    char *out = strdup(s);
-
-    for (char *p = out; p && *p; p++)
-        if (*p >= 'A' && *p <= 'Z')
-            *p = (char)(*p - 'A' + 'a');
-    return out;
-}
-
-/* Every recipient of message m, any state. */
-static int list_rcpts(struct store *st, struct store_dmsg *m)
-{
-    sqlite3_stmt *s = rstmt(st, RS_LIST_RCPTS);
-    struct store_drcpt *d;
-    size_t cap = 0;
-    int rc;
-
-    if (!s)
-        return sqlite3_errcode(st->xdb);
-    sqlite3_bind_int64(s, 1, m->id);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if ((rc = grow((void **)&m->rcpts, &cap, m->nrcpts, sizeof *m->rcpts)) != SQLITE_OK)
-            break;
-        d = &m->rcpts[m->nrcpts++];
-        memset(d, 0, sizeof *d);
-        d->id = sqlite3_column_int64(s, 0);
-        d->notify = (unsigned)sqlite3_column_int64(s, 4);
-        d->attempts = sqlite3_column_int(s, 5);
-        d->next_attempt = sqlite3_column_int64(s, 6);
-        d->warned = sqlite3_column_int(s, 7);
-        d->state = sqlite3_column_int(s, 9);
-        if ((rc = col_dup(s, 1, &d->address)) != SQLITE_OK ||
-            (rc = col_dup(s, 2, &d->domain)) != SQLITE_OK ||
-            (rc = col_dup(s, 3, &d->orcpt)) != SQLITE_OK ||
-            (rc = col_dup(s, 8, &d->last_reply)) != SQLITE_OK)
-            break;
-    }
-    if (rc == SQLITE_DONE)
-        rc = SQLITE_OK;
-    rdone(st, s);
-    return rc;
-}
-
-/*
- * store_list: the messages that pass the filters, in id order past the
- * cursor. Each filter on recipients is an IN (subquery) on its own index
- * (recipient_rdomain for a domain, schema 003's recipient_held for held
- * mail; "message_id > ?1" in each makes SQLite take the partial index),
- * and SQLite drives the messages from that list by primary key, so a page
- * costs what its filters select, not the whole queue. Reader thread.
- */
-static int job_list(struct store *st, struct store_req *r)
-{
-    const struct store_list_opts *o = &r->lo;
-    struct store_batch *b = r->batch;
-    struct store_dmsg *m;
-    sqlite3_stmt *s = NULL;
-    char sql[1024], *rev = NULL, *lo = NULL, *hi = NULL;
-    const unsigned char *qid;
-    size_t cap = 0, nrcpts = 0, off;
-    int rc = SQLITE_NOMEM;
-
-    off = (size_t)snprintf(sql, sizeof sql,
-                           "SELECT m.id, m.queue_id, m.sender, m.envid, m.dsn_ret, m.body_8bit,"
-                           " m.arrival, m.size, m.client_addr, m.client_helo FROM message AS m"
-                           " WHERE m.id > ?1 AND m.arrival < ?2");
-    if (o->queue_id)
-        off += (size_t)snprintf(sql + off, sizeof sql - off, " AND m.queue_id = ?3");
-    if (o->sender)
-        off += (size_t)snprintf(sql + off, sizeof sql - off, " AND instr(lower(m.sender), ?4) > 0");
-    if (o->recipient)
-        off += (size_t)snprintf(sql + off, sizeof sql - off,
-                                " AND m.id IN (SELECT message_id FROM recipient"
-                                " WHERE message_id > ?1 AND instr(lower(address), ?5) > 0)");
-    if (o->domain)
-        off += (size_t)snprintf(sql + off, sizeof sql - off,
-                                o->subdomains
-                                    ? " AND m.id IN (SELECT message_id FROM recipient"
-                                      " WHERE message_id > ?1"
-                                      " AND (rdomain = ?6 OR (rdomain >= ?7 AND rdomain < ?8)))"
-                                    : " AND m.id IN (SELECT message_id FROM recipient"
-                                      " WHERE message_id > ?1 AND rdomain = ?6)");
-    if (o->held)
-        off += (size_t)snprintf(sql + off, sizeof sql - off,
-                                " AND m.id IN (SELECT message_id FROM recipient"
-                                " WHERE message_id > ?1 AND state = 1)");
-    snprintf(sql + off, sizeof sql - off, " ORDER BY m.id LIMIT ?9");
-    if (o->domain &&
-        (!(rev = domain_reversed(o->domain, "")) || !(lo = domain_reversed(o->domain, ".")) ||
-         !(hi = domain_reversed(o->domain, "/"))))
-        goto done;
-    if ((rc = rprep(st, sql, &s)) != SQLITE_OK)
-        goto done;
-    /* Parameters a clause did not write are out of range or unused: binding
-     * them is harmless, and their errors are ignored. */
-    sqlite3_bind_int64(s, 1, o->after_id);
-    sqlite3_bind_int64(s, 2, o->arrived_before);
-    bind_str(s, 3, o->queue_id);
-    bind_str(s, 4, o->sender);
-    bind_str(s, 5, o->recipient);
-    bind_str(s, 6, rev);
-    bind_str(s, 7, lo);
-    bind_str(s, 8, hi);
-    sqlite3_bind_int64(s, 9, (sqlite3_int64)(o->max_msgs > INT64_MAX ? INT64_MAX : o->max_msgs));
-    while (nrcpts < STORE_LIST_MAX_RCPTS && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if ((rc = grow((void **)&b->msgs, &cap, b->n, sizeof *b->msgs)) != SQLITE_OK)
-            break;
-        m = &b->msgs[b->n++];
-        memset(m, 0, sizeof *m);
-        m->id = sqlite3_column_int64(s, 0);
-        qid = sqlite3_column_text(s, 1);
-        snprintf(m->queue_id, sizeof m->queue_id, "%s", qid ? (const char *)qid : "");
-        m->dsn_ret = sqlite3_column_int(s, 4);
-        m->body_8bit = sqlite3_column_int(s, 5);
-        m->arrival = sqlite3_column_int64(s, 6);
-        m->size = (uint64_t)sqlite3_column_int64(s, 7);
-        b->last_id = m->id;
-        if ((rc = col_dup(s, 2, &m->sender)) != SQLITE_OK ||
-            (rc = col_dup(s, 3, &m->envid)) != SQLITE_OK ||
-            (rc = col_dup(s, 8, &m->client_addr)) != SQLITE_OK ||
-            (rc = col_dup(s, 9, &m->client_helo)) != SQLITE_OK ||
-            (rc = list_rcpts(st, m)) != SQLITE_OK ||
-            (o->with_body && (rc = read_body(st, m)) != SQLITE_OK))
-            break;
-        nrcpts += m->nrcpts;
-    }
-    if (rc == SQLITE_ROW || rc == SQLITE_DONE)
-        rc = SQLITE_OK;
-done:
-    rfinal(st, s);
-    free(rev);
-    free(lo);
-    free(hi);
-    return rc;
-}
-
-/* Is d (normalised) domain, or with sub also a domain below it? */
-static int domain_in(const char *d, const char *domain, int sub)
-{
-    size_t ld = strlen(d), lp = strlen(domain);
-
-    if (ld == lp)
-        return strcmp(d, domain) == 0;
-    return sub && ld > lp && d[ld - lp - 1] == '.' && strcmp(d + ld - lp, domain) == 0;
-}
-
-static int cmp_report(const void *a, const void *b)
-{
-    return strcmp(((const struct store_domain_report *)a)->domain,
-                  ((const struct store_domain_report *)b)->domain);
-}
-
-/* The domain_state rows in scope, into the report: onto the domain's entry
- * when it has mail (the first nmail entries, sorted), else a new entry. */
-static int report_state(struct store *st, struct store_req *r, size_t nmail, size_t *cap)
-{
-    struct store_report *rep = r->report;
-    struct store_domain_report key, *e;
-    sqlite3_stmt *s = rstmt(st, RS_STATE);
-    const unsigned char *name;
-    int rc;
-
-    if (!s)
-        return sqlite3_errcode(st->xdb);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        name = sqlite3_column_text(s, 0);
-        if (!name || (r->domain && !domain_in((const char *)name, r->domain, r->subdomains)))
-            continue;
-        key.domain = (char *)name;
-        e = nmail ? bsearch(&key, rep->d, nmail, sizeof *rep->d, cmp_report) : NULL;
-        if (!e) {
-            if ((rc = grow((void **)&rep->d, cap, rep->n, sizeof *rep->d)) != SQLITE_OK)
-                break;
-            e = &rep->d[rep->n++];
-            memset(e, 0, sizeof *e);
-            if (!(e->domain = strdup((const char *)name))) {
-                rc = SQLITE_NOMEM;
-                break;
-            }
-        }
-        e->last_etrn = sqlite3_column_int64(s, 1);
-        e->last_delivery = sqlite3_column_int64(s, 2);
-        e->last_error_at = sqlite3_column_int64(s, 4);
-        free(e->last_error);
-        if ((rc = col_dup(s, 3, &e->last_error)) != SQLITE_OK)
-            break;
-    }
-    if (rc == SQLITE_DONE)
-        rc = SQLITE_OK;
-    rdone(st, s);
-    return rc;
-}
-
-/*
- * store_report: one row per (domain, message) from the recipients in scope,
- * in domain order, summed up per domain here (so a message counts once per
- * domain however many recipients it has there); then domain_state; then
- * the totals of the whole queue. Reader thread.
- */
-static int job_report(struct store *st, struct store_req *r)
-{
-    struct store_report *rep = r->report;
-    struct store_domain_report *e = NULL;
-    sqlite3_stmt *s = NULL;
-    char sql[512], *rev = NULL, *lo = NULL, *hi = NULL;
-    const unsigned char *name;
-    size_t cap = 0, nmail;
-    int64_t arrival, age;
-    int rc = SQLITE_NOMEM, i;
-
-    if (r->domain && !r->domain[0]) {
-        nmail = 0;
-        goto totals; /* "": the totals only */
-    }
-
-    snprintf(sql, sizeof sql,
-             "SELECT r.domain, max(r.state = 0), max(r.state = 1), count(*), m.arrival, m.size"
-             " FROM recipient AS r CROSS JOIN message AS m ON m.id = r.message_id%s"
-             " GROUP BY r.domain, r.message_id ORDER BY r.domain",
-             !r->domain      ? ""
-             : r->subdomains ? " WHERE r.rdomain = ?1 OR (r.rdomain >= ?2 AND r.rdomain < ?3)"
-                             : " WHERE r.rdomain = ?1");
-    if (r->domain &&
-        (!(rev = domain_reversed(r->domain, "")) || !(lo = domain_reversed(r->domain, ".")) ||
-         !(hi = domain_reversed(r->domain, "/"))))
-        goto done;
-    if ((rc = rprep(st, sql, &s)) != SQLITE_OK)
-        goto done;
-    bind_str(s, 1, rev);
-    bind_str(s, 2, lo);
-    bind_str(s, 3, hi);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        name = sqlite3_column_text(s, 0);
-        if (!name)
-            continue;
-        if (!e || strcmp(e->domain, (const char *)name) != 0) {
-            if ((rc = grow((void **)&rep->d, &cap, rep->n, sizeof *rep->d)) != SQLITE_OK)
-                break;
-            e = &rep->d[rep->n++];
-            memset(e, 0, sizeof *e);
-            if (!(e->domain = strdup((const char *)name))) {
-                rc = SQLITE_NOMEM;
-                break;
-            }
-        }
-        arrival = sqlite3_column_int64(s, 4);
-        e->messages++;
-        e->queued_messages += sqlite3_column_int(s, 1) != 0;
-        e->held_messages += sqlite3_column_int(s, 2) != 0;
-        e->recipients += sqlite3_column_int64(s, 3);
-        e->bytes += (uint64_t)sqlite3_column_int64(s, 5);
-        if (e->oldest == 0 || arrival < e->oldest)
-            e->oldest = arrival;
-        age = r->now - arrival;
-        for (i = 0; i < STORE_AGE_BUCKETS - 1 && age >= STORE_AGE_LIMIT(i); i++)
-            ;
-        e->ages[i]++;
-    }
-    if (rc != SQLITE_DONE)
-        goto done;
-    rfinal(st, s);
-    s = NULL;
-    nmail = rep->n;
-    if ((rc = report_state(st, r, nmail, &cap)) != SQLITE_OK)
-        goto done;
-    if (rep->n > nmail)
-        qsort(rep->d, rep->n, sizeof *rep->d, cmp_report);
-totals : {
-    sqlite3_stmt *t = rstmt(st, RS_TOTALS);
-
-    if (!t) {
-        rc = sqlite3_errcode(st->xdb);
-        goto done;
-    }
-    rc = sqlite3_step(t);
-    if (rc == SQLITE_ROW) {
-        rep->messages = sqlite3_column_int64(t, 0);
-        rep->bytes = (uint64_t)sqlite3_column_int64(t, 1);
-        rc = SQLITE_OK;
-    }
-    rdone(st, t);
-}
-done:
-    rfinal(st, s);
-    free(rev);
-    free(lo);
-    free(hi);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
 static const char *job_name(enum req_kind k)
 {
     return k == REQ_FETCH    ? "fetch"
@@ -1959,15 +902,15 @@ static void job_run(struct store *st, struct store_req *r)
     rc = rstmt_exec(st, RS_BEGIN);
     if (rc == SQLITE_OK) {
         if (r->kind == REQ_FETCH)
-            rc = job_fetch(st, r);
+            rc = store_job_fetch(st, r);
         else if (r->kind == REQ_COUNT)
-            rc = job_count(st, r);
+            rc = store_job_count(st, r);
         else if (r->kind == REQ_LIST)
-            rc = job_list(st, r);
+            rc = store_job_list(st, r);
         else if (r->kind == REQ_REPORT)
-            rc = job_report(st, r);
+            rc = store_job_report(st, r);
         else
-            rc = job_scan(st, r);
+            rc = store_job_scan(st, r);
     }
     if (rc != SQLITE_OK) {
         if ((rc & 0xff) == SQLITE_INTERRUPT)
@@ -1983,7 +926,7 @@ static void job_run(struct store *st, struct store_req *r)
     if (r->status != STORE_OK) {
         if (r->batch) {
             for (size_t i = 0; i < r->batch->n; i++)
-                dmsg_clear(&r->batch->msgs[i]);
+                store_dmsg_clear(&r->batch->msgs[i]);
             free(r->batch->msgs);
             memset(r->batch, 0, sizeof *r->batch);
         }
@@ -1997,7 +940,7 @@ static void job_run(struct store *st, struct store_req *r)
         r->scan = NULL;
         r->nscan = 0;
         if (r->report)
-            report_clear(r->report);
+            store_report_clear(r->report);
     }
 }
 
@@ -2460,9 +1403,9 @@ int store_query_value(struct store *st, const char *sql, char **out, size_t *out
     return read_row(st, sql, NULL, NULL, 0, out, outlen, err, errlen);
 }
 
-/* ---- delivery (issue 3) ----------------------------------------------------------- */
+/* ---- requests: how each public call reaches its thread ---- */
 
-static struct store_req *req_new(enum req_kind kind, void *arg)
+struct store_req *store_req_new(enum req_kind kind, void *arg)
 {
     struct store_req *r = calloc(1, sizeof *r);
 
@@ -2475,12 +1418,12 @@ static struct store_req *req_new(enum req_kind kind, void *arg)
 
 /* Hand r to the reader or the store thread; on error r is freed and its
  * callback never runs. Loop thread. */
-static int req_queue(struct store *st, struct store_req *r, int reader)
+int store_req_queue(struct store *st, struct store_req *r, int reader)
 {
     uv_mutex_lock(&st->mu);
     if (st->closing) {
         uv_mutex_unlock(&st->mu);
-        req_free(r);
+        store_req_free(r);
         return UV_ECANCELED;
     }
     if (reader) {
@@ -2492,187 +1435,4 @@ static int req_queue(struct store *st, struct store_req *r, int reader)
     }
     uv_mutex_unlock(&st->mu);
     return 0;
-}
-
-int store_fetch(struct store *st, const struct store_fetch_opts *o, store_fetch_cb cb, void *arg)
-{
-    struct store_req *r;
-
-    if (!st || !o || !o->domain || !cb || o->max_msgs == 0)
-        return UV_EINVAL;
-    if (!(r = req_new(REQ_FETCH, arg)))
-        return UV_ENOMEM;
-    r->cb.fetch = cb;
-    r->fo = *o;
-    r->domain = strdup(o->domain);
-    r->fo.domain = r->domain;
-    r->batch = calloc(1, sizeof *r->batch);
-    if (!r->domain || !r->batch) {
-        req_free(r);
-        return UV_ENOMEM;
-    }
-    return req_queue(st, r, 1);
-}
-
-int store_count(struct store *st, const char *domain, int subdomains, store_count_cb cb, void *arg)
-{
-    struct store_req *r;
-
-    if (!st || !domain || !cb)
-        return UV_EINVAL;
-    if (!(r = req_new(REQ_COUNT, arg)))
-        return UV_ENOMEM;
-    r->cb.count = cb;
-    r->subdomains = subdomains != 0;
-    r->domain = strdup(domain);
-    r->count = calloc(1, sizeof *r->count);
-    if (!r->domain || !r->count) {
-        req_free(r);
-        return UV_ENOMEM;
-    }
-    return req_queue(st, r, 1);
-}
-
-int store_scan_domains(struct store *st, store_scan_cb cb, void *arg)
-{
-    struct store_req *r;
-
-    if (!st || !cb)
-        return UV_EINVAL;
-    if (!(r = req_new(REQ_SCAN, arg)))
-        return UV_ENOMEM;
-    r->cb.scan = cb;
-    return req_queue(st, r, 1);
-}
-
-int store_update(struct store *st, const struct store_update *u, size_t n, store_update_cb cb,
-                 void *arg)
-{
-    struct store_req *r;
-
-    if (!st || (n > 0 && !u))
-        return UV_EINVAL;
-    if (!(r = req_new(REQ_UPDATE, arg)))
-        return UV_ENOMEM;
-    r->cb.update = cb;
-    r->upd = calloc(n ? n : 1, sizeof *r->upd);
-    if (!r->upd) {
-        req_free(r);
-        return UV_ENOMEM;
-    }
-    for (size_t i = 0; i < n; i++) {
-        r->upd[i] = u[i];
-        r->upd[i].reply = NULL;
-        r->nupd = i + 1; /* req_free frees the replies copied so far */
-        if (u[i].reply && !(r->upd[i].reply = strdup(u[i].reply))) {
-            req_free(r);
-            return UV_ENOMEM;
-        }
-    }
-    return req_queue(st, r, 0);
-}
-
-void store_domain_event(struct store *st, const char *domain, enum store_domain_event ev,
-                        int64_t when, const char *text)
-{
-    struct store_req *r;
-    int rc = UV_ENOMEM;
-
-    if (!st || !domain)
-        return;
-    r = req_new(REQ_EVENT, NULL);
-    if (r) {
-        r->ev = ev;
-        r->when = when;
-        r->domain = strdup(domain);
-        r->text = text ? strdup(text) : NULL;
-        if (!r->domain || (text && !r->text))
-            req_free(r);
-        else
-            rc = req_queue(st, r, 0);
-    }
-    if (rc != 0 && rc != UV_ECANCELED)
-        log_warn("store: %s: domain event not recorded: %s", domain, uv_strerror(rc));
-}
-
-/* ---- operator commands (issue 4) ------------------------------------------------- */
-
-int store_list(struct store *st, const struct store_list_opts *o, store_fetch_cb cb, void *arg)
-{
-    struct store_req *r;
-
-    if (!st || !o || !cb || o->max_msgs == 0)
-        return UV_EINVAL;
-    if (!(r = req_new(REQ_LIST, arg)))
-        return UV_ENOMEM;
-    r->cb.fetch = cb;
-    r->lo = *o;
-    r->batch = calloc(1, sizeof *r->batch);
-    if (!r->batch || (o->queue_id && !(r->lo_qid = strdup(o->queue_id))) ||
-        (o->domain && !(r->domain = strdup(o->domain))) ||
-        (o->sender && !(r->lo_sender = ascii_lower(o->sender))) ||
-        (o->recipient && !(r->lo_rcpt = ascii_lower(o->recipient)))) {
-        req_free(r);
-        return UV_ENOMEM;
-    }
-    r->lo.queue_id = r->lo_qid;
-    r->lo.domain = r->domain;
-    r->lo.sender = r->lo_sender;
-    r->lo.recipient = r->lo_rcpt;
-    return req_queue(st, r, 1);
-}
-
-int store_report(struct store *st, const char *domain, int subdomains, int64_t now,
-                 store_report_cb cb, void *arg)
-{
-    struct store_req *r;
-
-    if (!st || !cb)
-        return UV_EINVAL;
-    if (!(r = req_new(REQ_REPORT, arg)))
-        return UV_ENOMEM;
-    r->cb.report = cb;
-    r->now = now;
-    r->subdomains = domain && subdomains;
-    r->report = calloc(1, sizeof *r->report);
-    if (!r->report || (domain && !(r->domain = strdup(domain)))) {
-        req_free(r);
-        return UV_ENOMEM;
-    }
-    return req_queue(st, r, 1);
-}
-
-int store_op(struct store *st, const struct store_op_opts *o, store_op_cb cb, void *arg)
-{
-    struct store_req *r;
-
-    if (!st || !o || !cb || (unsigned)o->op > STORE_OP_DUE_NOW ||
-        (o->queue_ids != NULL) + (o->domain != NULL) + (o->all != 0) != 1 ||
-        (o->queue_ids && o->nids == 0))
-        return UV_EINVAL;
-    for (size_t i = 0; o->queue_ids && i < o->nids; i++)
-        if (!o->queue_ids[i])
-            return UV_EINVAL;
-    if (!(r = req_new(REQ_OP, arg)))
-        return UV_ENOMEM;
-    r->cb.op = cb;
-    r->oo = *o;
-    r->oo.all = o->all != 0;
-    r->oo.subdomains = o->domain && o->subdomains;
-    r->opres = calloc(1, sizeof *r->opres);
-    if (!r->opres || (o->domain && !(r->domain = strdup(o->domain))))
-        goto nomem;
-    if (o->queue_ids) {
-        if (!(r->ids = calloc(o->nids, sizeof *r->ids)))
-            goto nomem;
-        for (; r->nids < o->nids; r->nids++)
-            if (!(r->ids[r->nids] = strdup(o->queue_ids[r->nids])))
-                goto nomem;
-    }
-    r->oo.queue_ids = (const char *const *)r->ids;
-    r->oo.domain = r->domain;
-    return req_queue(st, r, 0);
-nomem:
-    req_free(r);
-    return UV_ENOMEM;
 }
