@@ -81,8 +81,10 @@ struct config {
     unsigned max_connections_per_ip;
     unsigned max_recipients;     /* per message */
     unsigned max_errors;         /* protocol errors before 421 */
-    uint64_t command_timeout;    /* milliseconds */
-    uint64_t data_timeout;       /* milliseconds, between reads during DATA */
+    uint64_t command_timeout;    /* milliseconds to receive one whole command line */
+    uint64_t data_timeout;       /* milliseconds, the DATA deadline's start and most idle time */
+    unsigned min_data_rate;      /* bytes/s that extend the DATA deadline; 0 = no minimum */
+    uint64_t session_timeout;    /* milliseconds an inbound SMTP session may last */
     uint64_t shutdown_timeout;   /* milliseconds sessions in DATA get on SIGTERM */
     unsigned hopcount_limit;     /* Received: fields allowed */
     char *tls_cert;              /* absolute paths or NULL: no STARTTLS */

@@ -33,9 +33,14 @@ const struct cfg_key config_global_keys[] = {
      "protocol errors in a session before it is closed with 421"},
     /* RFC 5321 §4.5.3.2.7: the server timeout should be at least 5 minutes. */
     {"command_timeout", T_DURATION, "5m", G(command_timeout), 0, MS_SECOND, MS_DAY, 0,
-     "how long to wait for the next command"},
+     "how long a client may take to send one whole command line"},
     {"data_timeout", T_DURATION, "10m", G(data_timeout), 0, MS_SECOND, MS_DAY, 0,
-     "how long to wait between reads during DATA"},
+     "how long DATA may take before min_data_rate extends it; most idle time in DATA"},
+    /* Postfix's smtpd_min_data_rate: a trickle must not hold a slot for ever. */
+    {"min_data_rate", T_UINT, "500", G(min_data_rate), 0, 0, 1000000000, 0,
+     "bytes per second of message data that extend the DATA deadline; 0: no minimum"},
+    {"session_timeout", T_DURATION, "1h", G(session_timeout), 0, MS_SECOND, 7 * MS_DAY, 0,
+     "how long one inbound SMTP session may last, whatever it does"},
     {"shutdown_timeout", T_DURATION, "30s", G(shutdown_timeout), 0, 0, MS_HOUR, 0,
      "how long sessions in DATA may take to finish on SIGTERM"},
     /* RFC 5321 §6.3: a loop threshold of at least 100 Received: fields. */

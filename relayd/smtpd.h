@@ -60,8 +60,14 @@ struct smtpd_session {
     struct server *srv;
     struct config *cfg; /* snapshot taken at connect (a reference) */
     struct conn *conn;
-    uv_timer_t timer; /* command/data timeout */
+    uv_timer_t timer; /* fires at the earlier of deadline and the session's end */
     int timer_open;
+    /* Deadlines, not idle timers: bytes that trickle in do not move them
+     * (slowloris). Times are uv_now() milliseconds. */
+    uint64_t started;      /* accept: session_timeout counts from here */
+    uint64_t deadline;     /* the current command line, or DATA, must be done by then */
+    uint64_t data_started; /* 354 sent */
+    uint64_t data_bytes;   /* bytes of DATA read since (they buy min_data_rate time) */
     enum smtpd_state state;
     char id[16];            /* session id for debug logs */
     char peer[80];          /* "[192.0.2.1]:1234" for logs */

@@ -56,9 +56,55 @@ static const struct conn_cbs session_cbs;
 static void spool_resume(void *arg);
 static void process_input(struct smtpd_session *s);
 static void session_maybe_free(struct smtpd_session *s);
+static void on_timeout(uv_timer_t *t);
+
+static int reading_commands(enum smtpd_state st)
+{
+    return st == SMTPD_GREETED || st == SMTPD_READY || st == SMTPD_MAIL || st == SMTPD_RCPT;
+}
+
+/*
+ * A new deadline: command_timeout for the next command line (or a TLS
+ * handshake), data_timeout for DATA. Called when a command has been read and
+ * when a state that reads starts; never for bytes that merely arrive, so a
+ * client cannot hold its slot by sending one byte at a time.
+ */
+static void deadline_start(struct smtpd_session *s)
+{
+    uint64_t now = uv_now(s->srv->loop);
+
+    if (s->state == SMTPD_DATA) {
+        s->data_started = now;
+        s->data_bytes = 0;
+        s->deadline = now + s->cfg->data_timeout;
+    } else {
+        s->deadline = now + s->cfg->command_timeout;
+    }
+}
+
+/*
+ * n bytes of DATA were read. As Postfix's smtpd_min_data_rate: each byte buys
+ * 1/min_data_rate seconds beyond the first data_timeout, so the message must
+ * arrive at that average rate; and no gap between reads may exceed
+ * data_timeout, however much was bought.
+ */
+static void deadline_data(struct smtpd_session *s, size_t n)
+{
+    uint64_t idle = uv_now(s->srv->loop) + s->cfg->data_timeout, due;
+
+    s->data_bytes += n;
+    if (s->cfg->min_data_rate == 0) {
+        s->deadline = idle;
+        return;
+    }
+    due = s->data_started + s->cfg->data_timeout + s->data_bytes * 1000 / s->cfg->min_data_rate;
+    s->deadline = due < idle ? due : idle;
+}
 
 void smtpd_enter_state(struct smtpd_session *s, enum smtpd_state next)
 {
+    enum smtpd_state prev = s->state;
+
     if (next != SMTPD_CLOSING && !(state_next[s->state] & SMTPD_STATE_BIT(next))) {
         /* a bug, not a peer's doing: say so loudly and end the session */
         log_error("session %s: illegal transition %s -> %s", s->id, state_names[s->state],
@@ -68,21 +114,30 @@ void smtpd_enter_state(struct smtpd_session *s, enum smtpd_state next)
     if (s->state != next)
         log_debug("session %s: %s -> %s", s->id, state_names[s->state], state_names[next]);
     s->state = next;
+    /* DATA, a TLS handshake, or commands again after one of those: a new deadline */
+    if (next != prev && (next == SMTPD_DATA || next == SMTPD_TLS ||
+                         (reading_commands(next) && !reading_commands(prev))))
+        deadline_start(s);
 }
 
+/* Run the timer to the earlier of the current deadline and the session's
+ * end. It only moves when one of those does. */
 static void timer_arm(struct smtpd_session *s)
 {
-    uint64_t ms;
+    uint64_t now, end, due;
 
     if (!s->timer_open || s->state == SMTPD_CLOSING)
         return;
     if (s->state == SMTPD_COMMIT || s->state == SMTPD_ETRN) {
-        /* waiting for our own disk, not for the client */
+        /* waiting for our own disk, not for the client: a 250 that is due
+         * is not lost to session_timeout, which is checked again after */
         uv_timer_stop(&s->timer);
         return;
     }
-    ms = s->state == SMTPD_DATA ? s->cfg->data_timeout : s->cfg->command_timeout;
-    uv_timer_start(&s->timer, s->timer.timer_cb, ms, 0);
+    now = uv_now(s->srv->loop);
+    end = s->started + s->cfg->session_timeout;
+    due = s->deadline < end ? s->deadline : end;
+    uv_timer_start(&s->timer, on_timeout, due > now ? due - now : 0, 0);
 }
 
 static void session_close(struct smtpd_session *s)
@@ -378,6 +433,7 @@ static int data_consume(struct smtpd_session *s)
         return 0; /* resumed from spool_resume() */
     used = smtp_data_feed(&t->dec, s->in.data, chunk, s->data_out, &out_len, &done);
     buf_consume(&s->in, used);
+    deadline_data(s, used);
     if (out_len > 0 && !t->too_big) {
         t->body_bytes += out_len;
         if (t->body_bytes > s->cfg->max_message_size)
@@ -478,6 +534,9 @@ static void process_input(struct smtpd_session *s)
             len--;
         line[len] = '\0';
         smtpd_cmd_dispatch(s, line, len);
+        /* the next command line starts its own deadline */
+        if (reading_commands(s->state))
+            deadline_start(s);
     }
     s->processing = 0;
     timer_arm(s);
@@ -495,7 +554,7 @@ static void on_data(struct conn *c, const char *data, size_t len)
         smtpd_close_421(s, "4.7.0", "Error: too much pipelined input");
         return;
     }
-    timer_arm(s);
+    /* no timer_arm() here: bytes alone never extend a deadline */
     process_input(s);
 }
 
@@ -653,11 +712,34 @@ static void on_closed(struct conn *c)
 static void on_timeout(uv_timer_t *t)
 {
     struct smtpd_session *s = t->data;
+    const struct config *cfg = s->cfg;
+    uint64_t now = uv_now(s->srv->loop);
+    char why[128];
 
     if (s->closed)
         return;
-    log_info("timeout after %s from %s", state_names[s->state], s->peer);
-    smtpd_close_421(s, "4.4.2", "Error: timeout exceeded");
+    if (now >= s->started + cfg->session_timeout)
+        snprintf(why, sizeof(why), "session longer than %llu s",
+                 (unsigned long long)(cfg->session_timeout / 1000));
+    else if (s->state == SMTPD_DATA && cfg->min_data_rate > 0 &&
+             now >= s->data_started + cfg->data_timeout + s->data_bytes * 1000 / cfg->min_data_rate)
+        snprintf(why, sizeof(why), "DATA slower than %u bytes/s", cfg->min_data_rate);
+    else if (s->state == SMTPD_DATA)
+        snprintf(why, sizeof(why), "no DATA for %llu s",
+                 (unsigned long long)(cfg->data_timeout / 1000));
+    else if (s->state == SMTPD_TLS)
+        snprintf(why, sizeof(why), "TLS handshake not complete in %llu s",
+                 (unsigned long long)(cfg->command_timeout / 1000));
+    else
+        snprintf(why, sizeof(why), "no complete command in %llu s",
+                 (unsigned long long)(cfg->command_timeout / 1000));
+    if (s->state == SMTPD_DATA)
+        log_info("timeout after DATA (%llu bytes) from %s: %s", (unsigned long long)s->data_bytes,
+                 s->peer, why);
+    else
+        log_info("timeout after %s from %s: %s", state_names[s->state], s->peer, why);
+    smtpd_reply(s, 421, "4.4.2", "%s Error: timeout exceeded: %s", cfg->hostname, why);
+    session_close(s);
 }
 
 static const struct conn_cbs session_cbs = {
@@ -700,7 +782,9 @@ void smtpd_session_accept(struct server *srv, uv_stream_t *stream)
     uv_timer_init(srv->loop, &s->timer);
     s->timer.data = s;
     s->timer_open = 1;
-    uv_timer_start(&s->timer, on_timeout, s->cfg->command_timeout, 0);
+    s->started = uv_now(srv->loop);
+    deadline_start(s);
+    timer_arm(s);
 
     if (srv->stopping) {
         smtpd_close_421(s, "4.3.2", "Service shutting down");

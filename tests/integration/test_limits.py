@@ -94,8 +94,9 @@ def test_data_timeout(relayd_factory):
 
 
 def test_data_timeout_is_between_reads(relayd_factory):
-    """A slow client that keeps sending is not cut off by data_timeout."""
-    r = relayd_factory(command_timeout="30s", data_timeout="1s")
+    """A slow client that keeps sending (faster than min_data_rate) is not cut
+    off by data_timeout. test_slowloris.py: one slower than min_data_rate is."""
+    r = relayd_factory(command_timeout="30s", data_timeout="1s", min_data_rate="10")
     c = r.raw()
     c.ehlo()
     c.expect("MAIL FROM:<a@b.test>", 250)
