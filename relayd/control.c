@@ -858,6 +858,7 @@ int control_open(struct server *srv, struct control **out, char *err, size_t err
     struct stat sb;
     uid_t uid;
     gid_t gid;
+    mode_t um;
     int rc, bound = 0;
 
     *out = NULL;
@@ -868,8 +869,13 @@ int control_open(struct server *srv, struct control **out, char *err, size_t err
                  cfg->control_socket);
         return -1;
     }
-    if (socket_owner(cfg, &uid, &gid, err, errlen) < 0 ||
-        make_dir(cfg->control_socket, err, errlen) < 0 ||
+    /* relayd's umask (027, main) would close the directories to the
+     * socket's group; they are made 0755 as documented. Start-up runs
+     * before any other thread exists, so the process-wide umask is ours. */
+    um = umask(022);
+    rc = make_dir(cfg->control_socket, err, errlen);
+    umask(um);
+    if (rc < 0 || socket_owner(cfg, &uid, &gid, err, errlen) < 0 ||
         clear_stale(cfg->control_socket, err, errlen) < 0)
         return -1;
     c = calloc(1, sizeof *c);
@@ -888,14 +894,20 @@ int control_open(struct server *srv, struct control **out, char *err, size_t err
         return -1;
     }
     c->pipe_open = 1;
-    if ((rc = uv_pipe_bind(&c->pipe, c->path)) != 0) {
+    /* bind(2) makes the socket with the mode the umask leaves: set it so
+     * that the mode comes out right, instead of a chmod by name as root that
+     * a symbolic link swapped in meanwhile would redirect. */
+    um = umask(~(mode_t)cfg->control_socket_mode & 0777);
+    rc = uv_pipe_bind(&c->pipe, c->path);
+    umask(um);
+    if (rc != 0) {
         snprintf(err, errlen, "cannot bind %s: %s", c->path, uv_strerror(rc));
         goto fail;
     }
     bound = 1;
-    /* Not yet listening: nobody can connect before mode and owner are right. */
-    if (chmod(c->path, (mode_t)cfg->control_socket_mode) != 0 ||
-        ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(c->path, uid, gid) != 0) ||
+    /* Not yet listening: nobody can connect before mode and owner are right.
+     * lchown: never the target of a symbolic link. */
+    if (((uid != (uid_t)-1 || gid != (gid_t)-1) && lchown(c->path, uid, gid) != 0) ||
         lstat(c->path, &sb) != 0) {
         snprintf(err, errlen, "%s: %s", c->path, strerror(errno));
         goto fail;

@@ -1,8 +1,9 @@
 /*
  * main: relayd's start-up, signals and shutdown. It parses the command line,
- * loads the configuration snapshot, binds the listeners and opens the queue
- * while still root, drops privileges, runs the one libuv loop, and on
- * SIGHUP swaps in a new snapshot; on SIGTERM it stops accepting, lets
+ * loads the configuration snapshot; while still root it checks the queue's
+ * directory (datadir) and binds the listeners; then it drops privileges,
+ * opens the queue as that user, runs the one libuv loop, and on SIGHUP
+ * swaps in a new snapshot; on SIGTERM it stops accepting, lets
  * messages in DATA finish (bounded) and commits before exiting 0.
  * It does no protocol work itself.
  */
@@ -22,6 +23,7 @@
 
 #include "config.h"
 #include "control.h"
+#include "datadir.h"
 #include "etrn.h"
 #include "resolver.h"
 #include "sched.h"
@@ -59,72 +61,49 @@ static void usage(FILE *fp)
                 "  -V       print the version and exit\n");
 }
 
-/* Make the directory that will hold the queue, if it is missing. */
-static int make_parent_dir(const char *path)
-{
-    char dir[PATH_MAX];
-    char *slash;
+/* The user named by `user`, looked up while still root. */
+struct run_user {
+    int set; /* root with `user` set: drop to it */
+    uid_t uid;
+    gid_t gid;
+    char name[256];
+};
 
-    if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
-        return -1;
-    slash = strrchr(dir, '/');
-    if (slash == NULL || slash == dir)
-        return 0;
-    *slash = '\0';
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
-/* The queue files must stay writable after the switch to the unprivileged
- * user: they were created as root a moment ago. */
-static void chown_queue(const struct server *srv, const char *db, uid_t uid, gid_t gid)
-{
-    const char *suffixes[] = {"", "-wal", "-shm"};
-    char p[PATH_MAX];
-    size_t i;
-
-    for (i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
-        snprintf(p, sizeof(p), "%s%s", db, suffixes[i]);
-        if (chown(p, uid, gid) != 0 && errno != ENOENT)
-            log_warn("cannot chown %s: %s", p, strerror(errno));
-    }
-    if (chown(srv->spool_dir, uid, gid) != 0)
-        log_warn("cannot chown %s: %s", srv->spool_dir, strerror(errno));
-    snprintf(p, sizeof(p), "%s", db);
-    {
-        char *slash = strrchr(p, '/');
-        if (slash != NULL && slash != p) {
-            *slash = '\0';
-            if (chown(p, uid, gid) != 0)
-                log_warn("cannot chown %s: %s", p, strerror(errno));
-        }
-    }
-}
-
-static int drop_privileges(const struct server *srv, const char *user)
+static int lookup_user(const char *user, struct run_user *ru)
 {
     struct passwd *pw;
 
+    memset(ru, 0, sizeof(*ru));
+    ru->uid = (uid_t)-1;
+    ru->gid = (gid_t)-1;
     if (user == NULL || geteuid() != 0)
         return 0;
     pw = getpwnam(user);
-    if (pw == NULL) {
-        log_error("unknown user %s", user);
+    if (pw == NULL || strlen(pw->pw_name) >= sizeof(ru->name))
         return -1;
-    }
-    chown_queue(srv, srv->cfg->database, pw->pw_uid, pw->pw_gid);
-    /* glibc applies set*id to every thread, the store thread included */
-    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
-        setuid(pw->pw_uid) != 0) {
-        log_error("cannot switch to user %s: %s", user, strerror(errno));
+    ru->set = 1;
+    ru->uid = pw->pw_uid;
+    ru->gid = pw->pw_gid;
+    memcpy(ru->name, pw->pw_name, strlen(pw->pw_name) + 1);
+    return 0;
+}
+
+/* Nothing is chowned here: the queue's directory was given to the user by
+ * datadir_open, and the queue and spool are created after this, by it. */
+static int drop_privileges(const struct run_user *ru)
+{
+    if (!ru->set)
+        return 0;
+    /* glibc applies set*id to every thread */
+    if (initgroups(ru->name, ru->gid) != 0 || setgid(ru->gid) != 0 || setuid(ru->uid) != 0) {
+        log_error("cannot switch to user %s: %s", ru->name, strerror(errno));
         return -1;
     }
     if (setuid(0) == 0) {
         log_error("privileges could be regained after dropping them");
         return -1;
     }
-    log_info("running as user %s", user);
+    log_info("running as user %s", ru->name);
     return 0;
 }
 
@@ -348,10 +327,15 @@ int main(int argc, char **argv)
 {
     struct relayd_main m;
     struct server *srv = &m.srv;
+    struct run_user ru;
+    struct datadir dd;
     char err[1024];
     int foreground = 0, check_only = 0, print_only = 0, print_all = 0;
-    int ch, i;
+    int ch, i, rc;
 
+    /* Whatever relayd creates (queue, WAL, spool) grants nothing to other
+     * users, whatever umask it was started with. */
+    umask(027);
     memset(&m, 0, sizeof(m));
     m.config_path = CONFIG_DEFAULT_PATH;
     for (i = 1; i < argc; i++) {
@@ -440,28 +424,39 @@ int main(int argc, char **argv)
     if (srv->stats == NULL)
         log_fatal(EX_SOFTWARE, "out of memory");
     srv->reload = reload_srv;
+    if (lookup_user(srv->cfg->user, &ru) != 0)
+        log_fatal(EX_NOUSER, "user %s: no such user", srv->cfg->user);
+    /* As root only bind, open and drop: the queue's directory is checked on
+     * a descriptor. */
+    rc = datadir_open(srv->cfg->database, ru.uid, ru.gid, &dd, err, sizeof(err));
+    if (rc != 0)
+        log_fatal(rc, "queue %s: %s", srv->cfg->database, err);
     if (listener_start(srv, &srv->listener, err, sizeof(err)) != 0)
         log_fatal(EX_OSERR, "%s", err);
     if (control_open(srv, &m.control, err, sizeof(err)) != 0)
         log_fatal(EX_OSERR, "control socket: %s", err);
-    if (make_parent_dir(srv->cfg->database) != 0)
-        log_fatal(EX_CANTCREAT, "cannot create the directory of %s: %s", srv->cfg->database,
-                  strerror(errno));
-    if (spool_dir_init(srv->cfg->database, srv->spool_dir, sizeof(srv->spool_dir)) != 0)
-        log_fatal(EX_CANTCREAT, "cannot set up the spool directory for %s", srv->cfg->database);
-    if (store_open(srv->loop, srv->cfg->database, &srv->store, err, sizeof(err)) != 0)
-        log_fatal(EX_SOFTWARE, "cannot open the queue %s: %s", srv->cfg->database, err);
-    if (resolver_open(srv->loop, srv->cfg->dns_servers, &srv->resolver, err, sizeof(err)) != 0)
-        log_fatal(EX_SOFTWARE, "cannot start the resolver: %s", err);
-    /* outbound TLS: opportunistic, and verifying for tls = verify domains */
+    /* outbound TLS: opportunistic, and verifying for tls = verify domains
+     * (the CA file may be readable by root only) */
     srv->tls_client = tls_ctx_new_client(0, NULL, err, sizeof(err));
     if (srv->tls_client == NULL)
         log_warn("outbound TLS unavailable: %s", err);
     srv->tls_client_verify = tls_ctx_new_client(1, srv->cfg->tls_ca_file, err, sizeof(err));
     if (srv->tls_client_verify == NULL)
         log_warn("verified outbound TLS unavailable: %s", err);
-    if (drop_privileges(srv, srv->cfg->user) != 0)
+    if (drop_privileges(&ru) != 0)
         log_fatal(EX_NOPERM, "cannot drop privileges");
+    /* From here on as the user: what it creates is its own. */
+    rc = datadir_check_queue(&dd, err, sizeof(err));
+    if (rc != 0)
+        log_fatal(rc, "queue %s: %s", srv->cfg->database, err);
+    if (spool_dir_init(dd.fd, dd.name, srv->cfg->database, srv->spool_dir,
+                       sizeof(srv->spool_dir)) != 0)
+        log_fatal(EX_CANTCREAT, "cannot set up the spool directory for %s", srv->cfg->database);
+    datadir_close(&dd);
+    if (store_open(srv->loop, srv->cfg->database, &srv->store, err, sizeof(err)) != 0)
+        log_fatal(EX_SOFTWARE, "cannot open the queue %s: %s", srv->cfg->database, err);
+    if (resolver_open(srv->loop, srv->cfg->dns_servers, &srv->resolver, err, sizeof(err)) != 0)
+        log_fatal(EX_SOFTWARE, "cannot start the resolver: %s", err);
     if (etrn_open(srv, &srv->etrn) != 0 || sched_open(srv, &srv->sched) != 0)
         log_fatal(EX_SOFTWARE, "out of memory");
 

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,28 +311,66 @@ void spool_free(struct spool *sp)
     spool_finish_free(sp);
 }
 
-int spool_dir_init(const char *db, char *out, size_t outlen)
+/* Open the spool directory: never through a symbolic link, and only when it
+ * belongs to the user relayd runs as (it is private to relayd, 0700). */
+static int open_spool_dir(int dirfd, const char *sname, const char *path)
 {
-    DIR *d;
-    struct dirent *de;
-    int n = snprintf(out, outlen, "%s.spool", db);
+    struct stat st;
+    int fd;
 
-    if (n < 0 || (size_t)n >= outlen)
-        return -1;
-    if (mkdir(out, 0700) != 0 && errno != EEXIST) {
-        log_error("cannot create spool directory %s: %s", out, strerror(errno));
+    if (mkdirat(dirfd, sname, 0700) != 0 && errno != EEXIST) {
+        log_error("cannot create spool directory %s: %s", path, strerror(errno));
         return -1;
     }
-    /* Files left by a crash belong to messages that never got their 250. */
-    d = opendir(out);
+    fd = openat(dirfd, sname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ELOOP || errno == ENOTDIR)
+            log_error("spool directory %s is a symbolic link or not a directory: refused", path);
+        else
+            log_error("cannot open spool directory %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) != 0 || st.st_uid != geteuid()) {
+        log_error(
+            "spool directory %s belongs to uid %lu, not to uid %lu that relayd runs as: refused",
+            path, (unsigned long)st.st_uid, (unsigned long)geteuid());
+        close(fd);
+        return -1;
+    }
+    if ((st.st_mode & 077) != 0 && fchmod(fd, 0700) != 0) {
+        log_error("cannot make spool directory %s private: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int spool_dir_init(int dirfd, const char *name, const char *db, char *out, size_t outlen)
+{
+    char sname[NAME_MAX + 8];
+    DIR *d;
+    struct dirent *de;
+    int fd, n = snprintf(out, outlen, "%s.spool", db);
+
+    if (n < 0 || (size_t)n >= outlen ||
+        snprintf(sname, sizeof(sname), "%s.spool", name) >= (int)sizeof(sname))
+        return -1;
+    fd = open_spool_dir(dirfd, sname, out);
+    if (fd < 0)
+        return -1;
+    /* Files left by a crash belong to messages that never got their 250.
+     * unlinkat relative to the checked descriptor: an entry that is a
+     * symbolic link is removed itself, never what it points to. */
+    d = fdopendir(fd);
     if (d == NULL) {
-        log_error("cannot open spool directory %s: %s", out, strerror(errno));
+        log_error("cannot read spool directory %s: %s", out, strerror(errno));
+        close(fd);
         return -1;
     }
     while ((de = readdir(d)) != NULL) {
         if (de->d_name[0] == '.')
             continue;
-        if (unlinkat(dirfd(d), de->d_name, 0) != 0)
+        if (unlinkat(fd, de->d_name, 0) != 0)
             log_warn("cannot remove stale spool file %s/%s: %s", out, de->d_name, strerror(errno));
     }
     closedir(d);

@@ -37,9 +37,12 @@ int spool_take(struct spool *sp, char **mem, char **path);
 /* Discard (removing the file, if any; through the thread pool). */
 void spool_free(struct spool *sp);
 
-/* Create the spool directory for database path db ("queue.db" ->
- * "queue.db.spool/") and remove files left by a previous run. Blocking:
- * start-up only. Writes the directory into out. 0 or -1. */
-int spool_dir_init(const char *db, char *out, size_t outlen);
+/* Create the spool directory for database path db, whose file is name in
+ * the directory open as dirfd ("queue.db" -> "queue.db.spool/", mode 0700),
+ * and remove files left by a previous run. Refuses (logged) a spool that is
+ * a symbolic link, not a directory, or not owned by the user relayd runs
+ * as; never follows a symbolic link. Call after the privilege drop.
+ * Blocking: start-up only. Writes the directory's path into out. 0 or -1. */
+int spool_dir_init(int dirfd, const char *name, const char *db, char *out, size_t outlen);
 
 #endif

@@ -571,3 +571,23 @@ def seeded_random(name):
     seed = int(os.environ.get("RELAYD_TEST_SEED", "0")) or int(time.time() * 1000) % 1000000007
     print("%s: random seed %d (set RELAYD_TEST_SEED=%d to repeat)" % (name, seed, seed))
     return random.Random(seed), seed
+
+
+def run_to_exit(r, timeout=20):
+    """Start Relayd r (config written here) and wait, bounded, for it to end by
+    itself: for start-ups that must fail. Returns (status, output); status is
+    None when it was still running at the deadline (then it is killed)."""
+    if not r.fixed_port:
+        r.port = free_port(r.listen_host)
+    r.write_config()
+    p = subprocess.Popen([relayd_binary(), "-d", "-f", r.conf], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=r.dir, env=r.env,
+                         start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        os.kill(p.pid, signal.SIGKILL)
+        out, _ = p.communicate(timeout=10)
+        rc = None
+    return rc, out.decode("utf-8", "replace")
