@@ -2,7 +2,7 @@
  * datadir: the directory that holds the queue, checked before relayd trusts
  * it. Started as root, relayd opens it without following a symbolic link
  * and checks its owner and mode on the open descriptor; every later step at
- * start-up (the spool) works relative to that descriptor, so no
+ * start-up (the lock, the spool) works relative to that descriptor, so no
  * path can be swapped under it. Does not open the queue (store does) or
  * create the spool (spool does).
  */

@@ -1,9 +1,9 @@
 /*
  * main: relayd's start-up, signals and shutdown. It parses the command line,
- * loads the configuration snapshot; while still root it checks the queue's
- * directory (datadir) and binds the listeners; then it drops privileges,
- * opens the queue as that user, runs the one libuv loop, and on SIGHUP
- * swaps in a new snapshot; on SIGTERM it stops accepting, lets
+ * loads the configuration snapshot; while still root it checks and locks the
+ * queue's directory (datadir, queue_lock) and binds the listeners; then it
+ * drops privileges, opens the queue as that user, runs the one libuv loop,
+ * and on SIGHUP swaps in a new snapshot; on SIGTERM it stops accepting, lets
  * messages in DATA finish (bounded) and commits before exiting 0.
  * It does no protocol work itself.
  */
@@ -29,6 +29,7 @@
 #include "sched.h"
 #include "listener.h"
 #include "log.h"
+#include "queue_lock.h"
 #include "recipients.h"
 #include "server.h"
 #include "smtpd_session.h"
@@ -48,6 +49,7 @@ struct relayd_main {
      * pool; one reload at a time, a SIGHUP meanwhile runs another after it */
     int reloading, reload_again;
     struct config *reload_old; /* the snapshot the new one is compared with */
+    int lock_fd;               /* queue_lock: held until exit */
 };
 
 static void usage(FILE *fp)
@@ -337,6 +339,7 @@ int main(int argc, char **argv)
      * users, whatever umask it was started with. */
     umask(027);
     memset(&m, 0, sizeof(m));
+    m.lock_fd = -1;
     m.config_path = CONFIG_DEFAULT_PATH;
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--version") == 0) {
@@ -427,10 +430,15 @@ int main(int argc, char **argv)
     if (lookup_user(srv->cfg->user, &ru) != 0)
         log_fatal(EX_NOUSER, "user %s: no such user", srv->cfg->user);
     /* As root only bind, open and drop: the queue's directory is checked on
-     * a descriptor. */
+     * a descriptor, and the queue is locked before anything listens, so a
+     * second relayd on the same database stops here. */
     rc = datadir_open(srv->cfg->database, ru.uid, ru.gid, &dd, err, sizeof(err));
     if (rc != 0)
         log_fatal(rc, "queue %s: %s", srv->cfg->database, err);
+    rc = queue_lock_take(dd.fd, dd.name, srv->cfg->database, ru.uid, ru.gid, &m.lock_fd, err,
+                         sizeof(err));
+    if (rc != 0)
+        log_fatal(rc, "%s", err);
     if (listener_start(srv, &srv->listener, err, sizeof(err)) != 0)
         log_fatal(EX_OSERR, "%s", err);
     if (control_open(srv, &m.control, err, sizeof(err)) != 0)
@@ -495,6 +503,8 @@ int main(int argc, char **argv)
         tls_ctx_free(srv->tls_retired[k]);
     free(srv->tls_retired);
     config_unref(srv->cfg);
+    /* the queue is closed and committed: another relayd may have it now */
+    close(m.lock_fd);
     log_info("relayd stopped");
     return 0;
 }

@@ -3,7 +3,7 @@
 # started as root must never follow a symbolic link planted there, never
 # chown or empty a directory that is not its own, and must refuse to start
 # (exit 73) instead of repairing. Whatever it creates (the queue, its -wal
-# and -shm, the spool) grants nothing to other users, whatever
+# and -shm, the spool, the lock) grants nothing to other users, whatever
 # umask it was started with.
 
 import os
@@ -104,7 +104,7 @@ def mode_of(path):
 
 @pytest.mark.parametrize("setup", ["fresh", "statedir", "old-queue", "root"])
 def test_queue_files_grant_nothing_to_others(public_tmpdir, relayd_factory, setup):
-    """Started with umask 0: the queue, -wal, -shm and the spool
+    """Started with umask 0: the queue, -wal, -shm, the spool and the lock
     still grant nothing to other users (and belong to relayd's user)."""
     user = None if setup == "root" else "nobody"
     owner = pwd.getpwnam(user or "root")
@@ -132,7 +132,7 @@ def test_queue_files_grant_nothing_to_others(public_tmpdir, relayd_factory, setu
     assert r.queue.message(q) is not None
     st = os.lstat(qdir)
     assert stat.S_ISDIR(st.st_mode) and st.st_uid == owner.pw_uid, st
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", ".lock"):
         p = db + suffix
         st = os.lstat(p)
         assert stat.S_ISREG(st.st_mode), p
