@@ -69,6 +69,45 @@ static int check_owner(const struct datadir *dd, const struct stat *st, uid_t ru
     return 0;
 }
 
+/*
+ * Queue files an earlier relayd made as root (started without `user`): the
+ * user relayd will run as must own them to open them. Only what is plainly
+ * ours is taken: root's, in the directory just checked, a plain file with
+ * one link (a hard link would hand over another file) or a directory only
+ * root may write to. O_PATH|O_NOFOLLOW opens without side effects and
+ * fchownat(AT_EMPTY_PATH) acts on that very inode, whatever the name
+ * points to by then.
+ */
+static int adopt_queue_files(const struct datadir *dd, uid_t ruid, gid_t rgid, char *err,
+                             size_t errlen)
+{
+    static const char *const suffixes[] = {"", "-wal", "-shm", ".spool"};
+    char name[NAME_MAX + 8];
+    struct stat st;
+    size_t i;
+    int fd, ours;
+
+    for (i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        snprintf(name, sizeof(name), "%s%s", dd->name, suffixes[i]);
+        fd = openat(dd->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            continue; /* missing, or refused with its reason later */
+        ours = fstat(fd, &st) == 0 && st.st_uid == 0 &&
+               ((S_ISREG(st.st_mode) && st.st_nlink == 1) ||
+                (S_ISDIR(st.st_mode) && !(st.st_mode & (S_IWGRP | S_IWOTH))));
+        if (ours && fchownat(fd, "", ruid, rgid, AT_EMPTY_PATH) != 0) {
+            snprintf(err, errlen, "cannot give %s/%s to uid %lu: %s", dd->path, name,
+                     (unsigned long)ruid, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        if (ours)
+            log_info("gave %s/%s, made by root, to uid %lu", dd->path, name, (unsigned long)ruid);
+        close(fd);
+    }
+    return 0;
+}
+
 int datadir_open(const char *db, uid_t uid, gid_t gid, struct datadir *dd, char *err, size_t errlen)
 {
     const int root = geteuid() == 0;
@@ -121,6 +160,8 @@ int datadir_open(const char *db, uid_t uid, gid_t gid, struct datadir *dd, char 
         }
         log_info("gave the queue directory %s to uid %lu", dd->path, (unsigned long)ruid);
     }
+    if (ruid != 0 && adopt_queue_files(dd, ruid, rgid, err, errlen) != 0)
+        goto fail;
     return 0;
 fail:
     datadir_close(dd);

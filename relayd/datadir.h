@@ -26,8 +26,10 @@ struct datadir {
  * as; (uid_t)-1: root stays), and writable by nobody else: not by every
  * user, not by a group other than root's or gid. Root's own directory that
  * no group or other user may write to (what systemd's StateDirectory=
- * makes, or what we just created) is given to uid:gid. Not root: only
- * opened. Returns 0, or EX_CANTCREAT with the reason in err.
+ * makes, or what we just created) is given to uid:gid, and so are the
+ * queue files and spool an earlier relayd made there as root (root's plain
+ * files with one link, root's directory no one else may write to).
+ * Not root: only opened. Returns 0, or EX_CANTCREAT with the reason in err.
  */
 int datadir_open(const char *db, uid_t uid, gid_t gid, struct datadir *dd, char *err,
                  size_t errlen);

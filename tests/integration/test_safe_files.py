@@ -102,7 +102,7 @@ def mode_of(path):
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-@pytest.mark.parametrize("setup", ["fresh", "statedir", "old-queue", "root"])
+@pytest.mark.parametrize("setup", ["fresh", "statedir", "old-queue", "root-made", "root"])
 def test_queue_files_grant_nothing_to_others(public_tmpdir, relayd_factory, setup):
     """Started with umask 0: the queue, -wal, -shm, the spool and the lock
     still grant nothing to other users (and belong to relayd's user)."""
@@ -119,6 +119,13 @@ def test_queue_files_grant_nothing_to_others(public_tmpdir, relayd_factory, setu
         open(db, "w").close()
         os.chmod(db, 0o644)
         os.chown(db, NOBODY.pw_uid, NOBODY.pw_gid)
+    elif setup == "root-made":  # an earlier relayd ran as root, without `user`
+        os.makedirs(qdir)
+        os.chown(qdir, NOBODY.pw_uid, NOBODY.pw_gid)
+        open(db, "w").close()
+        os.chmod(db, 0o644)
+        os.makedirs(db + ".spool", mode=0o700)
+        open(os.path.join(db + ".spool", "STALE"), "w").close()
     old = os.umask(0)
     try:
         r = relayd_factory(workdir=os.path.join(public_tmpdir, "work"), database=db, user=user)
@@ -141,4 +148,5 @@ def test_queue_files_grant_nothing_to_others(public_tmpdir, relayd_factory, setu
     st = os.lstat(db + ".spool")
     assert stat.S_ISDIR(st.st_mode) and st.st_uid == owner.pw_uid
     assert mode_of(db + ".spool") == 0o700
+    assert os.listdir(db + ".spool") == []
 
