@@ -79,6 +79,7 @@ struct config {
     uint64_t max_message_size;   /* bytes; SIZE in EHLO */
     unsigned max_connections;
     unsigned max_connections_per_ip;
+    unsigned ipv6_prefix_length; /* IPv6 clients count per network of this many bits */
     unsigned max_recipients;     /* per message */
     unsigned max_errors;         /* protocol errors before 421 */
     uint64_t command_timeout;    /* milliseconds to receive one whole command line */

@@ -26,6 +26,10 @@ const struct cfg_key config_global_keys[] = {
      "SMTP sessions open at once"},
     {"max_connections_per_ip", T_UINT, "50", G(max_connections_per_ip), 0, 1, 100000, 0,
      "SMTP sessions open at once from one client address"},
+    /* RFC 6177: a site or line gets a /64 (or more), so counting IPv6 clients
+     * address by address lets one of them take every slot. */
+    {"ipv6_prefix_length", T_UINT, "64", G(ipv6_prefix_length), 0, 16, 128, 0,
+     "IPv6 clients count per network of this many bits for per-address limits"},
     /* RFC 5321 §4.5.3.1.8: a server must accept at least 100 recipients. */
     {"max_recipients", T_UINT, "1000", G(max_recipients), 0, 100, 1000000, 0,
      "recipients accepted per message"},

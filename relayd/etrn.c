@@ -253,7 +253,8 @@ void etrn_cmd(struct smtpd_session *s, const struct smtp_cmd *cmd)
         etrn_log(s, shown, 458, 0, "shutting down");
         return;
     }
-    if (!rate_allow(srv->etrn, s->addr)) {
+    /* per client as the connection limits count it: an IPv6 network, not each address */
+    if (!rate_allow(srv->etrn, s->ipkey)) {
         smtpd_reply(s, 458, "4.7.0",
                     "Unable to queue messages for node <%s>: too many ETRN requests, try later",
                     shown);

@@ -1,8 +1,9 @@
 /*
  * listener: the listening TCP sockets and the connection limits. It counts
  * connections globally and per client address so one client cannot take
- * every slot (max_connections, max_connections_per_ip). It does not speak
- * SMTP: new connections go straight to smtpd_session_accept().
+ * every slot (max_connections, max_connections_per_ip); an IPv6 client is
+ * counted by its network (ipv6_prefix_length, lib/ipkey.c). It does not
+ * speak SMTP: new connections go straight to smtpd_session_accept().
  */
 #include <errno.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "ipkey.h"
 #include "listener.h"
 #include "log.h"
 #include "server.h"
@@ -20,7 +22,7 @@
 struct ip_count {
     struct ip_count *next;
     unsigned count;
-    char ip[64];
+    char ip[IPKEY_MAX];
 };
 
 struct listener {
@@ -52,12 +54,18 @@ static struct ip_count **ip_slot(struct listener *l, const char *ip)
     return pp;
 }
 
-enum listener_verdict listener_admit(struct listener *l, const char *ip)
+enum listener_verdict listener_admit(struct listener *l, const struct sockaddr *peer, char *key,
+                                     size_t keylen)
 {
     const struct config *cfg = l->srv->cfg;
-    struct ip_count **pp = ip_slot(l, ip);
-    struct ip_count *e = *pp;
+    struct ip_count **pp;
+    struct ip_count *e;
+    const char *ip = key;
 
+    if (ipkey_format(peer, cfg->ipv6_prefix_length, key, keylen) != 0)
+        snprintf(key, keylen, "?"); /* not IP (cannot happen on TCP): one shared count */
+    pp = ip_slot(l, ip);
+    e = *pp;
     if (l->total >= cfg->max_connections)
         return LISTENER_TOO_MANY;
     if (e != NULL && e->count >= cfg->max_connections_per_ip)

@@ -7,6 +7,7 @@
 #define RELAYD_LISTENER_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 
 struct server;
 struct listener;
@@ -16,10 +17,14 @@ enum listener_verdict { LISTENER_ADMIT = 0, LISTENER_TOO_MANY, LISTENER_TOO_MANY
 /* Bind and listen on every address of srv->cfg. Blocking binds happen before
  * the loop runs. 0, or -1 with err set (nothing left open). */
 int listener_start(struct server *srv, struct listener **out, char *err, size_t errlen);
-/* Count a new connection from ip against the limits of the current config.
- * On LISTENER_ADMIT the caller must call listener_release(ip) when it ends. */
-enum listener_verdict listener_admit(struct listener *l, const char *ip);
-void listener_release(struct listener *l, const char *ip);
+/* Count a new connection from peer against the limits of the current
+ * config. The per-address limit counts by lib/ipkey.h's key (an IPv6
+ * client by its ipv6_prefix_length network), written into key (keylen >=
+ * IPKEY_MAX) in every case. On LISTENER_ADMIT the caller must call
+ * listener_release(key) when the connection ends. */
+enum listener_verdict listener_admit(struct listener *l, const struct sockaddr *peer, char *key,
+                                     size_t keylen);
+void listener_release(struct listener *l, const char *key);
 /* Stop accepting (SIGTERM) and close the sockets; the counters stay usable. */
 void listener_stop(struct listener *l);
 /* Free what is left after listener_stop once the loop has closed the handles. */

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "ipkey.h"
 #include "smtp_data.h"
 #include "smtp_parse.h"
 #include "store.h"
@@ -72,6 +73,7 @@ struct smtpd_session {
     char id[16];            /* session id for debug logs */
     char peer[80];          /* "[192.0.2.1]:1234" for logs */
     char addr[64];          /* "192.0.2.1" */
+    char ipkey[IPKEY_MAX];  /* what per-client limits count it as: "2001:db8:1:2::/64" */
     char helo[256];         /* argument of HELO/EHLO */
     int esmtp;              /* EHLO (not HELO) was used */
     int admitted;           /* counted by listener_admit */

@@ -670,7 +670,7 @@ static void session_maybe_free(struct smtpd_session *s)
     if (!s->conn_gone || s->timer_open || s->commit_pending || s->etrn_pending)
         return;
     if (s->admitted) {
-        listener_release(srv->listener, s->addr);
+        listener_release(srv->listener, s->ipkey);
         log_disconnect(s);
     }
     txn_free_fields(&s->txn);
@@ -790,15 +790,23 @@ void smtpd_session_accept(struct server *srv, uv_stream_t *stream)
         smtpd_close_421(s, "4.3.2", "Service shutting down");
         return;
     }
-    v = listener_admit(srv->listener, s->addr);
+    v = listener_admit(srv->listener, conn_peer_sockaddr(s->conn), s->ipkey, sizeof(s->ipkey));
+    if (v == LISTENER_TOO_MANY) {
+        log_warn("too many connections from %s", s->peer);
+        smtpd_close_421(s, "4.7.0", "Error: too many connections");
+        return;
+    }
+    if (v != LISTENER_ADMIT && strchr(s->ipkey, '/') != NULL) {
+        /* an IPv6 client counts with its whole network (ipv6_prefix_length) */
+        char text[128];
+        log_warn("too many connections from one address from %s (network %s)", s->peer, s->ipkey);
+        snprintf(text, sizeof(text), "Error: too many connections from your network %s", s->ipkey);
+        smtpd_close_421(s, "4.7.0", text);
+        return;
+    }
     if (v != LISTENER_ADMIT) {
-        log_warn("%s from %s",
-                 v == LISTENER_TOO_MANY ? "too many connections"
-                                        : "too many connections from one address",
-                 s->peer);
-        smtpd_close_421(s, "4.7.0",
-                        v == LISTENER_TOO_MANY ? "Error: too many connections"
-                                               : "Error: too many connections from your address");
+        log_warn("too many connections from one address from %s", s->peer);
+        smtpd_close_421(s, "4.7.0", "Error: too many connections from your address");
         return;
     }
     s->admitted = 1;
