@@ -1,7 +1,8 @@
 /*
  * etrn: ETRN (RFC 1985) for relayd. It turns the argument into relay domains
  * ("dom", "@dom" for the domain and its subdomains, "#queue" for a named
- * group), refuses what the client may not ask for (459), limits how often a
+ * group), refuses what the client may not ask for and flushes only the
+ * domains it may (459; the decision is etrn_access.c's), limits how often a
  * client may ask (etrn_rate), counts what is waiting with the store's reader
  * (so 253 carries the true number) and hands the domains to sched, which
  * joins a flush already running. It never delivers anything itself, and the
@@ -15,6 +16,7 @@
 #include "config.h"
 #include "conn.h"
 #include "etrn.h"
+#include "etrn_access.h"
 #include "log.h"
 #include "sched.h"
 #include "server.h"
@@ -115,9 +117,12 @@ static int rate_allow(struct etrn *e, const char *ip)
     return 1;
 }
 
-/* One ETRN while the queue is counted. */
+/* One ETRN while the queue is counted. cfg and peer are what the counted
+ * domains are checked against: the session's snapshot and address. */
 struct etrn_req {
     struct smtpd_session *s;
+    const struct config *cfg;
+    struct sockaddr_storage peer;
     char arg[SMTP_DOMAIN_MAX + 8];
     size_t pending;
     int failed;
@@ -185,17 +190,28 @@ static void req_finish(struct etrn_req *q)
     smtpd_async_done(s);
 }
 
+/* One scope counted: flush the queued domains the client may flush and
+ * count only their messages (etrn_access: the same check whichever form of
+ * ETRN covered them). When every domain passes, the scope's own count
+ * holds (a message for two of them counts once). */
 static void counted(struct store_count *c, int status, void *arg)
 {
     struct etrn_req *q = arg;
-    size_t i;
+    const struct sockaddr *peer = (const struct sockaddr *)&q->peer;
+    int64_t mine = 0;
+    size_t i, n = 0;
 
     if (status != 0 || c == NULL) {
         q->failed = 1;
     } else {
-        q->messages += c->messages;
-        for (i = 0; i < c->ndomains; i++)
+        for (i = 0; i < c->ndomains; i++) {
+            if (!etrn_access_domain(q->cfg, c->domains[i], peer))
+                continue;
             req_add_domain(q, c->domains[i]);
+            mine += c->domain_messages[i];
+            n++;
+        }
+        q->messages += n == c->ndomains ? c->messages : mine;
     }
     if (c != NULL)
         store_count_free(c);
@@ -203,29 +219,14 @@ static void counted(struct store_count *c, int status, void *arg)
         req_finish(q);
 }
 
+/* RFC 1985 §5: 459 "Node %s not allowed: <reason>". One text whether the
+ * name is not ours, no such queue or not this client's, so that probing
+ * with ETRN does not list the relay's customers; the log says which. */
 static void refuse(struct smtpd_session *s, const char *arg, const char *why)
 {
-    smtpd_reply(s, 459, "4.7.1", "Node <%s> not allowed: %s", arg, why);
+    smtpd_reply(s, 459, "4.7.1", "Node <%s> not allowed: not a relay domain this client may flush",
+                arg);
     etrn_log(s, arg, 459, 0, why);
-}
-
-/* May this client ETRN the relay domain d? (etrn_access, default anyone:
- * the mail goes to the domain's own server, never to the asker.) */
-static int access_ok(const struct smtpd_session *s, const struct cfg_domain *d)
-{
-    if (d->netrn_access == 0)
-        return 1;
-    return config_net_match(d->etrn_access, d->netrn_access, conn_peer_sockaddr(s->conn));
-}
-
-/* Is d equal to or below parent (both normalised)? */
-static int is_under(const char *d, const char *parent)
-{
-    size_t ld = strlen(d), lp = strlen(parent);
-
-    if (ld == lp)
-        return strcmp(d, parent) == 0;
-    return ld > lp && d[ld - lp - 1] == '.' && strcmp(d + ld - lp, parent) == 0;
 }
 
 void etrn_cmd(struct smtpd_session *s, const struct smtp_cmd *cmd)
@@ -233,6 +234,9 @@ void etrn_cmd(struct smtpd_session *s, const struct smtp_cmd *cmd)
     struct server *srv = s->srv;
     const struct config *cfg = s->cfg;
     struct smtp_etrn_arg ea;
+    const struct cfg_queue *cq;
+    const struct sockaddr *peer;
+    enum etrn_access_verdict verdict;
     struct etrn_req *q;
     char shown[SMTP_DOMAIN_MAX + 8];
     size_t i, n;
@@ -261,77 +265,43 @@ void etrn_cmd(struct smtpd_session *s, const struct smtp_cmd *cmd)
         etrn_log(s, shown, 458, 0, "rate limit");
         return;
     }
+    verdict = etrn_access_check(cfg, ea.kind, ea.name, conn_peer_sockaddr(s->conn));
+    if (verdict != ETRN_ACCESS_OK) {
+        refuse(s, shown, etrn_access_reason(verdict));
+        return;
+    }
     q = calloc(1, sizeof(*q));
     if (q == NULL) {
         smtpd_reply(s, 458, "4.3.0", "Unable to queue messages for node <%s>", shown);
         return;
     }
     q->s = s;
+    q->cfg = s->cfg; /* the session outlives q (smtpd_async_done) */
+    peer = conn_peer_sockaddr(s->conn);
+    if (peer != NULL)
+        memcpy(&q->peer, peer,
+               peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                           : sizeof(struct sockaddr_in));
     snprintf(q->arg, sizeof(q->arg), "%s", shown);
 
-    if (ea.kind == SMTP_ETRN_QUEUE) {
-        const struct cfg_queue *cq = config_find_queue(cfg, ea.name);
-        if (cq == NULL) {
-            refuse(s, shown, "no such queue");
-            free(q);
-            return;
-        }
-        for (i = 0; i < cq->ndomains; i++) {
-            const struct cfg_domain *d = config_find_domain(cfg, cq->domains[i]);
-            if (d == NULL || !access_ok(s, d)) {
-                refuse(s, shown, "not authorized for this client");
-                free(q);
-                return;
-            }
-        }
-        n = cq->ndomains;
-        q->pending = n;
-        smtpd_enter_state(s, SMTPD_ETRN);
-        s->etrn_pending = 1;
-        for (i = 0; i < cq->ndomains; i++) {
-            const struct cfg_domain *d = config_find_domain(cfg, cq->domains[i]);
-            if (store_count(srv->store, cq->domains[i], d->subdomains, counted, q) != 0) {
-                q->failed = 1;
-                if (--q->pending == 0)
-                    req_finish(q);
-            }
-        }
-        return;
-    }
-
-    {
-        /* "dom" must be ours (a [domain] or below one with subdomains);
-         * "@dom" too, so "@com" cannot reach every customer at once */
-        const struct cfg_domain *d = config_find_domain(cfg, ea.name);
-        if (d == NULL) {
-            refuse(s, shown,
-                   ea.kind == SMTP_ETRN_SUBDOMAINS
-                       ? "not a relay domain of ours (a pattern must name one)"
-                       : "not a relay domain");
-            free(q);
-            return;
-        }
-        if (!access_ok(s, d)) {
-            refuse(s, shown, "not authorized for this client");
-            free(q);
-            return;
-        }
-        if (ea.kind == SMTP_ETRN_SUBDOMAINS) {
-            for (i = 0; i < cfg->ndomains; i++) {
-                if (is_under(cfg->domains[i].name, ea.name) && !access_ok(s, &cfg->domains[i])) {
-                    refuse(s, shown, "not authorized for this client");
-                    free(q);
-                    return;
-                }
-            }
-        }
-    }
-    q->pending = 1;
+    /* The scopes the argument covers: "dom" alone, "@dom" with everything
+     * below it, each member of a queue as its relay domain says. */
+    cq = ea.kind == SMTP_ETRN_QUEUE ? config_find_queue(cfg, ea.name) : NULL;
+    n = cq != NULL ? cq->ndomains : 1;
+    q->pending = n + 1; /* held until every count is asked for */
     smtpd_enter_state(s, SMTPD_ETRN);
     s->etrn_pending = 1;
-    if (store_count(srv->store, ea.name, ea.kind == SMTP_ETRN_SUBDOMAINS, counted, q) != 0) {
-        q->failed = 1;
-        q->pending = 0;
-        req_finish(q);
+    for (i = 0; i < n; i++) {
+        const char *name = cq != NULL ? cq->domains[i] : ea.name;
+        const struct cfg_domain *d = config_find_domain(cfg, name);
+        int sub = cq != NULL ? d != NULL && d->subdomains : ea.kind == SMTP_ETRN_SUBDOMAINS;
+
+        if (d == NULL || store_count(srv->store, name, sub, counted, q) != 0) {
+            if (d != NULL)
+                q->failed = 1;
+            q->pending--;
+        }
     }
+    if (--q->pending == 0)
+        req_finish(q);
 }

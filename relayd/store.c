@@ -85,8 +85,8 @@ static const char *const store_rstmt_sql[RS_COUNT] = {
                      " WHERE rdomain = ?1 OR (rdomain >= ?2 AND rdomain < ?3)",
     [RS_DOMAINS_EXACT] = "SELECT domain FROM recipient WHERE rdomain = ?1 LIMIT 1",
     [RS_DOMAINS_SUB] =
-        "SELECT (SELECT domain FROM recipient AS x WHERE x.rdomain = r.rdomain LIMIT 1)"
-        " FROM recipient AS r WHERE r.rdomain = ?1"
+        "SELECT (SELECT domain FROM recipient AS x WHERE x.rdomain = r.rdomain LIMIT 1),"
+        " count(DISTINCT r.message_id) FROM recipient AS r WHERE r.rdomain = ?1"
         " OR (r.rdomain >= ?2 AND r.rdomain < ?3) GROUP BY r.rdomain",
     /* store_scan_domains: one index seek per step, never a pass over all rows */
     [RS_SCAN] = "SELECT domain FROM recipient WHERE domain > ?1 ORDER BY domain LIMIT 1",
@@ -934,6 +934,7 @@ static void job_run(struct store *st, struct store_req *r)
             for (size_t i = 0; i < r->count->ndomains; i++)
                 free(r->count->domains[i]);
             free(r->count->domains);
+            free(r->count->domain_messages);
             memset(r->count, 0, sizeof *r->count);
         }
         store_scan_free(r->scan, r->nscan);

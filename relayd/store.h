@@ -191,11 +191,14 @@ int store_fetch(struct store *st, const struct store_fetch_opts *o, store_fetch_
 
 /* Messages and recipients waiting for domain, or, with subdomains, for the
  * domain and every domain below it; domains lists the distinct recipient
- * domains that matched (for ETRN @domain). Everything is the callee's. */
+ * domains that matched (for ETRN @domain), each with its own message count
+ * (so ETRN can count only the domains a client may flush: a message for
+ * several domains counts in each). Everything is the callee's. */
 struct store_count {
     int64_t messages;
     int64_t recipients;
     char **domains;
+    int64_t *domain_messages; /* the messages waiting for domains[i] */
     size_t ndomains;
 };
 typedef void (*store_count_cb)(struct store_count *c, int status, void *arg);

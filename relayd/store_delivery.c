@@ -23,6 +23,7 @@ void store_count_free(struct store_count *c)
     for (size_t i = 0; i < c->ndomains; i++)
         free(c->domains[i]);
     free(c->domains);
+    free(c->domain_messages);
     free(c);
 }
 
@@ -222,7 +223,7 @@ int store_job_count(struct store *st, struct store_req *r)
     struct store_count *c = r->count;
     char *rev = NULL, *lo = NULL, *hi = NULL, *dom;
     sqlite3_stmt *s;
-    size_t cap = 0;
+    size_t cap = 0, mcap = 0;
     int rc = SQLITE_NOMEM;
 
     if (!(rev = store_domain_reversed(r->domain, "")) ||
@@ -262,10 +263,16 @@ int store_job_count(struct store *st, struct store_req *r)
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         if ((rc = store_grow((void **)&c->domains, &cap, c->ndomains, sizeof *c->domains)) !=
                 SQLITE_OK ||
+            (rc = store_grow((void **)&c->domain_messages, &mcap, c->ndomains,
+                             sizeof *c->domain_messages)) != SQLITE_OK ||
             (rc = store_col_dup(s, 0, &dom)) != SQLITE_OK)
             break;
-        if (dom)
+        if (dom) {
+            /* one domain exactly: its count is the total above */
+            c->domain_messages[c->ndomains] =
+                r->subdomains ? sqlite3_column_int64(s, 1) : c->messages;
             c->domains[c->ndomains++] = dom;
+        }
     }
     if (rc == SQLITE_DONE)
         rc = SQLITE_OK;

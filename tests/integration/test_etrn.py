@@ -18,6 +18,8 @@ from relayd_fixture import split_received, wait_until
 from sink import Client, etrn, etrn_until_drained, message, subject_of
 
 ETRN_LOG = r"ETRN from \[127\.0\.0\.1\]:\d+: arg=<%s> result=%d count=%d"
+# relayd(8): the one 459 a client gets, whatever the reason
+REFUSED = "4.7.1 Node <%s> not allowed: not a relay domain this client may flush"
 SENT_LOG = r"%s: to=<%s>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, delay=\d+, dsn=2\.0\.0, status=sent \(250 "
 
 
@@ -113,14 +115,13 @@ def test_etrn_replies(denv):
     r.wait_log(ETRN_LOG % ("empty\\.test", 251, 0))
     assert etrn(r, "EMPTY.Test.") [0] == 251
     assert etrn(r, "#grp") == (251, "2.0.0 OK, no messages waiting for node <#grp>")
+    # one text for every refusal (a stranger cannot tell "not ours" from
+    # "not yours"); the log says which
     for arg, why in [("notours.test", "not a relay domain"), ("com", "not a relay domain"),
-                     ("@com", None), ("@test", None), ("@notours.test", None), ("#nosuch", "no such queue")]:
-        code, text = etrn(r, arg)
-        assert code == 459, (arg, code, text)
-        assert text.startswith("4.7.1 Node <%s> not allowed: " % arg), (arg, text)
-        if why:
-            assert text.endswith(why), (arg, text)
-        r.wait_log(r"arg=<%s> result=459 count=0" % re.escape(arg))
+                     ("@com", "not a relay domain"), ("@test", "not a relay domain"),
+                     ("@notours.test", "not a relay domain"), ("#nosuch", "no such queue")]:
+        assert etrn(r, arg) == (459, REFUSED % arg), arg
+        r.wait_log(r"arg=<%s> result=459 count=0 reason=%s" % (re.escape(arg), why))
 
     c = r.raw()
     c.expect("ETRN example.org", 503, contains="5.5.1")  # before EHLO
@@ -253,16 +254,62 @@ def test_etrn_access(denv):
     with Client(r) as c:
         c.send("s@sender.test", ["u@locked.test"], message("l1"))
         c.send("s@sender.test", ["u@open.test"], message("o1"))
-    code, text = etrn(r, "locked.test")
-    assert (code, text) == (459, "4.7.1 Node <locked.test> not allowed: not authorized for this client")
-    r.wait_log(r"arg=<locked\.test> result=459 count=0 reason=not authorized")
-    # an @ pattern covering a subdomain the client may not ask for is refused as a whole
-    assert etrn(r, "@top.test")[0] == 459
+    assert etrn(r, "locked.test") == (459, REFUSED % "locked.test")
+    r.wait_log(r"arg=<locked\.test> result=459 count=0 reason=not authorized for this client")
+    # @top.test covers in.top.test, which the client may not flush: the rest
+    # of it may be, and nothing of it is waiting
+    assert etrn(r, "@top.test")[0] == 251
     assert etrn(r, "top.test")[0] == 251
+    assert etrn(r, "@in.top.test") == (459, REFUSED % "@in.top.test")
     assert etrn(r, "open.test") == (253, "2.0.0 1 pending messages for node <open.test> started")
     assert [subject_of(t.data) for t in site.wait_for(1, 20)] == ["o1"]
     assert site.quiet(1.0)
     wait_until(lambda: r.queue.count() == 1, 10, what="only locked.test's message left")
+
+
+def test_etrn_access_is_the_same_on_every_path(denv):
+    """etrn_access of in.top.test holds whether the client asks for it by
+    name, as part of @top.test or through a queue whose member top.test has
+    subdomains = yes: each form flushes (and counts) only the domains the
+    client may flush, and refuses with one 459 when that is none."""
+    site = denv.sink("site")
+    r = denv.relayd(domains={"top.test": {"mode": "hold", "subdomains": "yes", "route": route(site)},
+                             "in.top.test": {"mode": "hold", "subdomains": "yes", "route": route(site),
+                                             "etrn_access": "192.0.2.7"},
+                             "locked.test": {"mode": "hold", "route": route(site), "etrn_access": "192.0.2.0/24"}},
+                    extra="[queue grp]\ndomains = top.test\n[queue locked]\ndomains = locked.test, in.top.test\n")
+    with Client(r) as c:
+        c.send("s@sender.test", ["u@top.test"], message("t1"))
+        c.send("s@sender.test", ["u@a.top.test"], message("a1"))
+        c.send("s@sender.test", ["u@in.top.test"], message("i1"))
+        c.send("s@sender.test", ["u@x.in.top.test"], message("x1"))
+        c.send("s@sender.test", ["v@a.top.test", "v@in.top.test"], message("both"))
+    assert r.queue.count() == 5
+
+    # #grp: top.test and a.top.test only; three messages (not five)
+    assert etrn(r, "#grp") == (253, "2.0.0 3 pending messages for node <#grp> started")
+    r.wait_log(ETRN_LOG % ("#grp", 253, 3))
+    got = site.wait_for(3, 20)
+    assert sorted(subject_of(t.data) for t in got) == ["a1", "both", "t1"]
+    # what is left is exactly in.top.test's: i1, x1 and both's second recipient
+    wait_until(lambda: sorted(x["domain"] for x in r.queue.query("SELECT domain FROM recipient"))
+               == ["in.top.test", "in.top.test", "x.in.top.test"], 20, what="in.top.test's mail left")
+    assert r.queue.count() == 3
+
+    # @top.test: in.top.test's mail is waiting, none of it is the client's
+    assert etrn(r, "@top.test") == (251, "2.0.0 OK, no messages waiting for node <@top.test>")
+    with Client(r) as c:
+        c.send("s@sender.test", ["u@b.top.test"], message("b2"))
+    assert etrn(r, "@top.test") == (253, "2.0.0 1 pending messages for node <@top.test> started")
+    assert [subject_of(t.data) for t in site.wait_for(4, 20)[3:]] == ["b2"]
+
+    # by name, by pattern, by a queue of only others' domains: refused alike
+    for arg in ["in.top.test", "x.in.top.test", "@in.top.test", "#locked", "notours.test", "#nosuch"]:
+        assert etrn(r, arg) == (459, REFUSED % arg), arg
+        r.wait_log(r"arg=<%s> result=459 count=0" % re.escape(arg))
+    assert site.count() == 4
+    assert sorted(x["domain"] for x in r.queue.query("SELECT domain FROM recipient")) == [
+        "in.top.test", "in.top.test", "x.in.top.test"]
 
 
 def test_etrn_rate_limit(denv):
