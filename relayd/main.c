@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -132,6 +133,20 @@ static void notify_systemd(const char *msg)
     close(fd);
 }
 
+/* sd_notify(3) around a reload: RELOADING=1 with the monotonic time when it
+ * starts (what Type=notify-reload also asks for), READY=1 when the new
+ * configuration is in place or the old one was kept. */
+static void notify_reloading(void)
+{
+    struct timespec ts;
+    char msg[64];
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000);
+    notify_systemd(msg);
+}
+
 static int same_str(const char *a, const char *b)
 {
     if (a == NULL || b == NULL)
@@ -213,7 +228,10 @@ static void reload_attached(struct config *ncfg, int status, const char *err, vo
     if (m->reload_again && !m->srv.stopping) {
         m->reload_again = 0;
         reload(m);
+        return;
     }
+    if (!m->srv.stopping)
+        notify_systemd("READY=1");
 }
 
 /* SIGHUP: read the file now (small), the recipients lists on the thread pool. */
@@ -228,8 +246,10 @@ static void reload(struct relayd_main *m)
         m->reload_again = 1;
         return;
     }
+    notify_reloading();
     if (config_load(m->config_path, &ncfg, err, sizeof(err)) != 0) {
         log_warn("reload failed: %s; keeping the old configuration", err);
+        notify_systemd("READY=1");
         return;
     }
     m->reload_old = config_ref(srv->cfg);
@@ -239,6 +259,7 @@ static void reload(struct relayd_main *m)
         config_unref(ncfg);
         config_unref(m->reload_old);
         m->reload_old = NULL;
+        notify_systemd("READY=1");
         return;
     }
     m->reloading = 1;
