@@ -289,7 +289,7 @@ def test_mx_self_pruning(denv):
     off = r.log_size()
     assert etrn(r, "self.test")[0] == 253
     # the run ends on the unreachable preference 5 host alone
-    r.wait_log(r"self\.test: delivery deferred \(other\.self\.test\[127\.0\.0\.4\]:\d+ said: 421 4\.4\.1 connect "
+    r.wait_log(r"self\.test: delivery deferred \(other\.self\.test\[127\.0\.0\.4\]:\d+: 421 4\.4\.1 connect "
                r"to other\.self\.test\[127\.0\.0\.4\]:\d+ failed: connection refused\)", timeout=15, since=off)
     assert r.queue.message(qid) is not None
     for h in ("127.0.0.5", "127.0.0.6"):
