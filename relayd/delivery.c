@@ -930,6 +930,9 @@ static void on_ready(struct smtp_client *cl, int status, const struct smtp_clien
     dc->ready = 1;
     dc->nh->up = 1;
     conn_take_work(dc);
+    /* the site answers: open the rest of max_site_connections for the work
+     * left (until now one connection probed it, see nh_spawn) */
+    nh_spawn(dc->nh);
     nh_maybe_free(dc->nh);
 }
 
