@@ -95,6 +95,11 @@ const struct cfg_key config_global_keys[] = {
     /* ---- SMTP AUTH and accounts (issue 8) ---- */
     {"credentials", T_PATH, NULL, G(credentials_file), 0, 0, 0, F_OPTIONAL | F_READ,
      "accounts for AUTH, ETRN with etrn_access = auth and ATRN: NAME:SECRET:DOMAINS lines"},
+    {"smtpd_auth", T_BOOL, "yes", G(smtpd_auth), 0, 0, 0, 0,
+     "offer AUTH on the listen addresses (when credentials is set)"},
+    /* Postfix's anvil: smtpd_client_auth_rate_limit */
+    {"auth_fail_limit", T_RATE, "5/10m", G(auth_fail_limit), G(auth_fail_period), 1, 1000000, 0,
+     "failed AUTH attempts one client address may make per period, then 421: N/duration"},
 };
 
 const struct cfg_key config_domain_keys[] = {

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "config.h"
 #include "control.h"
 #include "datadir.h"
@@ -291,6 +292,8 @@ static void deliveries_stopped(struct server *srv)
     close_handle((uv_handle_t *)&m->sig_hup);
     store_close(srv->store);
     srv->store = NULL;
+    auth_close(srv->auth); /* every session has gone */
+    srv->auth = NULL;
     resolver_close(srv->resolver);
     srv->resolver = NULL;
 }
@@ -488,6 +491,8 @@ int main(int argc, char **argv)
         log_fatal(EX_SOFTWARE, "cannot start the resolver: %s", err);
     if (etrn_open(srv, &srv->etrn) != 0 || sched_open(srv, &srv->sched) != 0)
         log_fatal(EX_SOFTWARE, "out of memory");
+    if (auth_open(srv->loop, &srv->auth) != 0)
+        log_fatal(EX_SOFTWARE, "cannot start the authentication thread");
 
     uv_signal_init(srv->loop, &m.sig_term);
     uv_signal_init(srv->loop, &m.sig_int);

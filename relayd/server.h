@@ -18,6 +18,7 @@ struct sched;
 struct resolver;
 struct etrn;
 struct stats;
+struct auth;
 
 struct server {
     uv_loop_t *loop;
@@ -32,6 +33,7 @@ struct server {
     struct sched *sched;
     struct resolver *resolver;
     struct etrn *etrn; /* ETRN rate limits */
+    struct auth *auth; /* SMTP AUTH: its worker thread and auth_fail_limit (issue 8) */
     char spool_dir[PATH_MAX];
     struct smtpd_session *sessions; /* every live session, for shutdown */
     unsigned nsessions;

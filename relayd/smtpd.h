@@ -11,11 +11,13 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "credentials.h"
 #include "ipkey.h"
 #include "smtp_data.h"
 #include "smtp_parse.h"
 #include "store.h"
 
+struct auth_session;
 struct conn;
 struct config;
 struct server;
@@ -31,6 +33,8 @@ enum smtpd_state {
     SMTPD_COMMIT,      /* message handed to the store, waiting for the commit */
     SMTPD_TLS,         /* STARTTLS handshake in progress */
     SMTPD_ETRN,        /* ETRN is counting the queue; input waits */
+    SMTPD_AUTH,        /* an AUTH exchange (RFC 4954): lines are its answers, not
+                        * commands; input waits while a step runs (auth_pending) */
     SMTPD_CLOSING,     /* QUIT, 421 or error: no more input is read */
     SMTPD_NSTATES
 };
@@ -39,9 +43,9 @@ enum smtpd_state {
 
 /* Counters for the disconnect line, like Postfix's "ehlo=1 mail=1 ...". */
 struct smtpd_counts {
-    unsigned helo, ehlo, starttls, mail, rcpt, data, rset, noop, vrfy, etrn, quit, unknown,
+    unsigned helo, ehlo, starttls, auth, mail, rcpt, data, rset, noop, vrfy, etrn, quit, unknown,
         commands;
-    unsigned mail_ok, rcpt_ok, data_ok, quit_ok, errors;
+    unsigned auth_ok, mail_ok, rcpt_ok, data_ok, quit_ok, errors;
 };
 
 /* The mail transaction: built by MAIL/RCPT, handed to the store after DATA. */
@@ -82,12 +86,17 @@ struct smtpd_session {
     int processing;         /* re-entrancy guard for smtpd_process_input */
     int close_after_commit; /* SIGTERM came during DATA/COMMIT */
     int read_paused;
-    int closed;         /* conn is closing: no more replies */
-    int conn_gone;      /* on_closed ran: the conn is freed */
-    int commit_pending; /* the store holds txn.msg until commit_done */
-    int etrn_pending;   /* an ETRN count holds the session */
-    struct buf in;      /* unprocessed input (bounded) */
-    char *data_out;     /* decoder output scratch, SMTPD_DATA_CHUNK-sized */
+    int closed;                /* conn is closing: no more replies */
+    int conn_gone;             /* on_closed ran: the conn is freed */
+    int commit_pending;        /* the store holds txn.msg until commit_done */
+    int etrn_pending;          /* an ETRN count holds the session */
+    struct auth_session *auth; /* the AUTH exchange, or NULL */
+    int auth_pending;          /* a step of it runs on the auth worker */
+    /* after a successful AUTH: the account (credentials); "" otherwise.
+     * ETRN (etrn_access = auth) asks credentials_owns() about it. */
+    char auth_account[CREDENTIALS_NAME_MAX + 1];
+    struct buf in;  /* unprocessed input (bounded) */
+    char *data_out; /* decoder output scratch, SMTPD_DATA_CHUNK-sized */
     struct smtpd_txn txn;
     struct smtpd_counts n;
 };
@@ -119,6 +128,17 @@ void smtpd_log_reject(struct smtpd_session *s, const char *cmd, const char *repl
 /* An asynchronous step that held the session (ETRN) is over: go on reading,
  * or free the session if it was closed meanwhile. */
 void smtpd_async_done(struct smtpd_session *s);
+
+/* smtpd_auth.c */
+/* The AUTH command (state READY). */
+void smtpd_auth_cmd(struct smtpd_session *s, const struct smtp_cmd *cmd);
+/* The client's answer to a 334 (state AUTH, no step running). */
+void smtpd_auth_line(struct smtpd_session *s, const char *line, size_t len);
+/* Is AUTH offered to this session (credentials, smtpd_auth)? Writes the
+ * mechanisms for the EHLO keyword into mechs. 1 or 0. */
+int smtpd_auth_offered(const struct smtpd_session *s, char *mechs, size_t len);
+/* The session ends or TLS starts: drop the exchange and the account. */
+void smtpd_auth_reset(struct smtpd_session *s);
 
 /* smtpd_cmd.c */
 /* Run one command line (without its line end). */

@@ -33,11 +33,12 @@ static void refuse_out_of_order(struct smtpd_session *s, enum smtp_verb verb)
 {
     const char *why = "Error: bad sequence of commands";
 
-    if (s->state == SMTPD_GREETED && (verb == SMTP_CMD_MAIL || verb == SMTP_CMD_RCPT ||
-                                      verb == SMTP_CMD_DATA || verb == SMTP_CMD_ETRN))
+    if (s->state == SMTPD_GREETED &&
+        (verb == SMTP_CMD_MAIL || verb == SMTP_CMD_RCPT || verb == SMTP_CMD_DATA ||
+         verb == SMTP_CMD_ETRN || verb == SMTP_CMD_AUTH))
         why = "Error: send HELO/EHLO first";
-    else if (verb == SMTP_CMD_ETRN)
-        /* RFC 1985 §5: not inside a mail transaction (Postfix's etrn_cmd) */
+    else if (verb == SMTP_CMD_ETRN || verb == SMTP_CMD_AUTH)
+        /* RFC 1985 §5, RFC 4954 §4: not inside a mail transaction */
         why = "Error: MAIL transaction in progress";
     else if (verb == SMTP_CMD_MAIL)
         why = "Error: nested MAIL command";
@@ -98,6 +99,14 @@ static void do_helo(struct smtpd_session *s, const struct smtp_cmd *cmd, int esm
         smtpd_reply_raw(s, line);
         if (s->srv->tls != NULL && !s->tls)
             smtpd_reply_raw(s, "250-STARTTLS\r\n");
+        {
+            char mechs[160];
+            /* RFC 4954 §3; PLAIN and LOGIN appear only once TLS is on */
+            if (smtpd_auth_offered(s, mechs, sizeof(mechs))) {
+                snprintf(line, sizeof(line), "250-AUTH %s\r\n", mechs);
+                smtpd_reply_raw(s, line);
+            }
+        }
         smtpd_reply_raw(s, "250-ETRN\r\n");
         smtpd_reply_raw(s, "250-8BITMIME\r\n");
         smtpd_reply_raw(s, "250-ENHANCEDSTATUSCODES\r\n");
@@ -366,7 +375,8 @@ static const struct smtpd_cmd_def cmd_table[] = {
     {SMTP_CMD_HELP, ANY, cmd_help},
     {SMTP_CMD_STARTTLS, B(GREETED) | B(READY), cmd_starttls},
     {SMTP_CMD_ETRN, B(READY), etrn_cmd},
-    {SMTP_CMD_AUTH, ANY, cmd_not_implemented},
+    /* RFC 4954 §4: not during a mail transaction (503) */
+    {SMTP_CMD_AUTH, B(READY), smtpd_auth_cmd},
     {SMTP_CMD_ATRN, ANY, cmd_not_implemented},
     {SMTP_CMD_BDAT, ANY, cmd_not_implemented},
 };
@@ -412,6 +422,8 @@ void smtpd_cmd_dispatch(struct smtpd_session *s, const char *line, size_t len)
             s->n.data++;
         else if (cmd.verb == SMTP_CMD_ETRN)
             s->n.etrn++;
+        else if (cmd.verb == SMTP_CMD_AUTH)
+            s->n.auth++;
         refuse_out_of_order(s, cmd.verb);
         return;
     }

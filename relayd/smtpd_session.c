@@ -33,7 +33,8 @@
 static const char *const state_names[SMTPD_NSTATES] = {
     [SMTPD_GREETED] = "GREETED", [SMTPD_READY] = "READY", [SMTPD_MAIL] = "MAIL",
     [SMTPD_RCPT] = "RCPT",       [SMTPD_DATA] = "DATA",   [SMTPD_COMMIT] = "COMMIT",
-    [SMTPD_TLS] = "TLS",         [SMTPD_ETRN] = "ETRN",   [SMTPD_CLOSING] = "CLOSING",
+    [SMTPD_TLS] = "TLS",         [SMTPD_ETRN] = "ETRN",   [SMTPD_AUTH] = "AUTH",
+    [SMTPD_CLOSING] = "CLOSING",
 };
 
 #define B(s) SMTPD_STATE_BIT(SMTPD_##s)
@@ -41,13 +42,14 @@ static const char *const state_names[SMTPD_NSTATES] = {
  * to CLOSING; everything else is listed. */
 static const unsigned state_next[SMTPD_NSTATES] = {
     [SMTPD_GREETED] = B(GREETED) | B(READY) | B(TLS),
-    [SMTPD_READY] = B(READY) | B(MAIL) | B(TLS) | B(ETRN),
+    [SMTPD_READY] = B(READY) | B(MAIL) | B(TLS) | B(ETRN) | B(AUTH),
     [SMTPD_MAIL] = B(READY) | B(RCPT),
     [SMTPD_RCPT] = B(READY) | B(RCPT) | B(DATA),
     [SMTPD_DATA] = B(READY) | B(COMMIT),
     [SMTPD_COMMIT] = B(READY),
     [SMTPD_TLS] = B(GREETED),
     [SMTPD_ETRN] = B(READY),
+    [SMTPD_AUTH] = B(READY),
     [SMTPD_CLOSING] = 0,
 };
 #undef B
@@ -60,7 +62,9 @@ static void on_timeout(uv_timer_t *t);
 
 static int reading_commands(enum smtpd_state st)
 {
-    return st == SMTPD_GREETED || st == SMTPD_READY || st == SMTPD_MAIL || st == SMTPD_RCPT;
+    /* an AUTH exchange reads lines under command_timeout too */
+    return st == SMTPD_GREETED || st == SMTPD_READY || st == SMTPD_MAIL || st == SMTPD_RCPT ||
+           st == SMTPD_AUTH;
 }
 
 /*
@@ -128,9 +132,11 @@ static void timer_arm(struct smtpd_session *s)
 
     if (!s->timer_open || s->state == SMTPD_CLOSING)
         return;
-    if (s->state == SMTPD_COMMIT || s->state == SMTPD_ETRN) {
-        /* waiting for our own disk, not for the client: a 250 that is due
-         * is not lost to session_timeout, which is checked again after */
+    if (s->state == SMTPD_COMMIT || s->state == SMTPD_ETRN ||
+        (s->state == SMTPD_AUTH && s->auth_pending)) {
+        /* waiting for our own disk or auth worker, not for the client: a
+         * reply that is due is not lost to session_timeout, which is
+         * checked again after */
         uv_timer_stop(&s->timer);
         return;
     }
@@ -455,7 +461,8 @@ static void update_reading(struct smtpd_session *s)
     if (s->closed)
         return;
     want = s->state != SMTPD_COMMIT && s->state != SMTPD_ETRN && s->state != SMTPD_CLOSING &&
-           s->in.len < SMTPD_IN_PAUSE && !(s->state == SMTPD_DATA && spool_busy(s->txn.spool));
+           !(s->state == SMTPD_AUTH && s->auth_pending) && s->in.len < SMTPD_IN_PAUSE &&
+           !(s->state == SMTPD_DATA && spool_busy(s->txn.spool));
     if (!want && s->state == SMTPD_DATA && spool_busy(s->txn.spool))
         spool_on_drain(s->txn.spool, spool_resume, s); /* the disk caught up: read on */
     if (want && s->read_paused) {
@@ -498,7 +505,7 @@ static void process_input(struct smtpd_session *s)
             continue;
         }
         if (s->state != SMTPD_GREETED && s->state != SMTPD_READY && s->state != SMTPD_MAIL &&
-            s->state != SMTPD_RCPT)
+            s->state != SMTPD_RCPT && !(s->state == SMTPD_AUTH && !s->auth_pending))
             break;
         nl = memchr(s->in.data, '\n', s->in.len);
         if (s->discarding_line) {
@@ -508,6 +515,8 @@ static void process_input(struct smtpd_session *s)
             }
             buf_consume(&s->in, (size_t)(nl - s->in.data) + 1);
             s->discarding_line = 0;
+            if (s->state == SMTPD_AUTH)
+                smtpd_enter_state(s, SMTPD_READY); /* the exchange is abandoned */
             smtpd_reply(s, 500, "5.5.2", "Error: line too long");
             smtpd_protocol_error(s);
             continue;
@@ -522,6 +531,8 @@ static void process_input(struct smtpd_session *s)
         len = (size_t)(nl - s->in.data);
         if (len > SMTPD_LINE_MAX) {
             buf_consume(&s->in, len + 1);
+            if (s->state == SMTPD_AUTH)
+                smtpd_enter_state(s, SMTPD_READY);
             smtpd_reply(s, 500, "5.5.2", "Error: line too long");
             smtpd_protocol_error(s);
             continue;
@@ -533,7 +544,11 @@ static void process_input(struct smtpd_session *s)
         if (len > 0 && line[len - 1] == '\r')
             len--;
         line[len] = '\0';
-        smtpd_cmd_dispatch(s, line, len);
+        if (s->state == SMTPD_AUTH)
+            smtpd_auth_line(s, line, len); /* an answer to a 334, not a command */
+        else
+            smtpd_cmd_dispatch(s, line, len);
+        explicit_bzero(line, len); /* it may have been a password */
         /* the next command line starts its own deadline */
         if (reading_commands(s->state))
             deadline_start(s);
@@ -597,6 +612,7 @@ static void on_tls(struct conn *c, int status)
     }
     s->tls = 1;
     /* RFC 3207 §4.2: forget everything learnt before; the client must EHLO */
+    smtpd_auth_reset(s);
     s->helo[0] = '\0';
     s->esmtp = 0;
     smtpd_txn_reset(s);
@@ -618,6 +634,10 @@ void smtpd_async_done(struct smtpd_session *s)
         smtpd_close_421(s, "4.3.2", "Service shutting down");
         return;
     }
+    /* the client has waited for us (a queue count, a hash check): its
+     * next line gets a whole command_timeout from our reply */
+    if (reading_commands(s->state))
+        deadline_start(s);
     timer_arm(s);
     process_input(s);
 }
@@ -648,6 +668,7 @@ static void log_disconnect(struct smtpd_session *s)
     ADD("helo", k->helo);
     ADD("ehlo", k->ehlo);
     ADD("starttls", k->starttls);
+    ADD2("auth", k->auth_ok, k->auth);
     ADD2("mail", k->mail_ok, k->mail);
     ADD2("rcpt", k->rcpt_ok, k->rcpt);
     ADD2("data", k->data_ok, k->data);
@@ -673,6 +694,7 @@ static void session_maybe_free(struct smtpd_session *s)
         listener_release(srv->listener, s->ipkey);
         log_disconnect(s);
     }
+    smtpd_auth_reset(s); /* a step still on the worker is dropped */
     txn_free_fields(&s->txn);
     buf_free(&s->in);
     free(s->data_out);

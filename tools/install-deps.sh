@@ -14,7 +14,8 @@ BUILD_PKGS="build-essential autoconf automake pkg-config libuv1-dev libsqlite3-d
 libc-ares-dev libjson-c-dev libgsasl-dev libcrypt-dev openssl"
 # Testing: the unit test framework, lint, and the real peers of the integration tests.
 TEST_PKGS="libcmocka-dev mandoc groff-base clang sqlite3 swaks python3 python3-pytest
-procps iproute2 dnsmasq-base fetchmail postfix"
+procps iproute2 dnsmasq-base fetchmail postfix
+msmtp gsasl whois fail2ban libnet-ssleay-perl libio-socket-ssl-perl libdigest-hmac-perl libauthen-sasl-perl"
 
 case "$what" in
 build) PKGS=$BUILD_PKGS ;;
