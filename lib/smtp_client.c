@@ -175,7 +175,10 @@ struct smtp_client {
     size_t naccepted;  /* RCPTs answered 2xx */
     size_t body_off;   /* body bytes already stuffed and written */
     int at_line_start; /* the last body byte written ended a line */
+    char tail[2];      /* the last two body bytes written */
     int waiting_drain; /* body output paused until on_drain */
+    int body_asked;    /* streamed body: on_body asked for bytes, not answered yet */
+    int in_on_body;    /* inside on_body (an answer from there must not recurse) */
     struct buf cmd;    /* owned: commands being composed */
     char *chunk;       /* owned, CL_CHUNK + 2: stuffed body piece */
 };
@@ -721,40 +724,79 @@ static void cl_abandon(struct smtp_client *cl, int dot_first)
     cl_command(cl, "RSET\r\n", ST_RSET, cl->command_timeout);
 }
 
-/* Stuff and write body pieces until the body is out or the conn holds
- * enough; RFC 5321 §4.5.2: a line that starts with '.' gets one more. */
-static void cl_pump_body(struct smtp_client *cl)
+/* Stuff len body bytes and write them, in pieces of at most CL_CHUNK
+ * bytes; RFC 5321 §4.5.2: a line that starts with '.' gets one more.
+ * 0, or -1 when the write failed (the session has ended then). */
+static int cl_stuff_write(struct smtp_client *cl, const char *data, size_t len)
 {
-    const struct smtp_client_msg *m = cl->msg;
-    const char *end;
+    size_t i = 0;
 
-    cl->waiting_drain = 0;
-    while (cl->body_off < m->body_len) {
+    while (i < len) {
         size_t n = 0;
-        if (conn_write_pending(cl->conn) >= CL_HIGH_WATER) {
-            cl->waiting_drain = 1;
-            cl_arm(cl, cl->data_timeout);
-            return;
-        }
-        while (n < CL_CHUNK && cl->body_off < m->body_len) {
-            char ch = m->body[cl->body_off++];
+        while (n < CL_CHUNK && i < len) {
+            char ch = data[i++];
             if (cl->at_line_start && ch == '.')
                 cl->chunk[n++] = '.';
             cl->chunk[n++] = ch;
             cl->at_line_start = ch == '\n';
+            cl->tail[0] = cl->tail[1];
+            cl->tail[1] = ch;
         }
         if (cl_write(cl, cl->chunk, n) < 0) {
             cl_fail(cl, FAIL_LOST, NULL, NULL);
-            return;
+            return -1;
         }
     }
-    /* The end is CRLF.CRLF, whose first CRLF ends the last line; a body
-     * without a final line end gets one (RFC 5321 §4.1.1.4). */
-    end = m->body_len == 0 || (m->body_len >= 2 && m->body[m->body_len - 2] == '\r' &&
-                               m->body[m->body_len - 1] == '\n')
-              ? ".\r\n"
-              : "\r\n.\r\n";
-    cl_command(cl, end, ST_DOT, cl->data_timeout);
+    cl->body_off += len;
+    return 0;
+}
+
+/* The body is out: the end is CRLF.CRLF, whose first CRLF ends the last
+ * line; a body without a final line end gets one (RFC 5321 §4.1.1.4). */
+static void cl_end_body(struct smtp_client *cl)
+{
+    int crlf = cl->tail[0] == '\r' && cl->tail[1] == '\n';
+
+    cl_command(cl, cl->msg->body_len == 0 || crlf ? ".\r\n" : "\r\n.\r\n", ST_DOT,
+               cl->data_timeout);
+}
+
+/* Send the body on. In memory: write pieces until it is out or the conn
+ * holds CL_HIGH_WATER bytes (then on_drain). Streamed: ask for the next
+ * piece only once everything written so far has reached the kernel, so
+ * a slow server costs one piece of memory, not the message. */
+static void cl_pump_body(struct smtp_client *cl)
+{
+    const struct smtp_client_msg *m = cl->msg;
+
+    cl->waiting_drain = 0;
+    while (cl->state == ST_BODY && !cl->body_asked) {
+        size_t want = m->body_len - cl->body_off;
+        if (want == 0) {
+            cl_end_body(cl);
+            return;
+        }
+        if (m->body != NULL ? conn_write_pending(cl->conn) >= CL_HIGH_WATER
+                            : conn_write_pending(cl->conn) > 0) {
+            cl->waiting_drain = 1;
+            cl_arm(cl, cl->data_timeout);
+            return;
+        }
+        if (want > CL_CHUNK)
+            want = CL_CHUNK;
+        if (m->body != NULL) {
+            if (cl_stuff_write(cl, m->body + cl->body_off, want) < 0)
+                return;
+            continue;
+        }
+        /* The answer (smtp_client_body) may come from inside on_body; the
+         * loop then goes on here instead of recursing. */
+        cl->body_asked = 1;
+        cl->in_on_body = 1;
+        cl_arm(cl, cl->data_timeout);
+        cl->cbs.on_body(cl, cl->msg, cl->body_off, want);
+        cl->in_on_body = 0; /* the client is freed only from the loop */
+    }
 }
 
 static void cl_on_drain(struct conn *c)
@@ -875,6 +917,8 @@ static void cl_reply(struct smtp_client *cl, const struct smtp_client_reply *r)
             cl_enter(cl, ST_BODY);
             cl->body_off = 0;
             cl->at_line_start = 1;
+            cl->tail[0] = cl->tail[1] = '\0';
+            cl->body_asked = cl->in_on_body = 0;
             cl_pump_body(cl);
         } else if (r->code == 354) {
             cl_abandon(cl, 1);
@@ -1103,8 +1147,8 @@ int smtp_client_send(struct smtp_client *cl, struct smtp_client_msg *msg)
     if (cl->state != ST_READY || cl->msg != NULL)
         return -EBUSY;
     if (msg == NULL || msg->sender == NULL || msg->nrcpts == 0 || msg->rcpts == NULL ||
-        (msg->body == NULL && msg->body_len > 0) || !cl_safe(msg->sender, 1) ||
-        (msg->envid != NULL && !cl_safe(msg->envid, 0)))
+        (msg->body == NULL && msg->body_len > 0 && cl->cbs.on_body == NULL) ||
+        !cl_safe(msg->sender, 1) || (msg->envid != NULL && !cl_safe(msg->envid, 0)))
         return -EINVAL;
     for (size_t i = 0; i < msg->nrcpts; i++) {
         const struct smtp_client_rcpt *rc = &msg->rcpts[i];
@@ -1195,6 +1239,39 @@ const char *smtp_client_peer(const struct smtp_client *cl)
 int smtp_client_tls_active(const struct smtp_client *cl)
 {
     return cl->tls_done;
+}
+
+int smtp_client_body(struct smtp_client *cl, const char *data, size_t len)
+{
+    int nested;
+
+    if (cl->state != ST_BODY || !cl->body_asked || data == NULL || len == 0 ||
+        len > cl->msg->body_len - cl->body_off)
+        return -EINVAL;
+    nested = cl->in_on_body;
+    cl->body_asked = 0;
+    if (cl_stuff_write(cl, data, len) < 0)
+        return 0; /* the session ended: on_sent has reported it */
+    if (!nested)
+        cl_pump_body(cl);
+    return 0;
+}
+
+void smtp_client_body_fail(struct smtp_client *cl, const char *why)
+{
+    struct smtp_client_reply r;
+
+    if (cl->state != ST_BODY || !cl->body_asked)
+        return;
+    cl->body_asked = 0;
+    /* RFC 5321 §4.1.1.4: only the final dot completes the mail data, so a
+     * connection that ends before it ends the transaction with nothing
+     * delivered. Nothing more is sent: no dot, no RSET. */
+    cl_set_reply(&r, 451, "4.3.0", "%s", why != NULL ? why : "message body not available");
+    log_debug("smtp_client %s: body not available: %s", cl->peer, r.text);
+    cl->hard_close = 1;
+    cl_close(cl, 1);
+    cl_report_failure(cl, &r);
 }
 
 const struct smtp_client_reply *smtp_client_starttls_refused(const struct smtp_client *cl)

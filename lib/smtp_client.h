@@ -60,7 +60,8 @@ struct smtp_client_msg {
     const char *envid;  /* or NULL */
     int ret;            /* enum smtp_ret */
     int body_8bit;
-    const char *body; /* stored form: CRLF line ends, not dot-stuffed */
+    const char *body; /* stored form: CRLF line ends, not dot-stuffed; NULL with
+                       * body_len > 0: streamed through on_body */
     size_t body_len;
     struct smtp_client_rcpt *rcpts;
     size_t nrcpts;
@@ -91,6 +92,14 @@ struct smtp_client_cbs {
     void (*on_sent)(struct smtp_client *cl, struct smtp_client_msg *msg, int status);
     /* Last call; the client's memory is freed after it returns. */
     void (*on_closed)(struct smtp_client *cl);
+    /* Streamed bodies only (msg->body NULL): send me body bytes from
+     * offset, at most max (> 0) of them. Asked only after the server's 354
+     * and only once every byte written before has reached the kernel
+     * (back-pressure: a slow server holds one piece in memory, never the
+     * message). Answer once, now or later, with smtp_client_body or
+     * smtp_client_body_fail; the data timeout runs meanwhile. */
+    void (*on_body)(struct smtp_client *cl, struct smtp_client_msg *msg, uint64_t offset,
+                    size_t max);
 };
 
 /* Connect to addr and set up the session. On error returns < 0 and calls
@@ -107,6 +116,16 @@ int smtp_client_attach(uv_loop_t *loop, struct conn *c, const struct smtp_client
 /* Send one message. Only after on_ready(0) and when the previous on_sent has
  * come; msg (and what it points to) is borrowed until on_sent. 0 or < 0. */
 int smtp_client_send(struct smtp_client *cl, struct smtp_client_msg *msg);
+/* The answer to on_body: len bytes (0 < len <= max) of the body from the
+ * offset asked for; data is copied before this returns. 0, or -EINVAL
+ * when nothing was asked (e.g. the session ended meanwhile). */
+int smtp_client_body(struct smtp_client *cl, const char *data, size_t len);
+/* The other answer: the body cannot be had (the message left the queue).
+ * The transaction ends without its final dot - the connection is reset,
+ * nothing more is sent, so the server delivers nothing (RFC 5321 §4.1.1.4)
+ * - and on_sent reports every recipient with a local 451 4.3.0 why, status
+ * < 0; on_closed follows. Ignored when nothing was asked. */
+void smtp_client_body_fail(struct smtp_client *cl, const char *why);
 /* QUIT and close (or close at once if nothing can be sent); on_closed follows. */
 void smtp_client_quit(struct smtp_client *cl);
 void smtp_client_abort(struct smtp_client *cl);

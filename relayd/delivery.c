@@ -24,11 +24,23 @@
 #include "resolver.h"
 #include "server.h"
 #include "smtp_client.h"
+#include "smtp_parse.h"
 #include "stats.h"
 #include "store.h"
 
 #define FETCH_BATCH  100 /* messages per store_fetch */
 #define UPDATE_FLUSH 256 /* outcomes per store_update */
+
+/* Memory per run is bounded in bytes, not messages (issue 7): a fetch
+ * brings envelopes, and bodies only up to INLINE_MAX bytes each and
+ * INLINE_TOTAL in all (a run holds at most two fetches); every other body
+ * streams from the queue to the socket in pieces of at most the client's
+ * 64 KiB, each read in a short read transaction of its own, the next only
+ * once the previous one has reached the kernel. A streamed message that
+ * is bounced returns its first BOUNCE_HEAD bytes, header only. */
+#define INLINE_MAX   (64 * 1024)
+#define INLINE_TOTAL (512 * 1024)
+#define BOUNCE_HEAD  (64 * 1024)
 
 struct dl_batch {
     struct store_batch *b;
@@ -78,6 +90,9 @@ struct dl_conn {
     int waiting; /* ready, waiting for a fetch */
     int setup_failed;
     int setup_tls_failed; /* the TLS policy could not be met (SMTP_CLIENT_ERR_TLS) */
+    int body_reading;     /* a store_read_body for the message in flight is out */
+    int orphan;           /* closed while body_reading: body_read frees it */
+    int gone;             /* the message in flight left the queue mid-transfer */
     char setup_why[700];
     struct dl_run *run;
     struct dl_item item;
@@ -367,7 +382,19 @@ struct dl_bounce {
     struct dl_item item;
     size_t n;
     const struct store_drcpt **rcpts;
+    struct bounce_rcpt *br; /* copies, while the head of a streamed body is read */
 };
+
+static void bounce_br_free(struct dl_bounce *b)
+{
+    for (size_t i = 0; b->br != NULL && i < b->n; i++) {
+        free((char *)b->br[i].enh);
+        free((char *)b->br[i].text);
+        free((char *)b->br[i].remote_mta);
+    }
+    free(b->br);
+    b->br = NULL;
+}
 
 static void bounce_finish(struct dl_bounce *b, int status)
 {
@@ -383,6 +410,7 @@ static void bounce_finish(struct dl_bounce *b, int status)
     }
     item_release(run, &b->item);
     run->inflight--;
+    bounce_br_free(b);
     free(b->rcpts);
     free(b);
     run_flush_updates(run);
@@ -396,6 +424,31 @@ static void bounce_committed(void *arg, int status)
 
     bounce_finish(b, status);
     nh_maybe_free(nh);
+}
+
+/* The head of a streamed body for its DSN: the whole message when it fits,
+ * else the header only (RFC 3461 §4.3 RET=HDRS, RFC 6522
+ * text/rfc822-headers), so a bounce never holds a large body in memory. */
+static void bounce_head_read(const char *data, size_t len, int status, void *arg)
+{
+    struct dl_bounce *b = arg;
+    struct store_dmsg m = *b->item.m;
+
+    if (status == STORE_ERR_GONE) {
+        /* deleted meanwhile: nobody is left to tell */
+        bounce_committed(b, 0);
+        return;
+    }
+    if (status != STORE_OK || len == 0) {
+        bounce_committed(b, -1); /* stays queued: the bounce is tried again */
+        return;
+    }
+    m.body = (char *)data;
+    if (len < m.size)
+        m.dsn_ret = SMTP_RET_HDRS;
+    m.size = len;
+    if (bounce_send(b->run->dl->srv, &m, b->br, b->n, DSN_FAILURE, bounce_committed, b) != 0)
+        bounce_committed(b, -1);
 }
 
 /* Queue a DSN for the failed recipients of an item and finish the item once
@@ -416,6 +469,25 @@ static void bounce_item(struct dl_run *run, struct dl_item *it, struct bounce_rc
     b->n = n;
     for (i = 0; i < n; i++)
         b->rcpts[i] = br[i].rcpt;
+    if (it->m->body == NULL && it->m->size > 0) {
+        /* a streamed body: keep the reasons while its head is read */
+        uint64_t want = it->m->size < BOUNCE_HEAD ? it->m->size : BOUNCE_HEAD;
+        int ok = (b->br = calloc(n, sizeof(*b->br))) != NULL;
+        for (i = 0; ok && i < n; i++) {
+            b->br[i] = br[i];
+            b->br[i].enh = br[i].enh != NULL ? strdup(br[i].enh) : NULL;
+            b->br[i].text = br[i].text != NULL ? strdup(br[i].text) : NULL;
+            b->br[i].remote_mta = br[i].remote_mta != NULL ? strdup(br[i].remote_mta) : NULL;
+            ok = (br[i].enh == NULL || b->br[i].enh != NULL) &&
+                 (br[i].text == NULL || b->br[i].text != NULL) &&
+                 (br[i].remote_mta == NULL || b->br[i].remote_mta != NULL);
+        }
+        if (ok && store_read_chunk(run->dl->srv->store, it->m->id, 0, (size_t)want,
+                                   bounce_head_read, b) == 0)
+            return;
+        bounce_finish(b, -1);
+        return;
+    }
     if (bounce_send(run->dl->srv, it->m, br, n, DSN_FAILURE, bounce_committed, b) != 0)
         bounce_finish(b, -1);
 }
@@ -604,7 +676,8 @@ static void run_fetch(struct dl_run *run)
     o.max_msgs = FETCH_BATCH;
     o.due_before = run->due_before;
     o.arrived_before = INT64_MAX;
-    o.with_body = 1;
+    o.body_inline_max = INLINE_MAX;
+    o.body_inline_total = INLINE_TOTAL;
     run->fetching = 1;
     if (store_fetch(run->dl->srv->store, &o, fetch_done, run) != 0) {
         run->fetching = 0;
@@ -843,6 +916,7 @@ static void conn_send(struct dl_conn *dc, struct dl_run *run, struct dl_item it)
     dc->run = run;
     dc->item = it;
     dc->busy = 1;
+    dc->gone = 0;
     dc->waiting = 0;
     if (smtp_client_send(dc->cl, &dc->msg) != 0) {
         /* the client refused: the message stays queued for the next run */
@@ -951,6 +1025,17 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
     dc->busy = 0;
     dc->run = NULL;
     dc->item.m = NULL;
+    if (dc->gone) {
+        /* its recipients are gone from the queue: nothing to record */
+        dc->gone = 0;
+        log_info("%s: removed from the queue during delivery to %s; transfer abandoned",
+                 m->queue_id, relay);
+        item_release(run, &it);
+        run->inflight--;
+        run_check(run);
+        nh_maybe_free(nh);
+        return;
+    }
     for (i = 0; i < msg->nrcpts; i++) {
         const struct smtp_client_reply *rep = &msg->rcpts[i].reply;
         const struct store_drcpt *r = &m->rcpts[i];
@@ -1003,6 +1088,18 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
     nh_maybe_free(nh);
 }
 
+/* Free an unlinked connection, or leave that to body_read while a read
+ * for it is out. */
+static void conn_free(struct dl_conn *dc)
+{
+    if (dc->body_reading) {
+        dc->orphan = 1;
+        return;
+    }
+    free(dc->rcpts);
+    free(dc);
+}
+
 static void on_closed(struct smtp_client *cl)
 {
     struct dl_conn *dc = smtp_client_udata(cl);
@@ -1036,24 +1133,64 @@ static void on_closed(struct smtp_client *cl)
         } else if (nh->nconns == 0) {
             nh_down(nh, dc->setup_why);
         }
-        free(dc->rcpts);
-        free(dc);
+        conn_free(dc);
         nh_maybe_free(nh);
         return;
     }
     conn_unlink(dc);
-    free(dc->rcpts);
-    free(dc);
+    conn_free(dc);
     /* replace a connection lost in the middle of the work */
     if (!nh->dl->stopping && nh_work(nh) > 0 && nh->up)
         nh_spawn(nh);
     nh_maybe_free(nh);
 }
 
+/* A piece of the body in flight came from the queue (reader thread). */
+static void body_read(const char *data, size_t len, int status, void *arg)
+{
+    struct dl_conn *dc = arg;
+
+    dc->body_reading = 0;
+    if (dc->orphan) {
+        free(dc->rcpts);
+        free(dc);
+        return;
+    }
+    if (dc->cl == NULL || !dc->busy)
+        return; /* the transaction ended meanwhile (timeout, lost connection) */
+    if (status == STORE_ERR_GONE) {
+        /* an operator deleted it: end the transaction with no final dot,
+         * so the site delivers nothing, and send nothing more */
+        dc->gone = 1;
+        smtp_client_body_fail(dc->cl, "message removed from the queue during delivery");
+    } else if (status != STORE_OK || len == 0) {
+        smtp_client_body_fail(dc->cl, "cannot read the message from the queue");
+    } else if (smtp_client_body(dc->cl, data, len) != 0) {
+        smtp_client_body_fail(dc->cl, "message body out of step with the queue");
+    }
+}
+
+/* The client asks for the next piece of a streamed body: it has written
+ * the last one to the kernel (back-pressure), so reading it now holds one
+ * piece per connection, whatever the site's speed. */
+static void on_body(struct smtp_client *cl, struct smtp_client_msg *msg, uint64_t offset,
+                    size_t max)
+{
+    struct dl_conn *dc = smtp_client_udata(cl);
+
+    (void)msg;
+    if (store_read_chunk(dc->nh->dl->srv->store, dc->item.m->id, offset, max, body_read, dc) != 0) {
+        smtp_client_body_fail(cl, "cannot read the message from the queue");
+        return;
+    }
+    dc->body_reading = 1;
+}
+
 static const struct smtp_client_cbs client_cbs = {
     .on_ready = on_ready,
     .on_sent = on_sent,
     .on_closed = on_closed,
+    .on_body = on_body,
 };
 
 /* ---- interface ------------------------------------------------------------------- */

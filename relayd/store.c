@@ -99,6 +99,8 @@ static const char *const store_rstmt_sql[RS_COUNT] = {
     [RS_STATE] = "SELECT domain, last_etrn, last_delivery, last_error, last_error_at"
                  " FROM domain_state ORDER BY domain",
     [RS_TOTALS] = "SELECT count(*), coalesce(sum(size), 0) FROM message",
+    /* issue 7: is a message whose body cannot be opened still queued? */
+    [RS_MSG_EXISTS] = "SELECT 1 FROM message WHERE id = ?1",
 };
 
 static const char qid_digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -168,6 +170,7 @@ void store_req_free(struct store_req *r)
         free(r->ids[i]);
     free(r->ids);
     store_op_result_free(r->opres);
+    free(r->chunk_data);
     free(r);
 }
 
@@ -735,6 +738,9 @@ static void run_one(struct store_req *r)
             store_opres_clear(op);
         r->cb.op(op, r->status, r->arg);
         break;
+    case REQ_CHUNK:
+        r->cb.chunk(r->chunk_data, r->status == STORE_OK ? r->chunk_got : 0, r->status, r->arg);
+        break;
     case REQ_EVENT:
         break;
     }
@@ -885,6 +891,7 @@ done:
 static const char *job_name(enum req_kind k)
 {
     return k == REQ_FETCH    ? "fetch"
+           : k == REQ_CHUNK  ? "chunk"
            : k == REQ_COUNT  ? "count"
            : k == REQ_LIST   ? "list"
            : k == REQ_REPORT ? "report"
@@ -909,6 +916,8 @@ static void job_run(struct store *st, struct store_req *r)
             rc = store_job_list(st, r);
         else if (r->kind == REQ_REPORT)
             rc = store_job_report(st, r);
+        else if (r->kind == REQ_CHUNK)
+            rc = store_job_chunk(st, r);
         else
             rc = store_job_scan(st, r);
     }
@@ -922,7 +931,8 @@ static void job_run(struct store *st, struct store_req *r)
     }
     if (!sqlite3_get_autocommit(st->xdb))
         rstmt_exec(st, rc == SQLITE_OK ? RS_END : RS_ROLLBACK);
-    r->status = rc == SQLITE_OK ? STORE_OK : STORE_ERR_IO;
+    if (r->status != STORE_ERR_GONE) /* a chunk of a message that has left */
+        r->status = rc == SQLITE_OK ? STORE_OK : STORE_ERR_IO;
     if (r->status != STORE_OK) {
         if (r->batch) {
             for (size_t i = 0; i < r->batch->n; i++)

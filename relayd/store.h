@@ -21,7 +21,8 @@ struct store;
 enum store_status {
     STORE_OK = 0,
     STORE_ERR_FULL = -1, /* disk or database full: 452 4.3.1 */
-    STORE_ERR_IO = -2    /* any other failure: 451 4.3.0 */
+    STORE_ERR_IO = -2,   /* any other failure: 451 4.3.0 */
+    STORE_ERR_GONE = -3  /* store_read_chunk: the message is no longer in the queue */
 };
 
 struct store_rcpt {
@@ -175,7 +176,12 @@ struct store_fetch_opts {
     size_t max_msgs;        /* at most this many messages */
     int64_t due_before;     /* only recipients with next_attempt <= this (INT64_MAX: all) */
     int64_t arrived_before; /* only messages that arrived before this (INT64_MAX: all) */
-    int with_body;
+    int with_body;          /* every message's body */
+    /* else (with_body 0): bodies of at most body_inline_max bytes, until
+     * they add up to body_inline_total; the others stay NULL, for
+     * store_read_chunk (a batch holds a bounded number of bytes) */
+    size_t body_inline_max;
+    size_t body_inline_total;
 };
 /* b is the callee's: free it with store_batch_free. An empty batch (n == 0)
  * means nothing (more) matches. status 0 or STORE_ERR_IO (then b is empty,
@@ -188,6 +194,19 @@ struct store_fetch_opts {
  * store_count and store_scan_domains. */
 typedef void (*store_fetch_cb)(struct store_batch *b, int status, void *arg);
 int store_fetch(struct store *st, const struct store_fetch_opts *o, store_fetch_cb cb, void *arg);
+
+/* A chunk of message msg_id's body for delivery: up to len bytes from
+ * offset (fewer only at its end; 0 at or past the end), on the reader
+ * thread, in a read transaction of its own that opens and closes the blob
+ * inside it: nothing is held between chunks, so a slow site never holds a
+ * snapshot (which would stop WAL checkpoints). cb gets the bytes (borrowed
+ * for the call) with STORE_OK, STORE_ERR_GONE when the message has left
+ * the queue (deleted by an operator), or STORE_ERR_IO. len is at most
+ * STORE_CHUNK_MAX. Returns and calls back as store_fetch does. */
+#define STORE_CHUNK_MAX (1024 * 1024)
+typedef void (*store_chunk_cb)(const char *data, size_t len, int status, void *arg);
+int store_read_chunk(struct store *st, int64_t msg_id, uint64_t offset, size_t len,
+                     store_chunk_cb cb, void *arg);
 
 /* Messages and recipients waiting for domain, or, with subdomains, for the
  * domain and every domain below it; domains lists the distinct recipient

@@ -1,7 +1,9 @@
 /*
  * store_delivery: what delivery and the scheduler ask of the queue (issue
- * 3): a domain's due recipients with their bodies (store_fetch), counts for
- * ETRN (store_count), the domains to schedule (store_scan_domains), the
+ * 3): a domain's due recipients with the bodies that are small enough
+ * (store_fetch), the other bodies chunk by chunk as the site takes them
+ * (store_read_chunk, issue 7), counts for ETRN (store_count), the domains
+ * to schedule (store_scan_domains), the
  * outcome of a delivery (store_update) and a domain's last events
  * (store_domain_event). Runs on the store's threads; owns no connection or
  * thread of its own (store.c) and knows nothing of SMTP.
@@ -153,6 +155,7 @@ int store_job_fetch(struct store *st, struct store_req *r)
     struct store_drcpt *d;
     sqlite3_stmt *s;
     size_t cap = 0, rcap = 0, i;
+    uint64_t inlined = 0; /* body bytes in the batch (body_inline_total) */
     char *rev;
     const unsigned char *qid;
     int64_t mid;
@@ -211,8 +214,56 @@ int store_job_fetch(struct store *st, struct store_req *r)
         rc = SQLITE_OK;
     store_rdone(st, s);
     free(rev);
-    for (i = 0; rc == SQLITE_OK && r->fo.with_body && i < b->n; i++)
+    for (i = 0; rc == SQLITE_OK && i < b->n; i++) {
+        uint64_t size = b->msgs[i].size;
+        if (!r->fo.with_body &&
+            (size > r->fo.body_inline_max || size > r->fo.body_inline_total - inlined))
+            continue; /* streamed by store_read_chunk when it is delivered */
         rc = store_read_body(st, &b->msgs[i]);
+        inlined += b->msgs[i].size;
+    }
+    return rc;
+}
+
+/*
+ * store_read_chunk: one chunk of one body with the incremental blob API.
+ * The blob handle lives only inside this job's read transaction, so
+ * nothing is held while the site takes the bytes. A message that is not
+ * there (any more) is told apart from a failure by looking its row up.
+ * Reader thread, inside the job's read transaction.
+ */
+int store_job_chunk(struct store *st, struct store_req *r)
+{
+    sqlite3_blob *blob = NULL;
+    int rc, total;
+
+    rc = sqlite3_blob_open(st->xdb, "main", "message_body", "data", r->chunk_id, 0, &blob);
+    if (rc != SQLITE_OK) {
+        sqlite3_stmt *s = store_rstmt_get(st, RS_MSG_EXISTS);
+        int found;
+        if (!s)
+            return rc;
+        sqlite3_bind_int64(s, 1, r->chunk_id);
+        found = sqlite3_step(s) == SQLITE_ROW;
+        store_rdone(st, s);
+        if (found)
+            return rc;
+        r->status = STORE_ERR_GONE;
+        return SQLITE_OK;
+    }
+    total = sqlite3_blob_bytes(blob);
+    if (r->chunk_off < (uint64_t)total) {
+        size_t n = (size_t)((uint64_t)total - r->chunk_off);
+        if (n > r->chunk_len)
+            n = r->chunk_len;
+        r->chunk_data = malloc(n);
+        rc = r->chunk_data == NULL
+                 ? SQLITE_NOMEM
+                 : sqlite3_blob_read(blob, r->chunk_data, (int)n, (int)r->chunk_off);
+        if (rc == SQLITE_OK)
+            r->chunk_got = n;
+    }
+    sqlite3_blob_close(blob);
     return rc;
 }
 
@@ -374,6 +425,22 @@ int store_fetch(struct store *st, const struct store_fetch_opts *o, store_fetch_
         store_req_free(r);
         return UV_ENOMEM;
     }
+    return store_req_queue(st, r, 1);
+}
+
+int store_read_chunk(struct store *st, int64_t msg_id, uint64_t offset, size_t len,
+                     store_chunk_cb cb, void *arg)
+{
+    struct store_req *r;
+
+    if (!st || !cb || len == 0 || len > STORE_CHUNK_MAX)
+        return UV_EINVAL;
+    if (!(r = store_req_new(REQ_CHUNK, arg)))
+        return UV_ENOMEM;
+    r->cb.chunk = cb;
+    r->chunk_id = msg_id;
+    r->chunk_off = offset;
+    r->chunk_len = len;
     return store_req_queue(st, r, 1);
 }
 

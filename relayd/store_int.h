@@ -59,11 +59,12 @@ enum store_rstmt {
     RS_LIST_RCPTS,
     RS_STATE,
     RS_TOTALS,
+    RS_MSG_EXISTS,
     RS_COUNT
 };
 
 /* What a request asks for. The writer thread takes SUBMIT, UPDATE, EVENT
- * and OP; the reader thread FETCH, COUNT, SCAN, LIST and REPORT. */
+ * and OP; the reader thread FETCH, CHUNK, COUNT, SCAN, LIST and REPORT. */
 enum req_kind {
     REQ_SUBMIT,
     REQ_UPDATE,
@@ -73,7 +74,8 @@ enum req_kind {
     REQ_SCAN,
     REQ_LIST,
     REQ_REPORT,
-    REQ_OP
+    REQ_OP,
+    REQ_CHUNK
 };
 
 /* One request, from store_submit (store_update, store_fetch, ...) until its
@@ -91,6 +93,7 @@ struct store_req {
         store_scan_cb scan;
         store_report_cb report;
         store_op_cb op;
+        store_chunk_cb chunk;
     } cb;
     struct store_msg *msg;    /* SUBMIT: borrowed from the submitter */
     struct store_update *upd; /* UPDATE: a copy, replies too */
@@ -115,6 +118,12 @@ struct store_req {
     char **ids;
     size_t nids;
     struct store_op_result *opres; /* OP: allocated at the start */
+    /* issue 7: CHUNK, which message, from where, how much; the bytes read */
+    int64_t chunk_id;
+    uint64_t chunk_off;
+    size_t chunk_len;
+    char *chunk_data; /* chunk_got bytes, handed to the callback */
+    size_t chunk_got;
 };
 
 struct store_list {
@@ -182,6 +191,7 @@ int store_event_apply(struct store *st, const struct store_req *r, char *why, si
 int store_job_fetch(struct store *st, struct store_req *r);
 int store_job_count(struct store *st, struct store_req *r);
 int store_job_scan(struct store *st, struct store_req *r);
+int store_job_chunk(struct store *st, struct store_req *r);
 
 /* store_control.c: the writer and reader jobs of the operators */
 void store_report_clear(struct store_report *r);

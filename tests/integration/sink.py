@@ -52,6 +52,13 @@ class Behaviour:
     drop_in_data: None, or a number of body bytes after which the connection is
             closed in the middle of DATA (no reply)
     delay:  seconds to sleep before answering each final dot (slows a flush)
+    read_delay: seconds to sleep before each read of at most 64 KiB during
+            DATA (a site that takes the body slowly)
+    pause_data: None, or a threading.Event: after the first body line the sink
+            stops reading until it is set (bounded by IDLE_TIMEOUT)
+    With read_delay or pause_data the event "data started" is noted once
+    the first body line is in. Sink(rcvbuf=N) keeps the receive buffer small,
+    so a pause holds the sender back instead of filling the kernel's buffers.
     greeting: the 220 line's text
     refuse: None, or (code, text) sent instead of the 220 greeting, then the
             sink hangs up (a site that is up but will not take mail now)
@@ -68,6 +75,8 @@ class Behaviour:
         self.hang = None
         self.drop_in_data = None
         self.delay = 0.0
+        self.read_delay = 0.0
+        self.pause_data = None
         self.greeting = "sink.test ESMTP recording sink"
         self.refuse = None
         self.tls = None
@@ -99,6 +108,7 @@ class _Session:
         self.peer = peer
         self.buf = b""
         self.conn_no = sink._next_conn_no()
+        self.in_data = False
         self.reset()
         self.helo = None
         self.tls = None  # the TLS version once STARTTLS succeeded
@@ -124,6 +134,8 @@ class _Session:
                 return line
             if self.sink.stopping.is_set():
                 raise EOFError
+            if self.in_data and self.b.read_delay:
+                time.sleep(self.b.read_delay)
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise EOFError
@@ -248,8 +260,19 @@ class _Session:
     def take_data(self):
         parts = []
         size = 0
+        self.in_data = True
+        try:
+            return self._take_data(parts, size)
+        finally:
+            self.in_data = False
+
+    def _take_data(self, parts, size):
         while True:
             raw = self.readline()
+            if size == 0 and (self.b.read_delay or self.b.pause_data):
+                self.sink._event("data started")
+                if self.b.pause_data is not None:
+                    self.b.pause_data.wait(IDLE_TIMEOUT)
             if raw == b".\r\n":
                 break
             if raw.startswith(b"."):
@@ -292,14 +315,22 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    rcvbuf = None
+
+    def server_bind(self):
+        # set before listen(), so accepted sockets advertise the small window
+        if self.rcvbuf:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        super().server_bind()
 
 
 class Sink:
     """A recording SMTP sink on host:port. start()/stop() may be called again
     on the same port (a site going down and coming back)."""
 
-    def __init__(self, host="127.0.0.1", port=0, name="sink"):
+    def __init__(self, host="127.0.0.1", port=0, name="sink", rcvbuf=None):
         self.host = host
+        self.rcvbuf = rcvbuf
         self.port = port
         self.name = name
         self.behaviour = Behaviour()
@@ -366,7 +397,14 @@ class Sink:
     def start(self):
         assert self.server is None, "sink already running"
         self.stopping.clear()
-        self.server = _Server((self.host, self.port), _Handler, bind_and_activate=True)
+        self.server = _Server((self.host, self.port), _Handler, bind_and_activate=False)
+        self.server.rcvbuf = self.rcvbuf
+        try:
+            self.server.server_bind()
+            self.server.server_activate()
+        except OSError:
+            self.server.server_close()
+            raise
         self.server.sink = self
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},

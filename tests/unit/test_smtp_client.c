@@ -384,6 +384,16 @@ struct run {
     int in_send, sent_inside_send;
     int closed;
     uint64_t t_start, t_end;
+    /* streamed bodies (on_body): msgs[0]'s body is handed over in pieces */
+    int stream;       /* use on_body */
+    int stream_sync;  /* answer from inside on_body, not from a timer */
+    const char *src;  /* the body to hand over */
+    size_t fail_at;   /* answer smtp_client_body_fail at this offset (0: never) */
+    uv_timer_t feed;  /* answers asynchronously, as a store read would */
+    int asking;       /* an on_body is waiting for its answer */
+    uint64_t ask_off; /* what it asked for */
+    size_t ask_len;
+    int asks;
 };
 
 static void run_send_next(struct run *r)
@@ -456,7 +466,54 @@ static void on_closed(struct smtp_client *cl)
     uv_close((uv_handle_t *)&r->watchdog, NULL);
 }
 
-static const struct smtp_client_cbs client_cbs = {on_ready, on_sent, on_closed};
+static const struct smtp_client_cbs client_cbs = {on_ready, on_sent, on_closed, NULL};
+
+/* Answer the pending on_body: a short piece (at most 1000 bytes less than
+ * asked, to check partial answers), or the failure at fail_at. */
+static void feed_answer(struct run *r)
+{
+    size_t n = r->ask_len > 1000 ? r->ask_len - 1000 : r->ask_len;
+
+    r->asking = 0;
+    if (r->fail_at != 0 && r->ask_off >= r->fail_at) {
+        smtp_client_body_fail(r->cl, "message removed from the queue");
+        return;
+    }
+    assert_int_equal(smtp_client_body(r->cl, r->src + r->ask_off, n), 0);
+}
+
+static void feed_cb(uv_timer_t *t)
+{
+    feed_answer(t->data);
+}
+
+static void on_body(struct smtp_client *cl, struct smtp_client_msg *msg, uint64_t offset,
+                    size_t max)
+{
+    struct run *r = smtp_client_udata(cl);
+
+    assert_ptr_equal(msg, r->msgs[0]);
+    assert_int_equal(r->asking, 0); /* one question at a time */
+    assert_true(max > 0 && max <= 64 * 1024 && offset + max <= msg->body_len);
+    r->asking = 1;
+    r->asks++;
+    r->ask_off = offset;
+    r->ask_len = max;
+    if (r->stream_sync)
+        feed_answer(r);
+    else
+        uv_timer_start(&r->feed, feed_cb, 0, 0);
+}
+
+static void on_closed_stream(struct smtp_client *cl)
+{
+    struct run *r = smtp_client_udata(cl);
+
+    uv_close((uv_handle_t *)&r->feed, NULL);
+    on_closed(cl);
+}
+
+static const struct smtp_client_cbs stream_cbs = {on_ready, on_sent, on_closed_stream, on_body};
 
 static void watchdog_cb(uv_timer_t *t)
 {
@@ -529,9 +586,13 @@ static void run_go(struct run *r)
             conn_connect(&r->loop, (struct sockaddr *)&sa, &attach_cbs, attach_on_connect, r, &c),
             0);
     } else {
-        assert_int_equal(
-            smtp_client_connect(&r->loop, (struct sockaddr *)&sa, &r->opts, &client_cbs, r, &r->cl),
-            0);
+        if (r->stream) {
+            assert_int_equal(uv_timer_init(&r->loop, &r->feed), 0);
+            r->feed.data = r;
+        }
+        assert_int_equal(smtp_client_connect(&r->loop, (struct sockaddr *)&sa, &r->opts,
+                                             r->stream ? &stream_cbs : &client_cbs, r, &r->cl),
+                         0);
         /* Nothing may be sent before on_ready. */
         memset(&dummy, 0, sizeof(dummy));
         assert_int_equal(smtp_client_send(r->cl, &dummy), -EBUSY);
@@ -1236,6 +1297,116 @@ static void test_slow_reader(void **state)
     run_done(&r);
 }
 
+/* A streamed body (msg->body NULL) handed over in pieces through on_body,
+ * answered later (as the store does) and from inside on_body: it arrives
+ * byte for byte, stuffed across piece boundaries, one question at a time. */
+static void test_streamed_body(void **state)
+{
+    size_t len = 3000000; /* 100-byte lines, every one led by a dot */
+    char *body = malloc(len + 1);
+
+    (void)state;
+    assert_non_null(body);
+    for (size_t i = 0; i < len; i++)
+        body[i] = i % 100 == 98 ? '\r' : i % 100 == 99 ? '\n' : i % 100 == 0 ? '.' : 's';
+    body[len] = '\0';
+    for (int sync = 0; sync < 2; sync++) {
+        struct run r;
+        struct tmsg t;
+        run_init(&r);
+        r.stream = 1;
+        r.stream_sync = sync;
+        r.src = body;
+        r.f.cfg.pause_in_body = !sync;
+        tmsg_init(&t, "s@example.org", body, 1, two_rcpts);
+        t.m.body = NULL; /* streamed */
+        r.msgs[r.nmsgs++] = &t.m;
+        run_go(&r);
+
+        assert_int_equal(r.sent_status[0], 0);
+        assert_reply(&t.rc[0].reply, 250, "2.0.0");
+        assert_int_equal(r.f.body.len, len);
+        assert_memory_equal(r.f.body.data, body, len);
+        assert_int_equal(r.f.raw.len, len + len / 100);
+        assert_true(r.asks >= (int)(len / (64 * 1024)));
+        run_done(&r);
+    }
+    free(body);
+}
+
+/* The message leaves the queue mid-transfer: the transaction ends with no
+ * final dot (the connection is reset), the server records nothing, and
+ * every recipient gets the local 451 4.3.0. */
+static void test_streamed_body_fail(void **state)
+{
+    size_t len = 1000000;
+    char *body = malloc(len + 1);
+    struct run r;
+    struct tmsg t;
+
+    (void)state;
+    assert_non_null(body);
+    for (size_t i = 0; i < len; i++)
+        body[i] = i % 50 == 48 ? '\r' : i % 50 == 49 ? '\n' : 'f';
+    body[len] = '\0';
+    run_init(&r);
+    r.stream = 1;
+    r.src = body;
+    r.fail_at = 200000;
+    tmsg_init(&t, "s@example.org", body, 2, two_rcpts);
+    t.m.body = NULL;
+    r.msgs[r.nmsgs++] = &t.m;
+    run_go(&r);
+
+    assert_int_equal(r.sent_calls, 1);
+    assert_true(r.sent_status[0] < 0);
+    assert_reply(&t.rc[0].reply, 451, "4.3.0");
+    assert_reply(&t.rc[1].reply, 451, "4.3.0");
+    assert_non_null(strstr(t.rc[0].reply.text, "removed"));
+    assert_int_equal(r.f.messages, 0);
+    assert_true(r.f.body.len < len);
+    free(body);
+    run_done(&r);
+}
+
+/* tls = may and a 454 to STARTTLS: the same session goes on in clear with
+ * the extensions of the first EHLO (RFC 3207 §4); encrypt gives up with
+ * SMTP_CLIENT_ERR_TLS and sends no MAIL. */
+static void test_starttls_refused(void **state)
+{
+    (void)state;
+    for (int encrypt = 0; encrypt < 2; encrypt++) {
+        struct run r;
+        struct tmsg t;
+        run_init(&r);
+        r.opts.tls = encrypt ? SMTP_TLS_ENCRYPT : SMTP_TLS_MAY;
+        r.opts.tls_ctx = cli_ctx;
+        r.f.cfg.ehlo = "250-fake.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n"; /* no cfg.tls: 454 */
+        tmsg_init(&t, "s@example.org", "clear\r\n", 1, two_rcpts);
+        r.msgs[r.nmsgs++] = &t.m;
+        run_go(&r);
+
+        assert_int_equal(r.f.tls_up, 0);
+        if (encrypt) {
+            assert_int_equal(r.ready_status, SMTP_CLIENT_ERR_TLS);
+            assert_int_equal(r.why.code, 454);
+            assert_int_equal(r.why.local, 0);
+            assert_string_equal(bstr(&r.f.cmds), "EHLO client.test\nSTARTTLS\nQUIT\n");
+        } else {
+            assert_int_equal(r.ready_status, 0);
+            assert_int_equal(r.sent_status[0], 0);
+            assert_string_equal(bstr(&r.f.body), "clear\r\n");
+            assert_string_equal(bstr(&r.f.cmds), "EHLO client.test\n"
+                                                 "STARTTLS\n"
+                                                 "MAIL FROM:<s@example.org>\n"
+                                                 "RCPT TO:<a@example.net>\n"
+                                                 "DATA\n"
+                                                 "QUIT\n");
+        }
+        run_done(&r);
+    }
+}
+
 /* Attach to an open connection (ATRN): the client waits for the greeting. */
 static void test_attach(void **state)
 {
@@ -1363,6 +1534,9 @@ int main(void)
         cmocka_unit_test(test_dot_timeout),
         cmocka_unit_test(test_big_body),
         cmocka_unit_test(test_slow_reader),
+        cmocka_unit_test(test_streamed_body),
+        cmocka_unit_test(test_streamed_body_fail),
+        cmocka_unit_test(test_starttls_refused),
         cmocka_unit_test(test_attach),
         cmocka_unit_test(test_connect_refused),
         cmocka_unit_test(test_bad_replies),

@@ -1056,7 +1056,7 @@ struct res {
 static void on_fetch(struct store_batch *b, int status, void *arg)
 {
     struct res *r = arg;
-    struct store_fetch_opts o = {"x.example", 0, 1, INT64_MAX, INT64_MAX, 0};
+    struct store_fetch_opts o = {"x.example", 0, 1, INT64_MAX, INT64_MAX, 0, 0, 0};
 
     assert_non_null(b);
     r->called++;
@@ -1104,7 +1104,7 @@ static void on_update(int status, void *arg)
 static struct store_batch *fetch(struct fx *fx, const char *domain, int64_t after, size_t max,
                                  int64_t due, int64_t arrived, int body)
 {
-    struct store_fetch_opts o = {domain, after, max, due, arrived, body};
+    struct store_fetch_opts o = {domain, after, max, due, arrived, body, 0, 0};
     struct res r = {.fx = fx};
 
     assert_int_equal(store_fetch(fx->st, &o, on_fetch, &r), 0);
@@ -1300,7 +1300,7 @@ static void test_fetch(void **state)
 static void test_bad_args(void **state)
 {
     struct fx *fx = *state;
-    struct store_fetch_opts o = {"a.example", 0, 0, INT64_MAX, INT64_MAX, 0};
+    struct store_fetch_opts o = {"a.example", 0, 0, INT64_MAX, INT64_MAX, 0, 0, 0};
     struct res r = {.fx = fx};
 
     open_store(fx);
@@ -1663,7 +1663,7 @@ static void test_close_pending_reads(void **state)
     struct fx *fx = *state;
     struct qmsg *q[20];
     struct res r[N + 2];
-    struct store_fetch_opts o = {"a.example", 0, 1000, INT64_MAX, INT64_MAX, 1};
+    struct store_fetch_opts o = {"a.example", 0, 1000, INT64_MAX, INT64_MAX, 1, 0, 0};
     int ok = 0;
 
     open_store(fx);
@@ -1762,6 +1762,101 @@ static void test_close_pending_updates(void **state)
  * steps measure the rows a query visits; a scan of everything (the domain
  * scan) shows the measure would notice.
  */
+/* store_read_chunk (issue 7): the result of one chunk read. */
+struct cres {
+    struct fx *fx;
+    int called, status;
+    char *data;
+    size_t len;
+};
+
+static void on_chunk(const char *data, size_t len, int status, void *arg)
+{
+    struct cres *c = arg;
+
+    c->called++;
+    c->status = status;
+    c->len = len;
+    c->data = len ? malloc(len) : NULL;
+    if (len)
+        memcpy(c->data, data, len);
+    c->fx->ncalled++;
+}
+
+static struct cres read_chunk(struct fx *fx, int64_t id, uint64_t off, size_t len)
+{
+    struct cres c = {.fx = fx};
+
+    assert_int_equal(store_read_chunk(fx->st, id, off, len, on_chunk, &c), 0);
+    run_until(fx, fx->ncalled + 1);
+    assert_int_equal(c.called, 1);
+    return c;
+}
+
+/* A fetch brings small bodies only, up to a total per batch; the others
+ * are read chunk by chunk, byte for byte, and a message that has left the
+ * queue reads as STORE_ERR_GONE, not as an error. */
+static void test_read_chunk(void **state)
+{
+    struct fx *fx = *state;
+    static const char *const doms[] = {"c.example"};
+    struct qmsg *q[3];
+    struct store_fetch_opts o = {"c.example", 0, 10, INT64_MAX, INT64_MAX, 0, 64 * 1024, 1500};
+    struct res r = {.fx = fx};
+    struct store_update u;
+    struct cres c;
+    int64_t big;
+    size_t off = 0;
+
+    open_store(fx);
+    q[0] = qmsg_new(fx, 100, doms, 1, 1000, 1);
+    q[1] = qmsg_new(fx, 101, doms, 1, 1000, 2);
+    q[2] = qmsg_new(fx, 102, doms, 1, 300000, 3);
+    for (int i = 0; i < 3; i++)
+        qstore(fx, q[i]);
+    assert_int_equal(store_fetch(fx->st, &o, on_fetch, &r), 0);
+    run_until(fx, fx->ncalled + 1);
+    assert_int_equal(r.status, STORE_OK);
+    assert_int_equal(r.b->n, 3);
+    assert_non_null(r.b->msgs[0].body); /* small, and within the total */
+    assert_memory_equal(r.b->msgs[0].body, q[0]->body, 1000);
+    assert_null(r.b->msgs[1].body); /* small, but past the batch's total */
+    assert_null(r.b->msgs[2].body); /* too big to come along */
+    assert_int_equal(r.b->msgs[2].size, 300000);
+    big = r.b->msgs[2].id;
+    store_batch_free(r.b);
+
+    while (off < 300000) {
+        c = read_chunk(fx, big, off, 64 * 1024);
+        assert_int_equal(c.status, STORE_OK);
+        assert_true(c.len > 0 && c.len <= 64 * 1024);
+        assert_memory_equal(c.data, q[2]->body + off, c.len);
+        off += c.len;
+        free(c.data);
+    }
+    assert_int_equal(off, 300000);
+    c = read_chunk(fx, big, off, 10); /* at the end: nothing, no error */
+    assert_int_equal(c.status, STORE_OK);
+    assert_int_equal(c.len, 0);
+    assert_int_equal(store_read_chunk(fx->st, big, 0, 0, on_chunk, &c), UV_EINVAL);
+    assert_int_equal(store_read_chunk(fx->st, big, 0, STORE_CHUNK_MAX + 1, on_chunk, &c),
+                     UV_EINVAL);
+
+    /* delivered (its last recipient removed): the message and body are gone */
+    memset(&u, 0, sizeof u);
+    u.msg_id = big;
+    u.rcpt_id = rcpt_id(fx, big, "u0@c.example");
+    u.outcome = STORE_DELIVERED;
+    update(fx, &u, 1);
+    c = read_chunk(fx, big, 65536, 65536);
+    assert_int_equal(c.status, STORE_ERR_GONE);
+    assert_int_equal(c.len, 0);
+    c = read_chunk(fx, 999999, 0, 100); /* never there */
+    assert_int_equal(c.status, STORE_ERR_GONE);
+    for (int i = 0; i < 3; i++)
+        qmsg_free(q[i]);
+}
+
 static void test_fetch_stays_in_domain(void **state)
 {
     enum { MSGS = 800, PER = 250, TARGET = 10 };
@@ -2705,6 +2800,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_op_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_op_requeue_due_now, setup, teardown),
         cmocka_unit_test_setup_teardown(test_report, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_chunk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_held_is_indexed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operator_bad_args, setup, teardown),
     };
