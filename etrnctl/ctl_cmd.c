@@ -296,7 +296,7 @@ void ctl_cmd_usage(FILE *fp)
         "        [--held] [--limit N] [--ids-only | --count]   list messages (mailq)\n"
         "  summary                      messages per domain and age (qshape)\n"
         "  domains                      per domain: mode, route, queue, last ETRN/delivery/error\n"
-        "  show QUEUEID                 envelope and message\n"
+        "  show [--raw] QUEUEID         envelope and message (escaped on a terminal)\n"
         "  flush DOMAIN | --id QUEUEID | --all\n"
         "                               start delivery now (as an ETRN would)\n"
         "  hold QUEUEID... | - | ALL | --domain D | --held      keep from delivery\n"

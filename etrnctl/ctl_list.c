@@ -10,8 +10,10 @@
 #include <string.h>
 #include <sysexits.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ctl_cmd.h"
+#include "termsafe.h"
 
 /* ---- queue ---------------------------------------------------------------------------------- */
 
@@ -376,17 +378,41 @@ int ctl_domains(struct ctx *cx, int argc, char **argv)
 
 /* ---- show ----------------------------------------------------------------------------------- */
 
+enum { SHOW_PLAIN = 0, SHOW_ESCAPED };
+
 static void usage_show(FILE *fp)
 {
-    fprintf(fp, "usage: etrnctl show [--json] QUEUEID\n");
+    fprintf(fp, "usage: etrnctl show [--json] [--raw] QUEUEID\n");
+}
+
+/* Write the body: with SHOW_ESCAPED made safe for a terminal (lib/termsafe:
+ * a stranger's ESC or CSI must not reach the operator's terminal), else as
+ * stored but with CRLF line ends as the terminal's LF. */
+static void show_body(struct ctx *cx, const char *body, size_t len)
+{
+    char out[TERMSAFE_OUT_MAX(1024)];
+    struct termsafe t;
+    size_t n;
+
+    if (cx->mode != SHOW_ESCAPED) {
+        for (size_t i = 0; i < len; i++)
+            if (!(body[i] == '\r' && i + 1 < len && body[i + 1] == '\n'))
+                fputc(body[i], stdout);
+        return;
+    }
+    termsafe_init(&t);
+    for (size_t off = 0; off < len; off += n) {
+        n = len - off < 1024 ? len - off : 1024;
+        fwrite(out, 1, termsafe_put(&t, body + off, n, out), stdout);
+    }
+    fwrite(out, 1, termsafe_end(&t, out), stdout);
 }
 
 static int show_cb(void *arg, struct json_object *rec, const char *raw)
 {
     struct ctx *cx = arg;
-    struct json_object *rcpts;
+    struct json_object *rcpts, *body;
     char when[64], next[64];
-    const char *body;
 
     cx->count++;
     if (cx->o->json) {
@@ -434,27 +460,31 @@ static int show_cb(void *arg, struct json_object *rec, const char *raw)
         }
     }
     fputc('\n', stdout);
-    /* the message as stored: CRLF lines shown as the terminal's LF */
-    body = ctl_jstr0(rec, "body");
-    for (const char *p = body; *p; p++)
-        if (!(p[0] == '\r' && p[1] == '\n'))
-            fputc(*p, stdout);
+    if (json_object_object_get_ex(rec, "body", &body) &&
+        json_object_is_type(body, json_type_string))
+        show_body(cx, json_object_get_string(body), (size_t)json_object_get_string_len(body));
     return 0;
 }
 
 int ctl_show(struct ctx *cx, int argc, char **argv)
 {
+    enum { O_RAW = ETRNCTL_OPT_FIRST_LOCAL };
+    static const struct option longopts[] = {
+        ETRNCTL_GLOBAL_LONGOPTS, {"raw", no_argument, NULL, O_RAW}, {NULL, 0, NULL, 0}};
     struct ctl_client_req req;
-    int st = 0;
+    int st = 0, raw = 0;
     int c;
-    static const struct option longopts[] = {ETRNCTL_GLOBAL_LONGOPTS, {NULL, 0, NULL, 0}};
 
     while ((c = getopt_long(argc, argv, ETRNCTL_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
-        if (!etrnctl_global_opt(c, optarg, cx->o, usage_show)) {
+        if (c == O_RAW) {
+            raw = 1;
+        } else if (!etrnctl_global_opt(c, optarg, cx->o, usage_show)) {
             usage_show(stderr);
             return EX_USAGE;
         }
     }
+    /* Escaped only for a person: a pipe or a file gets the bytes. */
+    cx->mode = !raw && isatty(STDOUT_FILENO) ? SHOW_ESCAPED : SHOW_PLAIN;
     if (optind + 1 != argc)
         return ctl_usage_error(usage_show, "%s", "show takes exactly one queue id");
     if (!ctl_valid_id(argv[optind]))

@@ -827,6 +827,72 @@ def test_summary_domains_show(denv, etrnctl, tmp_path):
     assert "no message" in res.err, res
 
 
+def run_on_a_terminal(etrnctl, *args):
+    """Run etrnctl with stdout on a pseudo-terminal (as an operator at a
+    shell has it); returns (exit status, bytes written to the terminal)."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([etrnctl.path] + list(args), stdin=subprocess.DEVNULL, stdout=slave,
+                             stderr=subprocess.PIPE, env=etrnctl.env())
+        os.close(slave)
+        slave = None
+        out = b""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                if p.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        rc = p.wait(timeout=30)
+        assert p.stderr.read() == b""
+        p.stderr.close()
+        return rc, out
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+
+
+def test_show_escapes_control_characters_on_a_terminal(denv, etrnctl, tmp_path):
+    """A body is a stranger's bytes: on a terminal, show makes every control
+    character visible (ESC as ^[, BS as ^H, C1 and bad UTF-8 as
+    \\xNN) and keeps text, TABs and line ends; --raw, a pipe and --json get
+    the bytes as stored."""
+    site = denv.sink("site", start=False)
+    r = ctl_relayd(denv, etrnctl, tmp_path, {"example.org": {"mode": "hold", "route": route(site)}})
+    evil = ["title \x1b]0;owned\x07 clear \x1b[2J back\x08space", "csi \u009b31m tab\there caf\u00e9"]
+    with Client(r) as c:
+        qid = c.send(SENDER, ["u@example.org"], message("evil", lines=evil), mail_opts=["BODY=8BITMIME"])
+
+    rc, out = run_on_a_terminal(etrnctl, "show", qid)
+    assert rc == 0, out
+    assert b"\x1b" not in out and b"\x07" not in out and b"\xc2\x9b" not in out, out
+    text = out.replace(b"\r\n", b"\n")  # the terminal's own line ends (ONLCR)
+    assert b"\ntitle ^[]0;owned^G clear ^[[2J back^Hspace\n" in text, out
+    assert b"\ncsi \\xc2\\x9b31m tab\there caf\xc3\xa9\n" in text, out
+    assert b"\nSubject: evil\n" in text, out
+
+    rc, out = run_on_a_terminal(etrnctl, "show", "--raw", qid)
+    assert rc == 0 and b"title \x1b]0;owned\x07 clear \x1b[2J back\x08space" in out, out
+
+    res = subprocess.run([etrnctl.path, "show", qid], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=etrnctl.env(), timeout=60)
+    assert res.returncode == 0 and b"back\x08space\ncsi \xc2\x9b31m" in res.stdout, res
+    rec = etrnctl.run("show", "--json", qid).json()[0]
+    assert "\x1b]0;owned\x07" in rec["body"] and "\u009b31m" in rec["body"]
+
+
 def test_flush_by_domain_delivers_only_that_domain(denv, etrnctl, tmp_path):
     r, site, other, ids = known_queue(denv, etrnctl, tmp_path)
     site.start()
