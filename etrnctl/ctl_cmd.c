@@ -258,6 +258,21 @@ int ctl_valid_id(const char *s)
     return n > 0 && n <= 64;
 }
 
+double ctl_quota_percent(struct json_object *rec)
+{
+    int64_t qm = ctl_jint(rec, "quota_messages"), qb = ctl_jint(rec, "quota_bytes");
+    double pct = -1;
+
+    if (qm > 0)
+        pct = 100.0 * (double)ctl_jint(rec, "quota_used_messages") / (double)qm;
+    if (qb > 0) {
+        double p = 100.0 * (double)ctl_jint(rec, "quota_used_bytes") / (double)qb;
+        if (p > pct)
+            pct = p;
+    }
+    return pct;
+}
+
 int ctl_no_args(struct ctx *cx, int argc, char **argv, void (*usage)(FILE *))
 {
     static const struct option longopts[] = {ETRNCTL_GLOBAL_LONGOPTS, {NULL, 0, NULL, 0}};

@@ -73,6 +73,9 @@ void ctl_fmt_i64(int64_t v, char *out, size_t outlen);
 int ctl_usage_error(void (*usage)(FILE *), const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 int ctl_valid_id(const char *s);
+/* How full a domain record's quota is, in percent of the fuller of its
+ * two limits; -1 without a quota. */
+double ctl_quota_percent(struct json_object *rec);
 int ctl_no_args(struct ctx *cx, int argc, char **argv, void (*usage)(FILE *));
 
 /* ctl_list.c: what is queued */

@@ -42,7 +42,10 @@ static const struct {
     {"bounced", "relayd_bounced_total",
      "Recipients returned to their sender since relayd started."},
     {"etrn", "relayd_etrn_total", "ETRN requests naming the domain since relayd started."},
+    {"quota_refused", "relayd_quota_refused_total",
+     "Recipients refused by the domain's queue quota since relayd started."},
 };
+#define NPER_DOMAIN (sizeof(per_domain) / sizeof(per_domain[0]))
 
 static const struct {
     const char *field, *metric, *type, *help;
@@ -51,6 +54,12 @@ static const struct {
     {"queue_bytes", "relayd_queue_bytes", "gauge", "Bytes of messages in relayd's queue."},
     {"connections", "relayd_connections", "gauge", "SMTP connections open now."},
     {"uptime", "relayd_uptime_seconds", "gauge", "Seconds since relayd started."},
+    {"free_bytes", "relayd_free_bytes", "gauge",
+     "Free bytes for the queue, as the free-space reserve counts them."},
+    {"queue_minfree", "relayd_queue_minfree_bytes", "gauge",
+     "The free-space reserve: below it new mail is refused."},
+    {"nospace_refused", "relayd_nospace_refused_total", "counter",
+     "Transactions refused by the free-space reserve since relayd started."},
 };
 
 int ctl_stats(struct ctx *cx, int argc, char **argv)
@@ -110,14 +119,14 @@ int ctl_stats(struct ctx *cx, int argc, char **argv)
                    totals[m].metric, totals[m].type, totals[m].metric, v);
         }
     } else {
-        static const char *const head[] = {"DOMAIN",   "RECEIVED", "DELIVERED",
-                                           "DEFERRED", "BOUNCED",  "ETRN"};
+        static const char *const head[] = {"DOMAIN",  "RECEIVED", "DELIVERED", "DEFERRED",
+                                           "BOUNCED", "ETRN",     "OVERQUOTA"};
         struct table t;
-        char cells[5][32];
-        const char *row[6];
+        char cells[NPER_DOMAIN][32];
+        const char *row[NPER_DOMAIN + 1];
 
-        ctl_table_init(&t, 6);
-        for (int k = 1; k < 6; k++)
+        ctl_table_init(&t, NPER_DOMAIN + 1);
+        for (size_t k = 1; k < NPER_DOMAIN + 1; k++)
             t.right[k] = 1;
         t.shrink[0] = 1;
         ctl_table_row(&t, head);
@@ -126,7 +135,7 @@ int ctl_stats(struct ctx *cx, int argc, char **argv)
             if (*ctl_jstr0(r, "domain") == '\0')
                 continue;
             row[0] = ctl_jstr0(r, "domain");
-            for (int k = 0; k < 5; k++) {
+            for (size_t k = 0; k < NPER_DOMAIN; k++) {
                 ctl_fmt_i64(ctl_jint(r, per_domain[k].field), cells[k], sizeof(cells[k]));
                 row[k + 1] = cells[k];
             }
@@ -141,6 +150,11 @@ int ctl_stats(struct ctx *cx, int argc, char **argv)
                    "; uptime: %s\n",
                    ctl_jint(tot, "queue_messages"), ctl_jint(tot, "queue_bytes"),
                    ctl_jint(tot, "connections"), up);
+            if (ctl_jint(tot, "free_bytes") >= 0)
+                printf("storage: %" PRId64 " bytes free, reserve %" PRId64
+                       " bytes; refused for space: %" PRId64 "\n",
+                       ctl_jint(tot, "free_bytes"), ctl_jint(tot, "queue_minfree"),
+                       ctl_jint(tot, "nospace_refused") > 0 ? ctl_jint(tot, "nospace_refused") : 0);
         }
     }
 done:
@@ -209,6 +223,8 @@ int ctl_check(struct ctx *cx, int argc, char **argv)
     int warn_count = -1, crit_count = -1, c, st, status = NAGIOS_OK;
     int64_t msgs = 0, oldest = -1, total = -1;
     const char *oldest_dom = "";
+    double worst_pct = 0;
+    char worst[300] = "";
     char why[256] = "", age[32] = "", wa[32] = "", ca[32] = "", wc[32] = "", cc[32] = "";
     size_t n;
 
@@ -270,15 +286,36 @@ int ctl_check(struct ctx *cx, int argc, char **argv)
     }
     if (total >= 0)
         msgs = total;
+    /* Storage (issue 11): a domain's quota or the free-space reserve is
+     * WARNING from 80 % used, CRITICAL at 100 %. */
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *r = json_object_array_get_idx(cx->all, i);
+        double pct = ctl_quota_percent(r);
+        int64_t fb = ctl_jint(r, "free_bytes"), mf = ctl_jint(r, "queue_minfree");
+        if (fb >= 0 && mf > 0) {
+            /* 100 %: free space is down to the reserve; 80 %: within 1/0.8 of it */
+            double rp = fb > 0 ? 100.0 * (double)mf / (double)fb : 100.0;
+            if (rp >= 80 && rp > worst_pct) {
+                worst_pct = rp;
+                snprintf(worst, sizeof(worst), "free space %" PRId64 " bytes, reserve %" PRId64, fb,
+                         mf);
+            }
+        }
+        if (pct >= 80 && pct > worst_pct) {
+            worst_pct = pct;
+            snprintf(worst, sizeof(worst), "%s at %.0f%% of its quota", ctl_jstr0(r, "domain"),
+                     pct);
+        }
+    }
     {
         double a = oldest < 0 ? 0 : (double)(cx->now - (time_t)oldest);
         if (a < 0)
             a = 0;
         if ((crit_age >= 0 && oldest >= 0 && a >= crit_age) ||
-            (crit_count >= 0 && msgs >= crit_count))
+            (crit_count >= 0 && msgs >= crit_count) || worst_pct >= 100)
             status = NAGIOS_CRITICAL;
         else if ((warn_age >= 0 && oldest >= 0 && a >= warn_age) ||
-                 (warn_count >= 0 && msgs >= warn_count))
+                 (warn_count >= 0 && msgs >= warn_count) || worst_pct >= 80)
             status = NAGIOS_WARNING;
         etrnctl_format_age(a, age, sizeof(age));
         if (oldest >= 0)
@@ -286,6 +323,10 @@ int ctl_check(struct ctx *cx, int argc, char **argv)
                      msgs == 1 ? "" : "s", age, oldest_dom);
         else
             snprintf(why, sizeof(why), "%" PRId64 " messages queued", msgs);
+        if (worst[0]) {
+            size_t l = strlen(why);
+            snprintf(why + l, sizeof(why) - l, "; %s", worst);
+        }
         snprintf(age, sizeof(age), "%.0f", a);
     }
 out:

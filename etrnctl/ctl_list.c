@@ -302,7 +302,9 @@ static int domains_cb(void *arg, struct json_object *rec, const char *raw)
     struct ctx *cx = arg;
     struct table *t = cx->table;
     char msgs[32], bytes[32], held[32], oldest[32], etrn[32], deliv[32], expiry[32], err[600];
-    const char *row[11];
+    char quota[32];
+    const char *row[12];
+    double pct = ctl_quota_percent(rec);
     const char *le = ctl_jstr0(rec, "last_error");
 
     cx->count++;
@@ -331,12 +333,17 @@ static int domains_cb(void *arg, struct json_object *rec, const char *raw)
     row[3] = msgs;
     row[4] = bytes;
     row[5] = held;
-    row[6] = oldest;
-    row[7] = etrn;
-    row[8] = deliv;
-    row[9] = expiry;
+    if (pct < 0)
+        snprintf(quota, sizeof(quota), "-");
+    else
+        snprintf(quota, sizeof(quota), "%.0f%%", pct);
+    row[6] = quota;
+    row[7] = oldest;
+    row[8] = etrn;
+    row[9] = deliv;
+    row[10] = expiry;
     /* an unconfigured domain (bounces to senders) and a running flush are marked */
-    row[10] = err;
+    row[11] = err;
     {
         char dom[300];
         snprintf(dom, sizeof(dom), "%s%s%s", row[0],
@@ -350,19 +357,19 @@ static int domains_cb(void *arg, struct json_object *rec, const char *raw)
 
 int ctl_domains(struct ctx *cx, int argc, char **argv)
 {
-    static const char *const head[] = {"DOMAIN",        "MODE",    "ROUTE",     "MSGS",
-                                       "BYTES",         "HELD",    "OLDEST",    "LAST-ETRN",
-                                       "LAST-DELIVERY", "EXPIRES", "LAST-ERROR"};
+    static const char *const head[] = {"DOMAIN",    "MODE",          "ROUTE",   "MSGS",
+                                       "BYTES",     "HELD",          "QUOTA",   "OLDEST",
+                                       "LAST-ETRN", "LAST-DELIVERY", "EXPIRES", "LAST-ERROR"};
     struct table t;
     int st = ctl_no_args(cx, argc, argv, usage_domains);
 
     if (st != 0)
         return st;
-    ctl_table_init(&t, 11);
-    t.right[3] = t.right[4] = t.right[5] = 1;
+    ctl_table_init(&t, 12);
+    t.right[3] = t.right[4] = t.right[5] = t.right[6] = 1;
     /* 80 columns: ROUTE, LAST-DELIVERY and EXPIRES only with --wide */
-    t.wide_only[2] = t.wide_only[8] = t.wide_only[9] = 1;
-    t.shrink[0] = t.shrink[10] = 1;
+    t.wide_only[2] = t.wide_only[9] = t.wide_only[10] = 1;
+    t.shrink[0] = t.shrink[11] = 1;
     ctl_table_row(&t, head);
     cx->table = &t;
     st = ctl_simple_call(cx, "domains", domains_cb);

@@ -800,6 +800,13 @@ done:
     return rc;
 }
 
+uint64_t config_queue_minfree(const struct config *cfg)
+{
+    if (cfg->queue_minfree != CFG_SIZE_AUTO)
+        return cfg->queue_minfree;
+    return cfg->max_message_size + cfg->max_message_size / 2 + ((uint64_t)64 << 20);
+}
+
 const struct cfg_domain *config_delivery_domain(const struct config *cfg, const char *domain)
 {
     const struct cfg_domain *d = config_find_domain(cfg, domain);

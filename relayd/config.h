@@ -51,6 +51,10 @@ struct cfg_domain {
     uint64_t delay_warning;       /* ms, 0 = no delay warnings */
     uint64_t probe_interval;      /* ms, 0 = hold domains are only tried on ETRN/flush */
     unsigned max_site_connections;
+    /* quotas (issue 11): this section and, with subdomains, all below it
+     * together; 0 = no limit */
+    unsigned max_queue_messages;
+    uint64_t max_queue_bytes;
     struct cfg_net *etrn_access;  /* who may ETRN this domain; NULL/0 = anyone */
     size_t netrn_access;
     int etrn_access_auth;         /* etrn_access lists "auth": an owning account may ETRN
@@ -123,6 +127,10 @@ struct config {
     unsigned auth_fail_limit;    /* failed AUTH per client address ... (0 = no limit) */
     uint64_t auth_fail_period;   /* ... per this many ms: "auth_fail_limit = 5/10m" */
     int etrn_access_auth;        /* global etrn_access = auth: every unauthenticated ETRN gets 530 */
+    /* storage (issue 11) */
+    unsigned max_queue_messages; /* per domain section, inherited; 0 = no limit */
+    uint64_t max_queue_bytes;    /* likewise */
+    uint64_t queue_minfree;      /* bytes, or CFG_SIZE_AUTO: see config_queue_minfree */
     /* Mail for destinations that are not relay domains (bounces to senders):
      * mode retry, route mx, tls may, global lifetimes. name is "". */
     struct cfg_domain other;
@@ -156,6 +164,12 @@ const struct cfg_queue *config_find_queue(const struct config *cfg, const char *
 /* The settings for delivering to a recipient domain: its relay domain, or
  * cfg->other for everything else. Never NULL. */
 const struct cfg_domain *config_delivery_domain(const struct config *cfg, const char *domain);
+/* A size key set to "auto". */
+#define CFG_SIZE_AUTO UINT64_MAX
+/* The free-space reserve in bytes: queue_minfree, or for auto 1.5 x
+ * max_message_size + 64M (room for the sessions in DATA, the WAL and DSNs). */
+uint64_t config_queue_minfree(const struct config *cfg);
+
 /* Is addr inside one of the n blocks? */
 int config_net_match(const struct cfg_net *nets, size_t n, const struct sockaddr *addr);
 

@@ -59,12 +59,13 @@ enum cfg_type {
 };
 
 #define F_OPTIONAL                                                                                 \
-    0x1                    /* an empty value means "not set" (NULL); that is the default           \
-                            * unless the key has one */
-#define F_REQUIRED     0x2 /* no default: the section must set it */
-#define F_DEF_HOSTNAME 0x4 /* the default is the system's host name (gethostname) */
-#define F_INHERIT      0x8 /* domain key: unset takes the global key's value (off2) */
+    0x1                     /* an empty value means "not set" (NULL); that is the default          \
+                             * unless the key has one */
+#define F_REQUIRED     0x2  /* no default: the section must set it */
+#define F_DEF_HOSTNAME 0x4  /* the default is the system's host name (gethostname) */
+#define F_INHERIT      0x8  /* domain key: unset takes the global key's value (off2) */
 #define F_READ         0x10 /* T_PATH: a file relayd reads; relayd -t checks its user can */
+#define F_AUTO         0x20 /* T_SIZE: "auto" is a value (CFG_SIZE_AUTO), worked out at use */
 
 /* One key of one scope. The default is text and goes through the same parser
  * as a value in a file, so the table cannot hold a default the parser would

@@ -908,6 +908,10 @@ int config_set_value(void *base, const struct cfg_key *k, const char *value, con
         s = strdup(strcasecmp(value, "mx") == 0 ? "mx" : value);
         break;
     case T_SIZE:
+        if ((k->flags & F_AUTO) && strcasecmp(value, "auto") == 0) {
+            *(uint64_t *)field = CFG_SIZE_AUTO;
+            return 0;
+        }
         if (config_parse_size(value, &v) < 0 || v < k->min || v > k->max) {
             format_size(k->min, buf, sizeof(buf));
             format_size(k->max, buf2, sizeof(buf2));
@@ -1067,6 +1071,10 @@ static void print_value(FILE *fp, const void *base, const struct cfg_key *k)
         return;
     }
     case T_SIZE:
+        if ((k->flags & F_AUTO) && *(const uint64_t *)field == CFG_SIZE_AUTO) {
+            s = "auto";
+            break;
+        }
         format_size(*(const uint64_t *)field, buf, sizeof(buf));
         s = buf;
         break;

@@ -17,6 +17,7 @@
 #include "config.h"
 #include "control_int.h"
 #include "log.h"
+#include "quota.h"
 #include "sched.h"
 #include "server.h"
 #include "stats.h"
@@ -309,6 +310,17 @@ static void write_domain(struct ctl_conn *k, const char *name, const struct stor
     jw_int(&w, "held_messages", d ? d->held_messages : 0);
     jw_bool(&w, "configured", config_find_domain(srv->cfg, name) != NULL);
     jw_bool(&w, "flushing", srv->sched && sched_flushing(srv->sched, name));
+    /* A section's quota covers it and, with subdomains, all below it: the
+     * figures are the section's, on the section's own line only. */
+    if (srv->quota != NULL && strcmp(cd->name, name) == 0 &&
+        (cd->max_queue_messages || cd->max_queue_bytes)) {
+        int64_t qm, qb;
+        quota_usage(srv->quota, name, &qm, &qb);
+        jw_int(&w, "quota_messages", cd->max_queue_messages);
+        jw_int(&w, "quota_bytes", (int64_t)cd->max_queue_bytes);
+        jw_int(&w, "quota_used_messages", qm);
+        jw_int(&w, "quota_used_bytes", qb);
+    }
     jw_end(&w);
 }
 
@@ -715,17 +727,25 @@ static void cmd_bounce(struct ctl_conn *k)
 /* ---- stats and reload ------------------------------------------------------------- */
 
 static const char *const counter_names[STATS_NCOUNTERS] = {
-    [STATS_RECEIVED] = "received", [STATS_DELIVERED] = "delivered", [STATS_DEFERRED] = "deferred",
-    [STATS_BOUNCED] = "bounced",   [STATS_ETRN] = "etrn",
+    [STATS_RECEIVED] = "received",
+    [STATS_DELIVERED] = "delivered",
+    [STATS_DEFERRED] = "deferred",
+    [STATS_BOUNCED] = "bounced",
+    [STATS_ETRN] = "etrn",
+    [STATS_QUOTA] = "quota_refused",
+    [STATS_NOSPACE] = "nospace_refused",
 };
 
-static void write_counters(struct jw *w, const uint64_t *counters)
+/* A domain's counters; the totals (under "") also the reserve's refusals. */
+static void write_counters(struct jw *w, const uint64_t *counters, int totals)
 {
     static const enum stats_counter order[] = {STATS_DELIVERED, STATS_DEFERRED, STATS_BOUNCED,
-                                               STATS_ETRN, STATS_RECEIVED};
+                                               STATS_ETRN,      STATS_RECEIVED, STATS_QUOTA};
 
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
         jw_int(w, counter_names[order[i]], (int64_t)counters[order[i]]);
+    if (totals)
+        jw_int(w, counter_names[STATS_NOSPACE], (int64_t)counters[STATS_NOSPACE]);
 }
 
 struct stats_walker {
@@ -744,7 +764,7 @@ static void stats_record(void *arg, const char *domain, const uint64_t *counters
     }
     jw_begin(&w, sw->k);
     jw_str(&w, "domain", domain);
-    write_counters(&w, counters);
+    write_counters(&w, counters, 0);
     jw_end(&w);
 }
 
@@ -753,7 +773,7 @@ static void stats_totals(void *arg, const char *domain, const uint64_t *counters
     struct jw *w = arg;
 
     if (!domain[0])
-        write_counters(w, counters);
+        write_counters(w, counters, 1);
 }
 
 static void on_stats(struct store_report *r, int status, void *arg)
@@ -773,6 +793,12 @@ static void on_stats(struct store_report *r, int status, void *arg)
     jw_int(&w, "queue_bytes", (int64_t)r->bytes);
     jw_int(&w, "connections", srv->nsessions);
     jw_int(&w, "uptime", ctl_now_unix() - k->c->started);
+    if (srv->quota != NULL) {
+        uint64_t free_bytes, minfree;
+        quota_storage(srv->quota, &free_bytes, &minfree);
+        jw_int(&w, "free_bytes", (int64_t)free_bytes);
+        jw_int(&w, "queue_minfree", (int64_t)minfree);
+    }
     if (sw.has_totals)
         stats_walk(srv->stats, stats_totals, &w);
     jw_end(&w);

@@ -37,6 +37,7 @@
 #include "smtpd_session.h"
 #include "spool.h"
 #include "stats.h"
+#include "quota.h"
 #include "store.h"
 #include "tls.h"
 
@@ -205,6 +206,8 @@ static void reload_apply(struct relayd_main *m, struct config *ncfg)
     srv->cfg = ncfg;
     config_unref(old);
     resolver_flush_cache(srv->resolver);
+    if (srv->quota != NULL)
+        quota_reload(srv->quota); /* sections may have come or gone */
     log_set_level(ncfg->log_level);
     log_info("configuration reloaded from %s (%zu domains)", m->config_path, ncfg->ndomains);
 }
@@ -290,6 +293,8 @@ static void deliveries_stopped(struct server *srv)
     close_handle((uv_handle_t *)&m->sig_term);
     close_handle((uv_handle_t *)&m->sig_int);
     close_handle((uv_handle_t *)&m->sig_hup);
+    quota_free(srv->quota);
+    srv->quota = NULL;
     store_close(srv->store);
     srv->store = NULL;
     auth_close(srv->auth); /* every session has gone */
@@ -487,6 +492,8 @@ int main(int argc, char **argv)
     datadir_close(&dd);
     if (store_open(srv->loop, srv->cfg->database, &srv->store, err, sizeof(err)) != 0)
         log_fatal(EX_SOFTWARE, "cannot open the queue %s: %s", srv->cfg->database, err);
+    if (quota_open(srv, &srv->quota) != 0)
+        log_fatal(EX_SOFTWARE, "out of memory");
     if (resolver_open(srv->loop, srv->cfg->dns_servers, &srv->resolver, err, sizeof(err)) != 0)
         log_fatal(EX_SOFTWARE, "cannot start the resolver: %s", err);
     if (etrn_open(srv, &srv->etrn) != 0 || sched_open(srv, &srv->sched) != 0)

@@ -19,6 +19,7 @@ struct resolver;
 struct etrn;
 struct stats;
 struct auth;
+struct quota;
 
 struct server {
     uv_loop_t *loop;
@@ -43,6 +44,8 @@ struct server {
     /* issue 4 */
     struct stats *stats;                /* counters since start (etrnctl stats) */
     void (*reload)(struct server *srv); /* what SIGHUP does, for etrnctl reload; may be NULL */
+    /* issue 11 */
+    struct quota *quota; /* per-section queue quotas and the free-space reserve */
 };
 
 #endif

@@ -58,6 +58,12 @@ struct smtpd_txn {
     int too_big;         /* over max_message_size: discard, answer 552 */
     int write_error;     /* spool write failed: answer 451 */
     int protocol_8bit;
+    /* issue 11: what the transaction holds against the quotas until it
+     * ends (commit or abort); see quota.h */
+    uint64_t reserve_bytes; /* counted against queue_minfree since MAIL */
+    uint64_t size_declared; /* SIZE=, 0 when not given */
+    char **quota_sections;  /* sections a message is reserved in */
+    size_t nquota_sections;
 };
 
 struct smtpd_session {

@@ -14,6 +14,7 @@
 #include "etrn.h"
 #include "log.h"
 #include "policy.h"
+#include "quota.h"
 #include "server.h"
 #include "smtpd.h"
 
@@ -172,6 +173,17 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
         return;
     }
     smtpd_txn_reset(s);
+    /* The free-space reserve (issue 11): refuse before anything is written,
+     * so the disk never fills in the middle of a commit. */
+    if (s->srv->quota != NULL && quota_mail_check(s->srv->quota, s->cfg) < 0) {
+        smtpd_reply(s, 452, "4.3.1", "Insufficient system storage");
+        smtpd_log_reject(s, "MAIL", "452 4.3.1 Insufficient system storage", NULL);
+        return;
+    }
+    t->size_declared = a.has_size ? a.size : 0;
+    t->reserve_bytes = a.has_size ? a.size : s->cfg->max_message_size;
+    if (s->srv->quota != NULL)
+        quota_mail_begin(s->srv->quota, t->reserve_bytes);
     t->msg.sender = strdup(sender);
     t->msg.envid = a.envid[0] != '\0' ? strdup(a.envid) : NULL;
     t->msg.dsn_ret = (int)a.ret;
@@ -185,6 +197,41 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_cmd *cmd)
     s->n.mail_ok++;
     smtpd_enter_state(s, SMTPD_MAIL);
     smtpd_reply(s, 250, "2.1.0", "Ok");
+}
+
+/* The section's queue quota (issue 11): the first recipient of a section in
+ * a transaction reserves one message (and its declared size) there; more
+ * recipients in the same section ride on it, as the message is stored once.
+ * 0, or -1 with the 452 sent. */
+static int quota_hold(struct smtpd_session *s, const struct cfg_domain *dom, const char *addr)
+{
+    struct smtpd_txn *t = &s->txn;
+    char why[300], reply[SMTP_PATH_MAX * 2 + 400];
+    char **v;
+
+    if (s->srv->quota == NULL)
+        return 0;
+    for (size_t i = 0; i < t->nquota_sections; i++)
+        if (strcmp(t->quota_sections[i], dom->name) == 0)
+            return 0;
+    if (quota_rcpt_check(s->srv->quota, dom, t->size_declared, why, sizeof(why)) < 0) {
+        /* 452: the sender keeps the message and retries, as for a full mailbox */
+        snprintf(reply, sizeof(reply), "452 4.2.2 <%s>: %s", addr, why);
+        smtpd_reply(s, 452, "4.2.2", "<%s>: %s", addr, why);
+        smtpd_log_reject(s, "RCPT", reply, addr);
+        return -1;
+    }
+    v = realloc(t->quota_sections, (t->nquota_sections + 1) * sizeof(*v));
+    if (v == NULL || (v[t->nquota_sections] = strdup(dom->name)) == NULL) {
+        if (v != NULL)
+            t->quota_sections = v;
+        smtpd_reply(s, 452, "4.3.0", "Error: out of memory");
+        return -1;
+    }
+    t->quota_sections = v;
+    t->nquota_sections++;
+    quota_reserve(s->srv->quota, dom->name, t->size_declared);
+    return 0;
 }
 
 static void cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
@@ -237,6 +284,8 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
         smtpd_protocol_error(s);
         return;
     }
+    if (dom != NULL && quota_hold(s, dom, addr) < 0)
+        return;
     /* store the normalised domain so the queue index groups the site's mail */
     snprintf(a.to.domain, sizeof(a.to.domain), "%s", norm);
     if (smtp_mailbox_format(&a.to, addr, sizeof(addr)) < 0) {

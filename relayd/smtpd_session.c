@@ -17,6 +17,7 @@
 #include "config.h"
 #include "conn.h"
 #include "listener.h"
+#include "quota.h"
 #include "sched.h"
 #include "log.h"
 #include "server.h"
@@ -218,6 +219,22 @@ void smtpd_log_reject(struct smtpd_session *s, const char *cmd, const char *repl
              s->helo);
 }
 
+/* Give back what the transaction held against the quotas. */
+static void txn_release_quota(struct server *srv, struct smtpd_txn *t)
+{
+    if (srv->quota != NULL) {
+        quota_mail_end(srv->quota, t->reserve_bytes);
+        for (size_t i = 0; i < t->nquota_sections; i++)
+            quota_release(srv->quota, t->quota_sections[i], t->size_declared);
+    }
+    for (size_t i = 0; i < t->nquota_sections; i++)
+        free(t->quota_sections[i]);
+    free(t->quota_sections);
+    t->quota_sections = NULL;
+    t->nquota_sections = 0;
+    t->reserve_bytes = 0;
+}
+
 static void txn_free_fields(struct smtpd_txn *t)
 {
     size_t i;
@@ -240,6 +257,7 @@ static void txn_free_fields(struct smtpd_txn *t)
 
 void smtpd_txn_reset(struct smtpd_session *s)
 {
+    txn_release_quota(s->srv, &s->txn);
     txn_free_fields(&s->txn);
 }
 
@@ -695,6 +713,7 @@ static void session_maybe_free(struct smtpd_session *s)
         log_disconnect(s);
     }
     smtpd_auth_reset(s); /* a step still on the worker is dropped */
+    txn_release_quota(srv, &s->txn);
     txn_free_fields(&s->txn);
     buf_free(&s->in);
     free(s->data_out);

@@ -14,7 +14,9 @@ enum stats_counter {
     STATS_DELIVERED,
     STATS_DEFERRED,
     STATS_BOUNCED,
-    STATS_ETRN,         /* ETRN commands naming the domain */
+    STATS_ETRN,    /* ETRN commands naming the domain */
+    STATS_QUOTA,   /* recipients refused by the section's queue quota (issue 11) */
+    STATS_NOSPACE, /* transactions refused by the free-space reserve (under "") */
     STATS_NCOUNTERS
 };
 

@@ -658,6 +658,7 @@ static void store_thread_main(void *arg)
 
         batch_run(st, batch, n);
         batch_unlink(batch);
+        store_usage_after_batch(st);
 
         uv_mutex_lock(&st->mu);
         nupd = 0;
@@ -778,6 +779,8 @@ static void on_async(uv_async_t *h)
             r->next = NULL;
         }
         uv_mutex_unlock(&st->mu);
+        /* a batch's usage changes were queued before its requests */
+        store_usage_publish(st);
         if (!r)
             break;
         run_one(r);
@@ -1123,6 +1126,7 @@ fail:
 /* Release what store_open got so far; the thread and async are not running. */
 static void store_free(struct store *st)
 {
+    store_usage_close(st);
     for (int i = 0; i < SS_COUNT; i++)
         sqlite3_finalize(st->stmt[i]);
     for (int i = 0; i < RS_COUNT; i++)
@@ -1206,6 +1210,8 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
         goto fail;
     }
     sync_ok = 1;
+    if (store_usage_open(st, err, errlen) < 0)
+        goto fail;
     rc = uv_async_init(loop, st->async, on_async);
     if (rc != 0) {
         snprintf(err, errlen, "%s: uv_async_init: %s", path, uv_strerror(rc));

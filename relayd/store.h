@@ -373,4 +373,22 @@ void store_op_result_free(struct store_op_result *r);
  * cb runs on the loop thread after the commit. */
 int store_op(struct store *st, const struct store_op_opts *o, store_op_cb cb, void *arg);
 
+/* ---- usage per domain (issue 11) ---------------------------------------------------
+ * What each recipient domain holds in the queue: messages with a recipient
+ * there (a message for two domains counts in each) and their bytes, kept in
+ * the same transactions that change the queue. */
+
+/* A change of domain's usage by (messages, bytes); or, from store_usage_walk,
+ * its whole usage. Loop thread. */
+typedef void (*store_usage_cb)(void *arg, const char *domain, int64_t messages, int64_t bytes);
+/* cb gets every change after each commit, before the callbacks of the
+ * requests in that commit (a 250'd message is counted when its 250 goes out). */
+void store_set_usage_cb(struct store *st, store_usage_cb cb, void *arg);
+/* cb gets every domain's usage now (domains at zero left out); changes not
+ * yet handed to the store_set_usage_cb callback are in it and will not be. */
+void store_usage_walk(struct store *st, store_usage_cb cb, void *arg);
+/* Bytes of the database's free pages (reused before the file grows), as of
+ * the last commit. Any thread. */
+uint64_t store_free_bytes(struct store *st);
+
 #endif

@@ -154,6 +154,7 @@ struct store {
     struct store_list done;    /* finished, callback not yet run */
     int closing;
     struct store_stats stats;
+    struct store_usage_state *usage; /* store_usage.c */
 
     /* The store thread's only. */
     int wal_frames;      /* WAL size after the last commit */
@@ -192,6 +193,14 @@ int store_job_fetch(struct store *st, struct store_req *r);
 int store_job_count(struct store *st, struct store_req *r);
 int store_job_scan(struct store *st, struct store_req *r);
 int store_job_chunk(struct store *st, struct store_req *r);
+
+/* store_usage.c: domain_usage in memory, for quotas and the reserve */
+struct store_usage_state;
+/* After the mutex exists, before the threads start. */
+int store_usage_open(struct store *st, char *err, size_t errlen);
+void store_usage_close(struct store *st);
+void store_usage_after_batch(struct store *st); /* store thread */
+void store_usage_publish(struct store *st);     /* loop thread */
 
 /* store_control.c: the writer and reader jobs of the operators */
 void store_report_clear(struct store_report *r);

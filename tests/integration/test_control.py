@@ -484,7 +484,7 @@ def test_stats(relayd):
     assert total["queue_messages"] == 3
     assert total["queue_bytes"] == sum(relayd.queue.message(q)["size"] for q in (q1, q2, q3))
     assert isinstance(total["connections"], int) and 0 <= total["uptime"] < 600
-    counters = {"delivered", "deferred", "bounced", "etrn", "received"}
+    counters = {"delivered", "deferred", "bounced", "etrn", "received", "quota_refused"}
     for x in recs[:-1]:
         assert set(x) == {"domain"} | counters and x["domain"], x
     assert [x["domain"] for x in recs[:-1]] == sorted(x["domain"] for x in recs[:-1])

@@ -17,7 +17,9 @@ def test_disk_full_452_and_no_loss(relayd_factory, mounts, tmp_path):
     assert p.returncode == 0, "cannot mount a tmpfs (needs root): %s" % p.stdout.decode(errors="replace")
     mounts.append(mnt)
 
-    r = relayd_factory(database=os.path.join(mnt, "q", "queue.db"))
+    # queue_minfree = 0: no reserve, so this is the last line of defence, the
+    # disk really filling (test_quota.py shows the reserve refusing first)
+    r = relayd_factory(database=os.path.join(mnt, "q", "queue.db"), queue_minfree="0")
     acked = {}
     full_reply = None
     c = r.raw(timeout=30)
