@@ -172,7 +172,10 @@ static void reload_apply(struct relayd_main *m, struct config *ncfg)
     size_t i;
     int listen_changed = old->nlisten != 0;
 
-    if (!same_str(ncfg->tls_cert, old->tls_cert) || !same_str(ncfg->tls_key, old->tls_key)) {
+    /* read the files again even under the old names: a certificate is
+     * usually renewed in place (certbot, acme.sh) and then SIGHUP is sent */
+    if (ncfg->tls_cert != NULL || !same_str(ncfg->tls_cert, old->tls_cert) ||
+        !same_str(ncfg->tls_key, old->tls_key)) {
         struct tls_ctx *t = NULL;
         if (ncfg->tls_cert != NULL && (t = load_tls(ncfg, err, sizeof(err))) == NULL) {
             log_warn("reload failed: TLS: %s; keeping the old configuration", err);
