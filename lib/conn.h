@@ -39,8 +39,7 @@ int conn_accept(uv_loop_t *loop, uv_stream_t *server, const struct conn_cbs *cbs
  * connection failed and c is already closing (on_closed follows). On error
  * returns < 0 and nothing is called. Reading starts after a successful connect. */
 int conn_connect(uv_loop_t *loop, const struct sockaddr *addr, const struct conn_cbs *cbs,
-                 void (*on_connect)(struct conn *c, int status), void *udata,
-                 struct conn **out);
+                 void (*on_connect)(struct conn *c, int status), void *udata, struct conn **out);
 
 void *conn_udata(const struct conn *c);
 void conn_set_udata(struct conn *c, void *udata);
@@ -61,10 +60,12 @@ void conn_read_stop(struct conn *c);
 int conn_read_start(struct conn *c);
 
 /* Queue bytes for the peer (copied; encrypted if TLS is on). 0, or -ENOBUFS
- * when more than CONN_OUT_MAX bytes are already waiting, or a libuv error. */
+ * when more than CONN_OUT_MAX bytes of memory already wait for the peer (the
+ * copies and each write request's own size), or a libuv error. */
 #define CONN_OUT_MAX (1024 * 1024)
 int conn_write(struct conn *c, const void *data, size_t len);
-/* Bytes queued but not yet handed to the kernel. */
+/* Memory queued for the peer and not yet handed to the kernel (the bytes
+ * and their write requests). */
 size_t conn_write_pending(const struct conn *c);
 
 /* Switch to TLS now. Output already queued is sent in the clear first; every
