@@ -524,6 +524,22 @@ static int inherit_globals(const struct config *cfg, struct cfg_domain *d, const
         case T_UINT:
             *(unsigned *)to = *(const unsigned *)from;
             break;
+        case T_NETS: {
+            /* off2 is the count here: the global is the key of the same name;
+             * "auth" (CFG_NET_AUTH) is copied with the networks */
+            const struct cfg_key *g = find_key(config_global_keys, config_nglobal, k->name);
+            const struct cfg_net *v = *(struct cfg_net *const *)((const char *)cfg + g->off);
+            size_t n = *(const size_t *)((const char *)cfg + g->off2);
+            struct cfg_net *copy = NULL;
+            if (n > 0 && (copy = malloc(n * sizeof(*copy))) == NULL)
+                return -1;
+            if (n > 0)
+                memcpy(copy, v, n * sizeof(*copy));
+            free(*(struct cfg_net **)to);
+            *(struct cfg_net **)to = copy;
+            *(size_t *)((char *)d + k->off2) = n;
+            break;
+        }
         default:
             assert(0 && "F_INHERIT on a type inherit_globals does not copy");
         }
@@ -736,6 +752,10 @@ static int finish(struct build *b)
         if (resolve_route(b, &cfg->domains[i]) < 0)
             return -1;
     }
+    cfg->etrn_access_auth = config_net_has_auth(cfg->etrn_access, cfg->netrn_access);
+    for (size_t i = 0; i < cfg->ndomains; i++)
+        cfg->domains[i].etrn_access_auth =
+            config_net_has_auth(cfg->domains[i].etrn_access, cfg->domains[i].netrn_access);
     if (fill_other(b) < 0)
         return -1;
     if (sort_domains(b) < 0)
@@ -832,6 +852,14 @@ int config_net_match(const struct cfg_net *nets, size_t n, const struct sockaddr
     return 0;
 }
 
+int config_net_has_auth(const struct cfg_net *nets, size_t n)
+{
+    for (size_t i = 0; nets != NULL && i < n; i++)
+        if (nets[i].addr.ss_family == CFG_NET_AUTH)
+            return 1;
+    return 0;
+}
+
 struct config *config_ref(struct config *cfg)
 {
     cfg->refs++;
@@ -855,6 +883,7 @@ void config_unref(struct config *cfg)
     free(cfg->control_socket);
     free(cfg->control_socket_group);
     free(cfg->credentials_file);
+    free(cfg->etrn_access);
     credentials_free(cfg->credentials);
     for (size_t i = 0; i < cfg->ndomains; i++)
         config_free_domain(&cfg->domains[i]);
@@ -884,7 +913,9 @@ static int differs_from_default(const struct config *cfg, const void *base, cons
     if (k->flags & F_REQUIRED)
         return 1;
     memset(&scratch, 0, sizeof(scratch));
-    if (k->flags & F_INHERIT) {
+    if ((k->flags & F_INHERIT) && k->type == T_NETS) {
+        def = config_value_text(cfg, find_key(config_global_keys, config_nglobal, k->name));
+    } else if (k->flags & F_INHERIT) {
         struct cfg_key global = *k;
         global.off = k->off2;
         def = config_value_text(cfg, &global);

@@ -23,7 +23,10 @@ enum cfg_mode { CFG_MODE_HOLD = 0, CFG_MODE_RETRY };
 /* Outbound TLS policy (RFC 3207, RFC 7435): same values as enum smtp_client_tls. */
 enum cfg_tls { CFG_TLS_NONE = 0, CFG_TLS_MAY, CFG_TLS_ENCRYPT, CFG_TLS_VERIFY };
 
-/* An address block: 192.0.2.0/24, 2001:db8::/32, or one address (full prefix). */
+/* An address block: 192.0.2.0/24, 2001:db8::/32, or one address (full prefix).
+ * In etrn_access, "auth" is an entry of family CFG_NET_AUTH, which no address
+ * matches (config_net_match skips it). */
+#define CFG_NET_AUTH AF_UNSPEC
 struct cfg_net {
     struct sockaddr_storage addr; /* port 0 */
     unsigned prefix;
@@ -126,7 +129,10 @@ struct config {
     int smtpd_auth;              /* offer AUTH on the normal listeners (default: yes when credentials) */
     unsigned auth_fail_limit;    /* failed AUTH per client address ... (0 = no limit) */
     uint64_t auth_fail_period;   /* ... per this many ms: "auth_fail_limit = 5/10m" */
-    int etrn_access_auth;        /* global etrn_access = auth: every unauthenticated ETRN gets 530 */
+    struct cfg_net *etrn_access; /* global etrn_access: the default of every [domain] */
+    size_t netrn_access;
+    int etrn_access_auth;        /* global etrn_access names auth: an unauthenticated ETRN from
+                                  * outside its networks gets 530 whatever the domain */
     /* storage (issue 11) */
     unsigned max_queue_messages; /* per domain section, inherited; 0 = no limit */
     uint64_t max_queue_bytes;    /* likewise */
@@ -172,6 +178,8 @@ uint64_t config_queue_minfree(const struct config *cfg);
 
 /* Is addr inside one of the n blocks? */
 int config_net_match(const struct cfg_net *nets, size_t n, const struct sockaddr *addr);
+/* Does the list name "auth" (a CFG_NET_AUTH entry)? */
+int config_net_has_auth(const struct cfg_net *nets, size_t n);
 
 /* Parse "30s", "5m", "4h", "5d", "250ms" (a bare number is seconds) into
  * milliseconds, and "10M", "512k", "1G" (a bare number is bytes) into bytes.

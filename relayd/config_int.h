@@ -52,7 +52,8 @@ enum cfg_type {
     T_RATE,         /* unsigned count + uint64_t ms period: "120/1m" */
     T_SERVERS,      /* char *: addr[:port] list as the c-ares CSV "127.0.0.1:53,[::1]:53" */
     T_ADDRS,        /* struct cfg_net * + size_t count: addresses (full prefix); empty: none */
-    T_NETS,         /* struct cfg_net * + size_t count: "any" (none) or networks */
+    T_NETS,         /* struct cfg_net * + size_t count: "any" (none) or networks, and
+                     * "auth" among them: an entry of family CFG_NET_AUTH */
     T_TLS,          /* enum cfg_tls */
     T_OCTAL,        /* unsigned: file permission bits in octal, 0660 */
     T_GROUP,        /* char *: a group name */
@@ -63,7 +64,8 @@ enum cfg_type {
                              * unless the key has one */
 #define F_REQUIRED     0x2  /* no default: the section must set it */
 #define F_DEF_HOSTNAME 0x4  /* the default is the system's host name (gethostname) */
-#define F_INHERIT      0x8  /* domain key: unset takes the global key's value (off2) */
+#define F_INHERIT      0x8  /* domain key: unset takes the global key's value (off2; for
+                             * T_NETS, whose off2 is the count: the global key of that name) */
 #define F_READ         0x10 /* T_PATH: a file relayd reads; relayd -t checks its user can */
 #define F_AUTO         0x20 /* T_SIZE: "auto" is a value (CFG_SIZE_AUTO), worked out at use */
 

@@ -82,6 +82,9 @@ const struct cfg_key config_global_keys[] = {
      "how long to wait for the greeting and each reply before DATA ends"},
     {"delivery_data_timeout", T_DURATION, "10m", G(delivery_data_timeout), 0, 100, MS_HOUR, 0,
      "how long to wait for the reply to the end of the message"},
+    /* RFC 1985 §8 leaves access to the server; "auth" is relayd's own. */
+    {"etrn_access", T_NETS, "any", G(etrn_access), G(netrn_access), 0, 0, 0,
+     "who may ETRN: any, or auth and/or addresses and networks; each [domain]'s default"},
     {"etrn_rate", T_RATE, "120/1m", G(etrn_rate), G(etrn_rate_period), 1, 1000000, 0,
      "ETRN commands one client address may give per period: N/duration"},
     {"tls_ca_file", T_PATH, NULL, G(tls_ca_file), 0, 0, 0, F_OPTIONAL | F_READ,
@@ -134,8 +137,8 @@ const struct cfg_key config_domain_keys[] = {
     {"max_queue_bytes", T_SIZE, NULL, D(max_queue_bytes), G(max_queue_bytes), 0, (uint64_t)1 << 50,
      F_INHERIT,
      "bytes queued for this domain and its subdomains at most; 0: no limit; unset: global"},
-    {"etrn_access", T_NETS, "any", D(etrn_access), D(netrn_access), 0, 0, 0,
-     "who may ETRN this domain: any, or a list of addresses and networks"},
+    {"etrn_access", T_NETS, NULL, D(etrn_access), D(netrn_access), 0, 0, F_INHERIT,
+     "who may ETRN this domain: any, or auth and/or addresses and networks; unset: global"},
     {"recipients", T_PATH, NULL, D(recipients_file), 0, 0, 0, F_OPTIONAL | F_READ,
      "file of valid recipients, local@domain or @domain per line; empty: accept any"},
 };

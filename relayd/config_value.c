@@ -695,7 +695,8 @@ static int set_nets(void *base, const struct cfg_key *k, const char *value, char
     char **tok = NULL, *copy;
     size_t ntok = 0, n = 0;
     struct cfg_net *v = NULL;
-    int rc = -1, nets = k->type == T_NETS;
+    int rc = -1, nets = k->type == T_NETS, auth = 0;
+    size_t t;
 
     copy = split_list(value, &tok, &ntok);
     if (copy == NULL) {
@@ -703,7 +704,7 @@ static int set_nets(void *base, const struct cfg_key *k, const char *value, char
         goto done;
     }
     if (ntok == 0 && nets) {
-        snprintf(why, whylen, "expected any, or a list of addresses and networks");
+        snprintf(why, whylen, "expected any, or a list of auth, addresses and networks");
         goto done;
     }
     if (nets && ntok == 1 && strcasecmp(tok[0], "any") == 0)
@@ -712,24 +713,38 @@ static int set_nets(void *base, const struct cfg_key *k, const char *value, char
         snprintf(why, whylen, "out of memory");
         goto done;
     }
-    for (; n < ntok; n++) {
-        if (nets && strcasecmp(tok[n], "any") == 0) {
+    for (t = 0; t < ntok; t++) {
+        if (nets && strcasecmp(tok[t], "any") == 0) {
             snprintf(why, whylen, "'any' cannot be combined with a list");
             goto done;
         }
-        if (parse_net(tok[n], &v[n], nets, why, whylen) < 0)
+        if (nets && strcasecmp(tok[t], "auth") == 0) {
+            /* an authenticated account that owns the domain (credentials) */
+            if (auth++) {
+                snprintf(why, whylen, "auth is listed twice");
+                goto done;
+            }
+            memset(&v[n], 0, sizeof(v[n]));
+            v[n].addr.ss_family = CFG_NET_AUTH;
+            n++;
+            continue;
+        }
+        if (parse_net(tok[t], &v[n], nets, why, whylen) < 0)
             goto done;
         for (size_t m = 0; m < n; m++) {
             if (v[m].prefix == v[n].prefix &&
                 memcmp(&v[m].addr, &v[n].addr, sizeof(v[m].addr)) == 0) {
-                snprintf(why, whylen, "%s is listed twice", tok[n]);
+                snprintf(why, whylen, "%s is listed twice", tok[t]);
                 goto done;
             }
         }
+        n++;
     }
     free(*(struct cfg_net **)((char *)base + k->off));
-    *(struct cfg_net **)((char *)base + k->off) = v;
+    *(struct cfg_net **)((char *)base + k->off) = n > 0 ? v : NULL;
     *(size_t *)((char *)base + k->off2) = n;
+    if (n == 0)
+        free(v);
     v = NULL;
     rc = 0;
 done:
@@ -1065,7 +1080,10 @@ static void print_value(FILE *fp, const void *base, const struct cfg_key *k)
         fputs(" =", fp);
         for (size_t i = 0; i < n; i++) {
             char nb[INET6_ADDRSTRLEN + 8];
-            format_net(&v[i], nb, sizeof(nb));
+            if (v[i].addr.ss_family == CFG_NET_AUTH)
+                snprintf(nb, sizeof(nb), "auth");
+            else
+                format_net(&v[i], nb, sizeof(nb));
             fprintf(fp, "%s%s", i ? ", " : " ", nb);
         }
         return;

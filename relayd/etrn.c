@@ -123,6 +123,7 @@ struct etrn_req {
     struct smtpd_session *s;
     const struct config *cfg;
     struct sockaddr_storage peer;
+    char account[CREDENTIALS_NAME_MAX + 1]; /* after AUTH, else "" */
     char arg[SMTP_DOMAIN_MAX + 8];
     size_t pending;
     int failed;
@@ -150,7 +151,8 @@ static void req_add_domain(struct etrn_req *q, const char *d)
 static void etrn_log(struct smtpd_session *s, const char *arg, int code, int64_t count,
                      const char *why)
 {
-    log_info("ETRN from %s: arg=<%s> result=%d count=%" PRId64 "%s%s", s->peer, arg, code, count,
+    log_info("ETRN from %s: arg=<%s> result=%d count=%" PRId64 "%s%s%s%s", s->peer, arg, code,
+             count, s->auth_account[0] ? " sasl_username=" : "", s->auth_account,
              why != NULL ? " reason=" : "", why != NULL ? why : "");
 }
 
@@ -197,7 +199,8 @@ static void req_finish(struct etrn_req *q)
 static void counted(struct store_count *c, int status, void *arg)
 {
     struct etrn_req *q = arg;
-    const struct sockaddr *peer = (const struct sockaddr *)&q->peer;
+    const struct etrn_client who = {(const struct sockaddr *)&q->peer,
+                                    q->account[0] != '\0' ? q->account : NULL};
     int64_t mine = 0;
     size_t i, n = 0;
 
@@ -205,7 +208,7 @@ static void counted(struct store_count *c, int status, void *arg)
         q->failed = 1;
     } else {
         for (i = 0; i < c->ndomains; i++) {
-            if (!etrn_access_domain(q->cfg, c->domains[i], peer))
+            if (!etrn_access_domain(q->cfg, c->domains[i], &who))
                 continue;
             req_add_domain(q, c->domains[i]);
             mine += c->domain_messages[i];
@@ -237,6 +240,7 @@ void etrn_cmd(struct smtpd_session *s, const struct smtp_cmd *cmd)
     const struct cfg_queue *cq;
     const struct sockaddr *peer;
     enum etrn_access_verdict verdict;
+    struct etrn_client who;
     struct etrn_req *q;
     char shown[SMTP_DOMAIN_MAX + 8];
     size_t i, n;
@@ -265,7 +269,16 @@ void etrn_cmd(struct smtpd_session *s, const struct smtp_cmd *cmd)
         etrn_log(s, shown, 458, 0, "rate limit");
         return;
     }
-    verdict = etrn_access_check(cfg, ea.kind, ea.name, conn_peer_sockaddr(s->conn));
+    who.peer = conn_peer_sockaddr(s->conn);
+    who.account = s->auth_account[0] != '\0' ? s->auth_account : NULL;
+    verdict = etrn_access_check(cfg, ea.kind, ea.name, &who);
+    if (verdict == ETRN_ACCESS_AUTH_REQUIRED) {
+        /* RFC 4954 §6; the same reply whatever the name (with etrn_access =
+         * auth globally, even for one that is not ours) */
+        smtpd_reply(s, 530, "5.7.0", "Authentication required");
+        etrn_log(s, shown, 530, 0, etrn_access_reason(verdict));
+        return;
+    }
     if (verdict != ETRN_ACCESS_OK) {
         refuse(s, shown, etrn_access_reason(verdict));
         return;
@@ -283,6 +296,7 @@ void etrn_cmd(struct smtpd_session *s, const struct smtp_cmd *cmd)
                peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                            : sizeof(struct sockaddr_in));
     snprintf(q->arg, sizeof(q->arg), "%s", shown);
+    snprintf(q->account, sizeof(q->account), "%s", s->auth_account);
 
     /* The scopes the argument covers: "dom" alone, "@dom" with everything
      * below it, each member of a queue as its relay domain says. */

@@ -468,7 +468,7 @@ static void test_man_page_lists_every_key(void **state)
             fail_msg("relayd.conf.5 has no '%s' entry", want + 1);
         nkeys++;
     }
-    assert_int_equal(nkeys, 41 + 2 * 12 + 1); /* globals, 2 domains, 1 queue */
+    assert_int_equal(nkeys, 42 + 2 * 12 + 1); /* globals, 2 domains, 1 queue */
     assert_non_null(strstr(man, "\n.It Ic include No = "));
     free(man);
     free(t);
@@ -1249,7 +1249,13 @@ static void test_delivery_values(void **state)
         {"[domain a.example]\ndelivery_port = 25\n", 0},
         {"[domain a.example]\nmin_backoff = 1m\n", 0},
         {"probe_interval = 1h\n", 0},
-        {"etrn_access = any\n", 0},
+        {"etrn_access = any\n", 1}, /* global too since issue 8: each domain's default */
+        {"etrn_access = auth\n", 1},
+        {"[domain a.example]\netrn_access = auth\n", 1},
+        {"[domain a.example]\netrn_access = AUTH, 192.0.2.0/24\n", 1},
+        {"[domain a.example]\netrn_access = auth, auth\n", 0},
+        {"[domain a.example]\netrn_access = any, auth\n", 0},
+        {"my_addresses = auth\n", 0},
         {"tls = may\n", 0},
     };
     struct config *cfg;

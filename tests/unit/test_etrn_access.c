@@ -77,7 +77,9 @@ static int teardown(void **state)
     return 0;
 }
 
-#define SA(x) ((const struct sockaddr *)&(x))
+#define SA(x) (&(const struct etrn_client){(const struct sockaddr *)&(x), NULL})
+/* the same client, authenticated as account */
+#define AS(x, account) (&(const struct etrn_client){(const struct sockaddr *)&(x), (account)})
 
 /* A queued domain is judged by the relay domain it belongs to, so the same
  * domain gets the same answer whichever ETRN form reached it. */
@@ -93,7 +95,7 @@ static void test_domain_rule(void **state)
     assert_true(etrn_access_domain(cfg, "locked.test", SA(locker)));
     assert_false(etrn_access_domain(cfg, "notours.test", SA(insider)));
     assert_false(etrn_access_domain(cfg, "sub.plain.test", SA(insider))); /* no subdomains */
-    assert_false(etrn_access_may(NULL, SA(insider)));
+    assert_false(etrn_access_may(cfg, NULL, "x.test", SA(insider)));
 }
 
 static void test_check_name(void **state)
@@ -149,6 +151,104 @@ static void test_check_queue(void **state)
                      ETRN_ACCESS_NO_QUEUE);
 }
 
+/* A configuration with accounts (credentials), from text; NULL on error. */
+static struct config *load_with_accounts(const char *text)
+{
+    char dir[] = "/tmp/test_etrn_access.XXXXXX", conf[96], creds[96], err[512] = "";
+    struct config *c = NULL;
+    FILE *fp;
+
+    if (mkdtemp(dir) == NULL)
+        return NULL;
+    snprintf(conf, sizeof(conf), "%s/relayd.conf", dir);
+    snprintf(creds, sizeof(creds), "%s/credentials", dir);
+    if ((fp = fopen(creds, "w")) != NULL) {
+        fputs("site1:{plain}x:own.test\nsite2:{plain}y:other.test,mix.test\n", fp);
+        fclose(fp);
+    }
+    if ((fp = fopen(conf, "w")) != NULL) {
+        fprintf(fp,
+                "listen = 127.0.0.1:2525\ndatabase = /tmp/test_etrn_access.db\n"
+                "credentials = %s\n%s",
+                creds, text);
+        fclose(fp);
+    }
+    if (config_load(conf, &c, err, sizeof(err)) != 0)
+        fprintf(stderr, "config_load: %s\n", err);
+    unlink(conf);
+    unlink(creds);
+    rmdir(dir);
+    return c;
+}
+
+/* etrn_access = auth per domain: the owning account (and its subdomains
+ * where subdomains = yes), or a listed network; an unauthenticated client
+ * is told to authenticate (530), another account is refused (459). */
+static void test_auth_per_domain(void **state)
+{
+    struct config *c = load_with_accounts("[domain own.test]\nsubdomains = yes\n"
+                                          "etrn_access = auth\n"
+                                          "[domain other.test]\netrn_access = auth\n"
+                                          "[domain mix.test]\netrn_access = auth, 192.0.2.0/24\n"
+                                          "[domain open.test]\n");
+
+    (void)state;
+    assert_non_null(c);
+    assert_true(c->domains[0].etrn_access_auth || c->domains[1].etrn_access_auth);
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_DOMAIN, "own.test", AS(stranger, "site1")),
+                     ETRN_ACCESS_OK);
+    assert_true(etrn_access_domain(c, "a.b.own.test", AS(stranger, "site1")));
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_DOMAIN, "own.test", SA(stranger)),
+                     ETRN_ACCESS_AUTH_REQUIRED);
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_DOMAIN, "own.test", AS(stranger, "site2")),
+                     ETRN_ACCESS_DENIED);
+    assert_false(etrn_access_domain(c, "own.test", AS(stranger, "nobody")));
+    /* auth and networks: either admits */
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_DOMAIN, "mix.test", SA(locker)),
+                     ETRN_ACCESS_OK);
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_DOMAIN, "mix.test", AS(stranger, "site2")),
+                     ETRN_ACCESS_OK);
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_DOMAIN, "mix.test", SA(stranger)),
+                     ETRN_ACCESS_AUTH_REQUIRED);
+    /* no auth on the domain: as before, for anyone */
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_DOMAIN, "open.test", SA(stranger)),
+                     ETRN_ACCESS_OK);
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_DOMAIN, "notours.test", SA(stranger)),
+                     ETRN_ACCESS_NOT_OURS);
+    config_unref(c);
+}
+
+/* etrn_access = auth globally: every domain's default, and an
+ * unauthenticated client outside the global networks gets 530 whatever it
+ * names, ours or not. */
+static void test_auth_global(void **state)
+{
+    struct config *c = load_with_accounts("etrn_access = auth, 192.0.2.7\n"
+                                          "[domain own.test]\n"
+                                          "[domain other.test]\n"
+                                          "[domain open.test]\netrn_access = any\n");
+
+    (void)state;
+    assert_non_null(c);
+    assert_true(c->etrn_access_auth);
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_DOMAIN, "notours.test", SA(stranger)),
+                     ETRN_ACCESS_AUTH_REQUIRED);
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_DOMAIN, "open.test", SA(stranger)),
+                     ETRN_ACCESS_AUTH_REQUIRED);
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_QUEUE, "nosuch", SA(stranger)),
+                     ETRN_ACCESS_AUTH_REQUIRED);
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_DOMAIN, "own.test", AS(stranger, "site1")),
+                     ETRN_ACCESS_OK);
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_DOMAIN, "other.test", AS(stranger, "site1")),
+                     ETRN_ACCESS_DENIED);
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_DOMAIN, "notours.test", AS(stranger, "site1")),
+                     ETRN_ACCESS_NOT_OURS);
+    /* a globally listed network needs no account (domains inherit it) */
+    assert_int_equal(etrn_access_check(c, SMTP_ETRN_DOMAIN, "own.test", SA(insider)),
+                     ETRN_ACCESS_OK);
+    config_unref(c);
+}
+
 static void test_reasons(void **state)
 {
     (void)state;
@@ -162,6 +262,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_domain_rule),      cmocka_unit_test(test_check_name),
         cmocka_unit_test(test_check_subdomains), cmocka_unit_test(test_check_queue),
+        cmocka_unit_test(test_auth_per_domain),  cmocka_unit_test(test_auth_global),
         cmocka_unit_test(test_reasons),
     };
 
