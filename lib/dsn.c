@@ -219,6 +219,13 @@ static void part_text(struct w *w, const struct dsn_info *info, const struct dsn
         }
         puts_(w, "\r\n");
     }
+    if (info->return_full && info->original != NULL && info->original_len > info->max_original) {
+        /* RFC 3461 §4.3 lets the MTA return less than RET=FULL asks; say so,
+         * and why (Postfix's bounce_size_limit) */
+        putf(w, "The message was larger than %zu bytes, so only its header is\r\n",
+             info->max_original);
+        puts_(w, "attached.\r\n\r\n");
+    }
     for (i = 0; i < n; i++) {
         const struct dsn_rcpt *r = &rcpts[i];
 

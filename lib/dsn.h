@@ -34,7 +34,8 @@ struct dsn_info {
     int return_full;           /* include the whole original (RET=FULL or unset) or headers */
     const char *original;      /* the original message as stored */
     size_t original_len;
-    size_t max_original;       /* return at most this much of it (then headers only) */
+    size_t max_original;       /* return at most this much of it (then headers only,
+                                * and part 1 says so): bounce_size_limit */
 };
 
 /* Append the whole DSN message (header fields From:, To:, Subject:, Date:,

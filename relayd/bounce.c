@@ -182,10 +182,13 @@ int bounce_send(struct server *srv, const struct store_dmsg *msg, const struct b
     buf_init(&out, 0);
     if (!srv || !srv->cfg || !srv->store || !msg || (n > 0 && !r))
         return UV_EINVAL;
-    /* RFC 3461 §6.2 / RFC 5321 §4.5.5: never to the null sender. */
+    /* RFC 3461 §6.2 / RFC 5321 §4.5.5: never to the null sender: what cannot
+     * be delivered of a bounce is dropped, with this line to say so. */
     if (!msg->sender || !msg->sender[0]) {
-        log_debug("%s: no %s notification: null sender", msg->queue_id,
-                  kind == DSN_DELAY ? "delay" : "non-delivery");
+        if (kind == DSN_FAILURE)
+            log_info("%s: sender non-delivery notification: none, dropped (the sender is <>: "
+                     "a bounce is never bounced)",
+                     msg->queue_id);
         return nothing_due(srv, cb, arg);
     }
     dr = calloc(n ? n : 1, sizeof *dr);
@@ -233,7 +236,10 @@ int bounce_send(struct server *srv, const struct store_dmsg *msg, const struct b
     info.return_full = msg->dsn_ret != SMTP_RET_HDRS; /* RFC 3461 §4.3: FULL or unset */
     info.original = msg->body;
     info.original_len = msg->body ? (size_t)msg->size : 0;
-    info.max_original = (size_t)srv->cfg->max_message_size;
+    /* RFC 6522 §3: a message over bounce_size_limit comes back as its
+     * header section (text/rfc822-headers), so backscatter that gets through
+     * carries no payload and a DSN stays small */
+    info.max_original = (size_t)srv->cfg->bounce_size_limit;
     buf_init(&out, info.max_original + BOUNCE_OVERHEAD);
     rc = dsn_build(&info, dr, nd, &out);
     if (rc < 0) {

@@ -113,6 +113,7 @@ struct config {
     uint64_t max_backoff;        /* ms, default 4h */
     uint64_t queue_lifetime;     /* ms, default 5d */
     uint64_t delay_warning;      /* ms, default 0 = off */
+    uint64_t bounce_size_limit;  /* bytes of the original a DSN returns whole, else headers */
     uint64_t connect_timeout;    /* ms, default 30s */
     uint64_t delivery_timeout;   /* ms, default 5m: greeting, EHLO, MAIL, RCPT, DATA (RFC 5321 §4.5.3.2) */
     uint64_t delivery_data_timeout; /* ms, default 10m: reply to the final dot */

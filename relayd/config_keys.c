@@ -75,6 +75,11 @@ const struct cfg_key config_global_keys[] = {
      "how long mail may wait before it is returned to the sender"},
     {"delay_warning", T_OFF_DURATION, "off", G(delay_warning), 0, MS_SECOND, 365 * MS_DAY, 0,
      "tell the sender when mail has waited this long; off: never"},
+    /* Postfix's bounce_size_limit: a DSN to a forged sender carries no payload. */
+    /* at most 1000000: delivery reads a streamed body's head for it in one
+     * chunk (STORE_CHUNK_MAX, 1 MiB) */
+    {"bounce_size_limit", T_SIZE, "50000", G(bounce_size_limit), 0, KIB, 1000000, 0,
+     "a DSN returns the whole message up to this size, else only its header"},
     /* RFC 5321 §4.5.3.2: the client timeouts, initial 220 to final dot. */
     {"connect_timeout", T_DURATION, "30s", G(connect_timeout), 0, 100, MS_HOUR, 0,
      "how long a delivery connection may take to open"},

@@ -37,7 +37,8 @@
  * streams from the queue to the socket in pieces of at most the client's
  * 64 KiB, each read in a short read transaction of its own, the next only
  * once the previous one has reached the kernel. A streamed message that
- * is bounced returns its first BOUNCE_HEAD bytes, header only. */
+ * is bounced returns what bounce_size_limit allows: all of it, or the
+ * header found in its first BOUNCE_HEAD (or bounce_size_limit + 1) bytes. */
 #define INLINE_MAX   (64 * 1024)
 #define INLINE_TOTAL (512 * 1024)
 #define BOUNCE_HEAD  (64 * 1024)
@@ -444,8 +445,8 @@ static void bounce_head_read(const char *data, size_t len, int status, void *arg
         return;
     }
     m.body = (char *)data;
-    if (len < m.size)
-        m.dsn_ret = SMTP_RET_HDRS;
+    if (len < m.size && len <= b->run->dl->srv->cfg->bounce_size_limit)
+        m.dsn_ret = SMTP_RET_HDRS; /* a cut body is never returned as whole */
     m.size = len;
     if (bounce_send(b->run->dl->srv, &m, b->br, b->n, DSN_FAILURE, bounce_committed, b) != 0)
         bounce_committed(b, -1);
@@ -471,7 +472,13 @@ static void bounce_item(struct dl_run *run, struct dl_item *it, struct bounce_rc
         b->rcpts[i] = br[i].rcpt;
     if (it->m->body == NULL && it->m->size > 0) {
         /* a streamed body: keep the reasons while its head is read */
-        uint64_t want = it->m->size < BOUNCE_HEAD ? it->m->size : BOUNCE_HEAD;
+        /* all of it when bounce_size_limit lets the DSN return it whole;
+         * else a head over the limit, so lib/dsn.c returns its header
+         * section and says the message was too large */
+        uint64_t limit = run->dl->srv->cfg->bounce_size_limit;
+        uint64_t want = it->m->size <= limit      ? it->m->size
+                        : limit + 1 > BOUNCE_HEAD ? limit + 1
+                                                  : BOUNCE_HEAD;
         int ok = (b->br = calloc(n, sizeof(*b->br))) != NULL;
         for (i = 0; ok && i < n; i++) {
             b->br[i] = br[i];

@@ -314,6 +314,7 @@ static void maint_next(struct maint *mt)
     while (mt->b != NULL && mt->idx < mt->b->n) {
         const struct store_dmsg *m = &mt->b->msgs[mt->idx];
         struct bounce_rcpt *br = calloc(m->nrcpts ? m->nrcpts : 1, sizeof(*br));
+        int null_sender = m->sender == NULL || m->sender[0] == '\0';
         size_t i, n = 0;
 
         if (br == NULL) {
@@ -334,10 +335,12 @@ static void maint_next(struct maint *mt)
                                                       ? "delivery time expired"
                                                       : "the site has not collected its mail yet");
             n++;
+            /* a bounce (sender <>) is never bounced: it is dropped */
             log_info("%s: to=<%s>, relay=none, delay=%" PRId64 ", dsn=4.4.7, status=%s (%s)",
                      m->queue_id, r->address, now_unix() - m->arrival,
-                     mt->kind == DSN_FAILURE ? "expired, returned to sender"
-                                             : "delayed, warning sent",
+                     mt->kind == DSN_DELAY ? (null_sender ? "delayed" : "delayed, warning sent")
+                     : null_sender         ? "expired, dropped"
+                                           : "expired, returned to sender",
                      r->last_reply != NULL ? r->last_reply : "no delivery yet");
         }
         if (n == 0) {

@@ -416,6 +416,11 @@ static void test_headers_only(void **state)
             info.max_original = sizeof original - 1; /* fits exactly: full */
         build(&info, &r, 1, &m);
         assert_int_equal(m.nparts, 3);
+        /* the text says why the body is missing only when size was the reason */
+        if (c == 1)
+            assert_non_null(memmem(m.parts[0].body, m.parts[0].blen, "was larger than", 15));
+        else
+            assert_null(memmem(m.parts[0].body, m.parts[0].blen, "was larger than", 15));
         if (c == 2) {
             assert_field(&m.parts[2], "Content-Type", "message/rfc822");
             assert_int_equal(m.parts[2].blen, sizeof original - 1);
