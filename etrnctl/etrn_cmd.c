@@ -521,12 +521,14 @@ static void mx_done_one(struct mx_state *st)
     }
 }
 
-static void on_addr(void *arg, int status, const struct dns_addr *addrs, size_t n, uint32_t ttl)
+static void on_addr(void *arg, int status, const struct dns_addr *addrs, size_t n, uint32_t ttl,
+                    const char *why)
 {
     struct mx_query *q = arg;
     struct relay *rl = q->relay;
 
     (void)ttl;
+    (void)why;
     if (status == DNS_OK) {
         for (size_t i = 0; i < n && rl->naddrs < MAX_ADDRS; i++)
             rl->addrs[rl->naddrs++] = addrs[i].addr;
@@ -538,7 +540,8 @@ static void on_addr(void *arg, int status, const struct dns_addr *addrs, size_t 
     free(q);
 }
 
-static void on_mx(void *arg, int status, const struct dns_mx *mx, size_t n, uint32_t ttl)
+static void on_mx(void *arg, int status, const struct dns_mx *mx, size_t n, uint32_t ttl,
+                  const char *why)
 {
     struct mx_query *q = arg;
     struct mx_state *st = q->st;
@@ -547,6 +550,7 @@ static void on_mx(void *arg, int status, const struct dns_mx *mx, size_t n, uint
     int asked = 0;
 
     (void)ttl;
+    (void)why;
     if (status != DNS_OK) {
         int s = status == DNS_TEMPFAIL || status == DNS_CANCELLED ? EX_TEMPFAIL : EX_UNAVAILABLE;
         etrnctl_warn("%s: MX lookup: %s", dom, dns_strerror(status));

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
+#include <strings.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -54,7 +54,8 @@ struct dns {
     unsigned handles;       /* initialised handles whose close callback has not run */
     int depth;              /* calls into c-ares in progress (callbacks may nest) */
     int closing;            /* dns_close() was called */
-    uint64_t rng;           /* xorshift64* state for shuffling equal MX preferences */
+    int retiring;           /* dns_retire() was called: close when inflight is 0 */
+    unsigned inflight;      /* ares_query() calls whose callback has not run */
 };
 
 /* An A/AAAA lookup for AF_UNSPEC is two queries; their answers meet here. */
@@ -66,6 +67,7 @@ struct dns_pair {
     struct dns_addr *addrs[2];
     size_t n[2];
     uint32_t ttl[2];
+    char why[2][DNS_WHY_MAX];
 };
 
 /* One query in flight: what to call with its answer. */
@@ -77,6 +79,7 @@ struct dns_query {
     void *arg;
     struct dns_pair *pair; /* AF_UNSPEC: the pair this half belongs to */
     int half;              /* its index in pair */
+    char name[DNS_NAME_MAX + 2];
 };
 
 static pthread_once_t library_once = PTHREAD_ONCE_INIT;
@@ -88,17 +91,6 @@ static void library_init(void)
 }
 
 /* ---- small helpers ----------------------------------------------------------------------- */
-
-static uint64_t rng_next(struct dns *d)
-{
-    uint64_t x = d->rng;
-
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    d->rng = x;
-    return x * 0x2545F4914F6CDD1Dull;
-}
 
 static int map_status(int ares_status)
 {
@@ -143,6 +135,53 @@ const char *dns_strerror(int status)
     }
 }
 
+/* What went wrong, as an operator reads it: the rcode c-ares saw, or how
+ * the exchange failed. */
+static const char *ares_detail(int ares_status)
+{
+    switch (ares_status) {
+    case ARES_ENOTFOUND:
+        return "NXDOMAIN";
+    case ARES_ENODATA:
+        return "no records";
+    case ARES_ESERVFAIL:
+        return "SERVFAIL";
+    case ARES_EREFUSED:
+        return "REFUSED";
+    case ARES_ENOTIMP:
+        return "NOTIMP";
+    case ARES_EFORMERR:
+        return "FORMERR";
+    case ARES_ETIMEOUT:
+        return "timed out";
+    case ARES_ECONNREFUSED:
+        return "connection refused";
+    case ARES_EBADRESP:
+        return "malformed answer";
+    default:
+        return ares_strerror(ares_status);
+    }
+}
+
+static const char *type_name(int type)
+{
+    switch (type) {
+    case DNS_TYPE_A:
+        return "A";
+    case DNS_TYPE_AAAA:
+        return "AAAA";
+    case DNS_TYPE_MX:
+        return "MX";
+    default:
+        return "?";
+    }
+}
+
+static void set_why(char *why, size_t len, int type, const char *name, const char *detail)
+{
+    snprintf(why, len, "DNS lookup of %s for %.253s failed: %s", type_name(type), name, detail);
+}
+
 /* A name c-ares may be asked about: 1..253 octets of printable ASCII
  * without spaces, one trailing dot allowed. Syntax beyond that is the
  * server's business; a label that cannot exist just gets NXDOMAIN. */
@@ -162,7 +201,136 @@ static int valid_name(const char *name)
     return 1;
 }
 
-/* ---- reading TTLs from the raw answer ----------------------------------------------------- */
+/* ---- checking and reading the raw answer ------------------------------------------------ */
+
+#define DNS_TYPE_CNAME 5
+#define DNS_FLAG_TC    0x02 /* in the third header octet (RFC 1035 §4.1.1) */
+#define DNS_CNAME_MAX  8    /* CNAMEs followed in one answer */
+
+/* The name at off, decompressed, into out (dotted, no trailing dot, at
+ * most DNS_NAME_MAX + 1 octets with the NUL); the offset just past it in
+ * the record, or -1 for a name that does not parse (RFC 1035 §4.1.4). */
+static int read_name(const unsigned char *m, int len, int off, char *out)
+{
+    int end = -1, o = 0;
+
+    for (int hops = 0; hops < 128; hops++) {
+        unsigned c;
+        if (off < 0 || off >= len)
+            return -1;
+        c = m[off];
+        if (c == 0) {
+            out[o] = '\0';
+            return end >= 0 ? end : off + 1;
+        }
+        if ((c & 0xc0) == 0xc0) {
+            if (off + 2 > len)
+                return -1;
+            if (end < 0)
+                end = off + 2;
+            off = (int)((c & 0x3f) << 8 | m[off + 1]);
+            continue;
+        }
+        if ((c & 0xc0) != 0 || off + 1 + (int)c > len || o + (int)c + 1 > DNS_NAME_MAX + 1)
+            return -1;
+        if (o > 0)
+            out[o++] = '.';
+        memcpy(out + o, m + off + 1, c);
+        o += (int)c;
+        off += 1 + (int)c;
+    }
+    return -1;
+}
+
+/* Names compare without case and without one trailing dot. */
+static int same_name(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+
+    if (la > 0 && a[la - 1] == '.')
+        la--;
+    if (lb > 0 && b[lb - 1] == '.')
+        lb--;
+    return la == lb && strncasecmp(a, b, la) == 0;
+}
+
+/* Can this NOERROR answer to (qname, qtype) be used as it stands? c-ares
+ * 1.18 silently skips records it does not like (a wrong owner name, an A
+ * record whose RDLENGTH is not 4) and then reports NODATA, and takes a
+ * truncated answer over TCP as it comes. Each of these is a broken server
+ * or a forged answer, not a statement that the name has no such records:
+ * 0, or -1 with detail set. */
+static int check_answer(const unsigned char *m, int len, const char *qname, int qtype,
+                        const char **detail)
+{
+    char owner[DNS_NAME_MAX + 2], chain[DNS_NAME_MAX + 2], target[DNS_NAME_MAX + 2];
+    int off = DNS_HDR_LEN, qd, an, cnames = 0;
+
+    if (m == NULL || len < DNS_HDR_LEN) {
+        *detail = "malformed answer";
+        return -1;
+    }
+    if (m[2] & DNS_FLAG_TC) {
+        /* RFC 1035 §4.1.1, RFC 7766: a truncated answer is incomplete,
+         * and one that is still truncated over TCP will not get better. */
+        *detail = "truncated answer (TC set)";
+        return -1;
+    }
+    qd = m[4] << 8 | m[5];
+    an = m[6] << 8 | m[7];
+    snprintf(chain, sizeof(chain), "%s", qname);
+    for (int i = 0; i < qd; i++) {
+        off = read_name(m, len, off, owner);
+        if (off < 0 || off + 4 > len) {
+            *detail = "malformed answer";
+            return -1;
+        }
+        off += 4;
+    }
+    for (int i = 0; i < an; i++) {
+        int rtype, rclass, rdlen;
+        off = read_name(m, len, off, owner);
+        if (off < 0 || off + 10 > len) {
+            *detail = "malformed answer";
+            return -1;
+        }
+        rtype = m[off] << 8 | m[off + 1];
+        rclass = m[off + 2] << 8 | m[off + 3];
+        rdlen = m[off + 8] << 8 | m[off + 9];
+        off += 10;
+        if (off + rdlen > len) {
+            *detail = "malformed answer (record runs past the end)";
+            return -1;
+        }
+        if (rclass == DNS_CLASS_IN && rtype == DNS_TYPE_CNAME && same_name(owner, chain)) {
+            if (read_name(m, off + rdlen, off, target) != off + rdlen || ++cnames > DNS_CNAME_MAX) {
+                *detail = "malformed answer (CNAME)";
+                return -1;
+            }
+            memcpy(chain, target, sizeof(chain));
+        } else if (rclass == DNS_CLASS_IN && rtype == qtype) {
+            int ok;
+            if (!same_name(owner, chain)) {
+                *detail = "answer for another name";
+                return -1;
+            }
+            if (qtype == DNS_TYPE_A)
+                ok = rdlen == 4;
+            else if (qtype == DNS_TYPE_AAAA)
+                ok = rdlen == 16;
+            else /* MX: preference, then a name that fills the rest exactly */
+                ok = rdlen >= 3 && read_name(m, off + rdlen, off + 2, target) == off + rdlen;
+            if (!ok) {
+                *detail = qtype == DNS_TYPE_MX  ? "bad RDLENGTH in an MX record"
+                          : qtype == DNS_TYPE_A ? "bad RDLENGTH in an A record"
+                                                : "bad RDLENGTH in an AAAA record";
+                return -1;
+            }
+        }
+        off += rdlen;
+    }
+    return 0;
+}
 
 /* Offset just past the (possibly compressed) name at off, or -1. */
 static int skip_name(const unsigned char *m, int len, int off)
@@ -384,8 +552,7 @@ int dns_open(uv_loop_t *loop, const char *servers, struct dns **out, char *err, 
 {
     struct dns *d = NULL;
     struct ares_options o;
-    int rc, optmask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
-    uint64_t seed = 0;
+    int rc, optmask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS;
 
     *out = NULL;
     pthread_once(&library_once, library_init);
@@ -404,6 +571,12 @@ int dns_open(uv_loop_t *loop, const char *servers, struct dns **out, char *err, 
     o.sock_state_cb_data = d;
     o.timeout = DNS_TIMEOUT_MS;
     o.tries = DNS_TRIES;
+    /* Hand SERVFAIL, REFUSED and NOTIMP answers to us as they came, rcode
+     * and all: c-ares 1.18 otherwise moves on and, with no server left,
+     * reports each of them as "connection refused", and the deferral must
+     * say what the server said. The next server is still asked when one
+     * does not answer or cannot be reached. */
+    o.flags = ARES_FLAG_NOCHECKRESP;
     rc = ares_init_options(&d->channel, &o, optmask);
     if (rc != ARES_SUCCESS) {
         snprintf(err, errlen, "c-ares: %s", ares_strerror(rc));
@@ -419,9 +592,6 @@ int dns_open(uv_loop_t *loop, const char *servers, struct dns **out, char *err, 
     uv_timer_init(loop, &d->timer);
     d->timer.data = d;
     d->handles = 1;
-    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
-        seed = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)d;
-    d->rng = seed != 0 ? seed : 0x9E3779B97F4A7C15ull;
     *out = d;
     return 0;
 }
@@ -451,11 +621,33 @@ void dns_close(struct dns *d)
         finish_close(d);
 }
 
+void dns_retire(struct dns *d)
+{
+    if (d == NULL || d->closing)
+        return;
+    d->retiring = 1;
+    if (d->inflight == 0)
+        dns_close(d);
+}
+
+/* A query's callback has run: a retiring channel closes after its last. */
+static void query_done(struct dns *d)
+{
+    d->inflight--;
+    if (d->retiring && d->inflight == 0)
+        dns_close(d);
+}
+
+/* Usable for a new query? */
+static int open_for_queries(const struct dns *d)
+{
+    return d != NULL && !d->closing && !d->retiring && d->channel != NULL;
+}
+
 /* ---- MX ---------------------------------------------------------------------------------- */
 
 struct mx_order {
     unsigned pref;
-    uint64_t key; /* random: equal preferences in random order (RFC 5321 §5.1) */
     size_t idx;
 };
 
@@ -465,12 +657,12 @@ static int cmp_mx_order(const void *a, const void *b)
 
     if (x->pref != y->pref)
         return x->pref < y->pref ? -1 : 1;
-    return x->key < y->key ? -1 : x->key > y->key;
+    return x->idx < y->idx ? -1 : x->idx > y->idx; /* stable */
 }
 
-/* The answer as a dns_mx array sorted by preference, ties shuffled. A null
- * MX's target "." (RFC 7505) comes out as host "". */
-static int build_mx(struct dns *d, struct ares_mx_reply *head, struct dns_mx **out, size_t *nout)
+/* The answer as a dns_mx array sorted by preference. A null MX's target
+ * "." (RFC 7505) comes out as host "". */
+static int build_mx(struct ares_mx_reply *head, struct dns_mx **out, size_t *nout)
 {
     size_t n = 0, k = 0;
     struct dns_mx *tmp = NULL, *mx = NULL;
@@ -495,7 +687,6 @@ static int build_mx(struct dns *d, struct ares_mx_reply *head, struct dns_mx **o
         tmp[k].host[len] = '\0';
         tmp[k].pref = r->priority;
         ord[k].pref = r->priority;
-        ord[k].key = rng_next(d);
         ord[k].idx = k;
         k++;
     }
@@ -513,37 +704,67 @@ done:
     return rc;
 }
 
+/* Check a NOERROR answer (SUCCESS or NODATA from c-ares) before parsing:
+ * DNS_TEMPFAIL with why set if it cannot be used. */
+static int checked(const struct dns_query *q, int st, const unsigned char *abuf, int alen,
+                   char *why, size_t whylen)
+{
+    const char *detail = NULL;
+
+    if ((st == DNS_OK || st == DNS_NODATA) &&
+        check_answer(abuf, alen, q->name, q->type, &detail) != 0) {
+        set_why(why, whylen, q->type, q->name, detail);
+        return DNS_TEMPFAIL;
+    }
+    return st;
+}
+
 static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
     struct dns_query *q = arg;
+    struct dns *d = q->d;
     struct ares_mx_reply *head = NULL;
     struct dns_mx *mx = NULL;
     size_t n = 0;
     uint32_t ttl = 0, neg = 0;
     int st = map_status(status);
+    char why[DNS_WHY_MAX];
 
     (void)timeouts;
+    set_why(why, sizeof(why), DNS_TYPE_MX, q->name, ares_detail(status));
     answer_ttls(abuf, alen, DNS_TYPE_MX, &ttl, &neg);
+    st = checked(q, st, abuf, alen, why, sizeof(why));
     if (st == DNS_OK) {
         int r = ares_parse_mx_reply(abuf, alen, &head);
-        if (r == ARES_ENODATA)
+        if (r == ARES_ENODATA) {
             st = DNS_NODATA; /* e.g. only a CNAME */
-        else if (r != ARES_SUCCESS)
+        } else if (r != ARES_SUCCESS) {
             st = map_status(r) == DNS_ERR ? DNS_ERR : DNS_TEMPFAIL;
-        else if (build_mx(q->d, head, &mx, &n) < 0)
+            set_why(why, sizeof(why), DNS_TYPE_MX, q->name, ares_detail(r));
+        } else if (build_mx(head, &mx, &n) < 0) {
             st = DNS_ERR;
-        else if (n == 0)
-            st = DNS_NODATA;
+            set_why(why, sizeof(why), DNS_TYPE_MX, q->name, "out of memory");
+        } else if (n == 0) {
+            /* MX records whose targets cannot be host names: the domain
+             * has MX records, so implicit MX does not apply (RFC 5321
+             * §5.1); only its owner can repair this. */
+            st = DNS_TEMPFAIL;
+            set_why(why, sizeof(why), DNS_TYPE_MX, q->name, "no usable MX target");
+        }
     }
+    if (st == DNS_NODATA)
+        set_why(why, sizeof(why), DNS_TYPE_MX, q->name, "no records");
     if (st == DNS_NODATA || st == DNS_NXDOMAIN)
         ttl = neg;
     else if (st != DNS_OK)
         ttl = 0;
-    q->mx_cb(q->arg, st, st == DNS_OK ? mx : NULL, st == DNS_OK ? n : 0, ttl);
+    q->mx_cb(q->arg, st, st == DNS_OK ? mx : NULL, st == DNS_OK ? n : 0, ttl,
+             st == DNS_OK ? NULL : why);
     if (head != NULL)
         ares_free_data(head);
     free(mx);
     free(q);
+    query_done(d);
 }
 
 /* Callbacks run exactly once when this returns 0, usually from the loop but
@@ -553,7 +774,7 @@ int dns_query_mx(struct dns *d, const char *name, dns_mx_cb cb, void *arg)
 {
     struct dns_query *q;
 
-    if (d == NULL || d->closing || d->channel == NULL || name == NULL || !valid_name(name))
+    if (!open_for_queries(d) || name == NULL || !valid_name(name))
         return DNS_ERR;
     q = calloc(1, sizeof(*q));
     if (q == NULL)
@@ -562,6 +783,8 @@ int dns_query_mx(struct dns *d, const char *name, dns_mx_cb cb, void *arg)
     q->type = DNS_TYPE_MX;
     q->mx_cb = cb;
     q->arg = arg;
+    snprintf(q->name, sizeof(q->name), "%s", name);
+    d->inflight++;
     enter(d);
     ares_query(d->channel, name, DNS_CLASS_IN, DNS_TYPE_MX, on_mx, q);
     leave(d);
@@ -622,13 +845,13 @@ static struct dns_addr *parse_addrs(int type, const unsigned char *abuf, int ale
 }
 
 /* Both halves of an AF_UNSPEC lookup are in: addresses if either has some
- * (IPv6 first), else the more telling failure. */
+ * (IPv6 first), else the more telling failure, named by its half. */
 static void pair_done(struct dns_pair *p)
 {
     struct dns_addr *all = NULL;
     size_t n = p->n[0] + p->n[1];
     uint32_t ttl = 0;
-    int st, have = 0;
+    int st, have = 0, blame = 0;
 
     if (n > 0) {
         all = calloc(n, sizeof(*all));
@@ -643,19 +866,26 @@ static void pair_done(struct dns_pair *p)
         }
     } else if (p->status[0] == DNS_CANCELLED || p->status[1] == DNS_CANCELLED) {
         st = DNS_CANCELLED;
+        blame = p->status[0] == DNS_CANCELLED ? 0 : 1;
     } else if (p->status[0] == DNS_NXDOMAIN || p->status[1] == DNS_NXDOMAIN) {
         st = DNS_NXDOMAIN; /* the name does not exist, whatever the type */
-        ttl = p->status[0] == DNS_NXDOMAIN ? p->ttl[0] : p->ttl[1];
+        blame = p->status[0] == DNS_NXDOMAIN ? 0 : 1;
+        ttl = p->ttl[blame];
     } else if (p->status[0] == DNS_NODATA && p->status[1] == DNS_NODATA) {
         st = DNS_NODATA;
+        blame = 1; /* "no records" for A reads best */
         ttl = p->ttl[0] < p->ttl[1] ? p->ttl[0] : p->ttl[1];
     } else if (p->status[0] == DNS_ERR || p->status[1] == DNS_ERR) {
         st = DNS_ERR;
+        blame = p->status[0] == DNS_ERR ? 0 : 1;
     } else {
-        st = DNS_TEMPFAIL; /* one half NODATA, the other unanswered: unknown */
+        /* one half NODATA, the other failed for now: unknown */
+        st = DNS_TEMPFAIL;
+        blame = p->status[0] == DNS_TEMPFAIL ? 0 : 1;
     }
     p->cb(p->arg, st, st == DNS_OK ? all : NULL, st == DNS_OK ? n : 0,
-          st == DNS_OK || st == DNS_NXDOMAIN || st == DNS_NODATA ? ttl : 0);
+          st == DNS_OK || st == DNS_NXDOMAIN || st == DNS_NODATA ? ttl : 0,
+          st == DNS_OK ? NULL : p->why[blame]);
     free(all);
     free(p->addrs[0]);
     free(p->addrs[1]);
@@ -664,12 +894,13 @@ static void pair_done(struct dns_pair *p)
 
 /* One half's answer into its pair. */
 static void pair_half(struct dns_pair *p, int half, int st, struct dns_addr *addrs, size_t n,
-                      uint32_t ttl)
+                      uint32_t ttl, const char *why)
 {
     p->status[half] = st;
     p->addrs[half] = addrs;
     p->n[half] = n;
     p->ttl[half] = ttl;
+    snprintf(p->why[half], sizeof(p->why[half]), "%s", why != NULL ? why : "");
     if (--p->pending == 0)
         pair_done(p);
 }
@@ -677,27 +908,37 @@ static void pair_half(struct dns_pair *p, int half, int st, struct dns_addr *add
 static void on_addr(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
     struct dns_query *q = arg;
+    struct dns *d = q->d;
     struct dns_addr *addrs = NULL;
     size_t n = 0;
     uint32_t ttl = 0, ans, neg;
     int st = map_status(status);
+    char why[DNS_WHY_MAX];
 
     (void)timeouts;
+    set_why(why, sizeof(why), q->type, q->name, ares_detail(status));
     answer_ttls(abuf, alen, q->type, &ans, &neg);
-    if (st == DNS_OK)
+    st = checked(q, st, abuf, alen, why, sizeof(why));
+    if (st == DNS_OK) {
         addrs = parse_addrs(q->type, abuf, alen, &n, &ttl, &st);
+        if (st != DNS_OK)
+            set_why(why, sizeof(why), q->type, q->name,
+                    st == DNS_NODATA ? "no records" : "malformed answer");
+    }
     if (st == DNS_NODATA || st == DNS_NXDOMAIN)
         ttl = neg;
     else if (st != DNS_OK)
         ttl = 0;
     if (q->pair != NULL) {
-        pair_half(q->pair, q->half, st, addrs, n, ttl); /* takes addrs */
+        pair_half(q->pair, q->half, st, addrs, n, ttl, st == DNS_OK ? NULL : why); /* takes addrs */
         addrs = NULL;
     } else {
-        q->addr_cb(q->arg, st, st == DNS_OK ? addrs : NULL, st == DNS_OK ? n : 0, ttl);
+        q->addr_cb(q->arg, st, st == DNS_OK ? addrs : NULL, st == DNS_OK ? n : 0, ttl,
+                   st == DNS_OK ? NULL : why);
     }
     free(addrs);
     free(q);
+    query_done(d);
 }
 
 /* A literal address answers at once, without a query (RFC 5321 §4.1.3
@@ -707,6 +948,7 @@ static int answer_literal(const char *name, int family, dns_addr_cb cb, void *ar
     struct dns_addr a;
     struct in_addr a4;
     struct in6_addr a6;
+    char why[DNS_WHY_MAX];
 
     memset(&a, 0, sizeof(a));
     if (inet_pton(AF_INET, name, &a4) == 1) {
@@ -720,15 +962,18 @@ static int answer_literal(const char *name, int family, dns_addr_cb cb, void *ar
     } else {
         return 0;
     }
-    if (family != AF_UNSPEC && family != a.addr.ss_family)
-        cb(arg, DNS_NODATA, NULL, 0, 0);
-    else
-        cb(arg, DNS_OK, &a, 1, 0);
+    if (family != AF_UNSPEC && family != a.addr.ss_family) {
+        set_why(why, sizeof(why), family == AF_INET ? DNS_TYPE_A : DNS_TYPE_AAAA, name,
+                "no records");
+        cb(arg, DNS_NODATA, NULL, 0, 0, why);
+    } else {
+        cb(arg, DNS_OK, &a, 1, 0, NULL);
+    }
     return 1;
 }
 
-static struct dns_query *new_addr_query(struct dns *d, int type, dns_addr_cb cb, void *arg,
-                                        struct dns_pair *pair, int half)
+static struct dns_query *new_addr_query(struct dns *d, int type, const char *name, dns_addr_cb cb,
+                                        void *arg, struct dns_pair *pair, int half)
 {
     struct dns_query *q = calloc(1, sizeof(*q));
 
@@ -740,6 +985,7 @@ static struct dns_query *new_addr_query(struct dns *d, int type, dns_addr_cb cb,
     q->arg = arg;
     q->pair = pair;
     q->half = half;
+    snprintf(q->name, sizeof(q->name), "%s", name);
     return q;
 }
 
@@ -751,7 +997,7 @@ int dns_query_addr(struct dns *d, const char *name, int family, dns_addr_cb cb, 
     struct dns_pair *p = NULL;
     int types[2] = {DNS_TYPE_AAAA, DNS_TYPE_A};
 
-    if (d == NULL || d->closing || d->channel == NULL || name == NULL ||
+    if (!open_for_queries(d) || name == NULL ||
         (family != AF_INET && family != AF_INET6 && family != AF_UNSPEC))
         return DNS_ERR;
     if (answer_literal(name, family, cb, arg))
@@ -759,9 +1005,11 @@ int dns_query_addr(struct dns *d, const char *name, int family, dns_addr_cb cb, 
     if (!valid_name(name))
         return DNS_ERR;
     if (family != AF_UNSPEC) {
-        q[0] = new_addr_query(d, family == AF_INET ? DNS_TYPE_A : DNS_TYPE_AAAA, cb, arg, NULL, 0);
+        q[0] = new_addr_query(d, family == AF_INET ? DNS_TYPE_A : DNS_TYPE_AAAA, name, cb, arg,
+                              NULL, 0);
         if (q[0] == NULL)
             return DNS_ERR;
+        d->inflight++;
         enter(d);
         ares_query(d->channel, name, DNS_CLASS_IN, q[0]->type, on_addr, q[0]);
         leave(d);
@@ -769,8 +1017,8 @@ int dns_query_addr(struct dns *d, const char *name, int family, dns_addr_cb cb, 
     }
     p = calloc(1, sizeof(*p));
     if (p != NULL) {
-        q[0] = new_addr_query(d, types[0], NULL, NULL, p, 0);
-        q[1] = new_addr_query(d, types[1], NULL, NULL, p, 1);
+        q[0] = new_addr_query(d, types[0], name, NULL, NULL, p, 0);
+        q[1] = new_addr_query(d, types[1], name, NULL, NULL, p, 1);
     }
     if (p == NULL || q[0] == NULL || q[1] == NULL) {
         free(p);
@@ -786,10 +1034,13 @@ int dns_query_addr(struct dns *d, const char *name, int family, dns_addr_cb cb, 
         /* A callback of the first half may have closed d: the second is
          * then never asked, and counts as cancelled. */
         if (d->closing) {
+            char why[DNS_WHY_MAX];
+            set_why(why, sizeof(why), types[h], name, "DNS lookup cancelled");
             free(q[h]);
-            pair_half(p, h, DNS_CANCELLED, NULL, 0, 0);
+            pair_half(p, h, DNS_CANCELLED, NULL, 0, 0, why);
             continue;
         }
+        d->inflight++;
         ares_query(d->channel, name, DNS_CLASS_IN, types[h], on_addr, q[h]);
     }
     leave(d);

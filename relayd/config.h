@@ -109,6 +109,7 @@ struct config {
     size_t nmy_addresses;
     unsigned delivery_port;      /* port for MX delivery, default 25 */
     unsigned max_site_connections; /* default 2 */
+    unsigned max_mx_addresses;   /* addresses tried per delivery run, default 5 */
     uint64_t min_backoff;        /* ms, default 5m */
     uint64_t max_backoff;        /* ms, default 4h */
     uint64_t queue_lifetime;     /* ms, default 5d */

@@ -67,6 +67,10 @@ const struct cfg_key config_global_keys[] = {
      "port to deliver to for route = mx and for routes without a port"},
     {"max_site_connections", T_UINT, "2", G(max_site_connections), 0, 1, 1000, 0,
      "delivery connections open at once to one site"},
+    /* As Postfix's smtp_mx_address_limit: a sender's domain must not make
+     * relayd try hundreds of addresses (20 MX x 20 A) in one run. */
+    {"max_mx_addresses", T_UINT, "5", G(max_mx_addresses), 0, 1, 100, 0,
+     "addresses (of all MX hosts together) tried per delivery run"},
     {"min_backoff", T_DURATION, "5m", G(min_backoff), 0, 100, MS_DAY, 0,
      "wait after the first failed attempt to reach a site"},
     {"max_backoff", T_DURATION, "4h", G(max_backoff), 0, 100, 30 * MS_DAY, 0,

@@ -72,8 +72,11 @@ struct dl_run {
     char **upd_text; /* replies owned for the updates */
     size_t nupd, updcap;
     unsigned updating; /* store_update calls outstanding */
-    int permfail;      /* the next hop cannot be resolved for good: bounce */
-    char permfail_why[256];
+    /* The next hop could not be resolved (RESOLVER_PERMFAIL: bounce each
+     * recipient; RESOLVER_TEMPFAIL: defer each, with the reason, so
+     * etrnctl queue shows why): the run only walks its queue. */
+    int unroutable;
+    struct resolver_error route_err;
     struct delivery_result res;
     delivery_done_cb done;
     void *arg;
@@ -109,7 +112,7 @@ struct dl_nexthop {
     char *lookup_domain; /* the domain the lookup is made for */
     struct resolver_target *targets;
     size_t ntargets;
-    size_t next_target; /* spread new connections over equal targets */
+    unsigned char *failed; /* per target: could not be reached in this run */
     int resolved, resolving;
     int up; /* a connection got ready since the last failure */
     unsigned nconns;
@@ -197,6 +200,7 @@ static void nh_maybe_free(struct dl_nexthop *nh)
         }
     }
     free(nh->targets);
+    free(nh->failed);
     free(nh->lookup_domain);
     free(nh);
     delivery_check_stopped(dl);
@@ -207,7 +211,7 @@ static void nh_maybe_free(struct dl_nexthop *nh)
  * is opened to a site only to find that there is nothing to send. */
 static size_t run_work(const struct dl_run *r)
 {
-    if (r->permfail)
+    if (r->unroutable)
         return 0;
     return r->nitems - r->head + (!r->exhausted && !r->fetching ? 1 : 0);
 }
@@ -556,8 +560,39 @@ static void run_abort(struct dl_run *run, int site_down, const char *why)
     run_check(run);
 }
 
+/* A next hop that cannot be resolved: each recipient is deferred with the
+ * resolver's reason (4.4.3 DNS trouble, 4.4.6 only ourselves left), so
+ * nothing is lost and etrnctl queue says why. */
+static void run_defer_items(struct dl_run *run)
+{
+    const struct resolver_error *e = &run->route_err;
+    const struct config *cfg = run->dl->srv->cfg;
+    char text[sizeof(e->why) + 32];
+
+    snprintf(text, sizeof(text), "%d %s %s", e->code, e->enh, e->why);
+    while (run->head < run->nitems) {
+        struct dl_item it = run->items[run->head++];
+        for (size_t i = 0; i < it.m->nrcpts; i++) {
+            const struct store_drcpt *r = &it.m->rcpts[i];
+            log_info("%s: to=<%s>, relay=none, delay=%" PRId64 ", dsn=%s, status=deferred (%s)",
+                     it.m->queue_id, r->address, now_unix() - it.m->arrival, e->enh, e->why);
+            run_add_update(run, r, it.m->id, STORE_DEFERRED, retry_at(cfg, r->attempts), text);
+            count(run, r, STATS_DEFERRED);
+        }
+        run->res.deferred += it.m->nrcpts;
+        item_release(run, &it);
+    }
+    run_flush_updates(run);
+}
+
 static void run_bounce_items(struct dl_run *run)
 {
+    const struct resolver_error *e = &run->route_err;
+
+    if (run->unroutable == RESOLVER_TEMPFAIL) {
+        run_defer_items(run);
+        return;
+    }
     while (run->head < run->nitems) {
         struct dl_item it = run->items[run->head++];
         struct bounce_rcpt *br = calloc(it.m->nrcpts ? it.m->nrcpts : 1, sizeof(*br));
@@ -571,12 +606,12 @@ static void run_bounce_items(struct dl_run *run)
         }
         for (i = 0; i < it.m->nrcpts; i++) {
             br[i].rcpt = &it.m->rcpts[i];
-            br[i].code = 550;
-            br[i].enh = "5.4.4";
-            br[i].text = run->permfail_why;
-            log_info("%s: to=<%s>, relay=none, delay=%" PRId64 ", dsn=5.4.4, status=bounced (%s)",
-                     it.m->queue_id, it.m->rcpts[i].address, now_unix() - it.m->arrival,
-                     run->permfail_why);
+            br[i].code = e->code;
+            br[i].enh = e->enh;
+            br[i].text = e->why;
+            log_info("%s: to=<%s>, relay=none, delay=%" PRId64 ", dsn=%s, status=bounced (%s)",
+                     it.m->queue_id, it.m->rcpts[i].address, now_unix() - it.m->arrival, e->enh,
+                     e->why);
         }
         run->res.bounced += it.m->nrcpts;
         for (i = 0; i < it.m->nrcpts; i++)
@@ -642,7 +677,7 @@ static void fetch_done_inner(struct store_batch *b, int status, struct dl_run *r
     }
     if (b->n < FETCH_BATCH)
         run->exhausted = 1;
-    if (run->permfail) {
+    if (run->unroutable) {
         run_bounce_items(run);
         if (!run->exhausted)
             run_fetch(run);
@@ -735,11 +770,31 @@ static int conn_start(struct dl_conn *dc)
                                &dc->cl);
 }
 
-/* Open one more connection to nh for policy, starting at its next target. */
+/* Start dc on the first target from index first on that is not known to
+ * have failed in this run: RFC 5321 §5.1 makes the preference an order,
+ * so a backup MX sees mail only once every better address has failed (the
+ * resolver has already put equal preferences in random order and cut the
+ * list to max_mx_addresses). 0, or -1 when no target is left. */
+static int conn_start_from(struct dl_conn *dc, size_t first)
+{
+    struct dl_nexthop *nh = dc->nh;
+
+    for (size_t i = first; i < nh->ntargets; i++) {
+        if (nh->failed[i])
+            continue;
+        dc->target = i;
+        dc->clear_retry = 0;
+        if (conn_start(dc) == 0)
+            return 0;
+        nh->failed[i] = 1;
+    }
+    return -1;
+}
+
+/* Open one more connection to nh for policy, at its best target. */
 static int conn_open(struct dl_nexthop *nh, enum cfg_tls policy)
 {
     struct dl_conn *dc = calloc(1, sizeof(*dc));
-    size_t tries;
 
     if (dc == NULL)
         return -1;
@@ -750,13 +805,8 @@ static int conn_open(struct dl_nexthop *nh, enum cfg_tls policy)
         nh->conns->prev = dc;
     nh->conns = dc;
     nh->nconns++;
-    for (tries = 0; tries < nh->ntargets; tries++) {
-        dc->target = (nh->next_target + tries) % nh->ntargets;
-        if (conn_start(dc) == 0) {
-            nh->next_target = (dc->target + 1) % nh->ntargets;
-            return 0;
-        }
-    }
+    if (conn_start_from(dc, 0) == 0)
+        return 0;
     conn_unlink(dc);
     free(dc);
     return -1;
@@ -769,9 +819,12 @@ static void nh_down(struct dl_nexthop *nh, const char *why)
 
     log_info("%s: site unreachable: %s", nh->key, why);
     nh->up = 0;
+    /* the next run starts again from the best target */
+    if (nh->failed != NULL)
+        memset(nh->failed, 0, nh->ntargets);
     for (r = nh->runs; r != NULL; r = next) {
         next = r->next;
-        if (!r->permfail)
+        if (!r->unroutable)
             run_abort(r, 1, why);
     }
 }
@@ -834,40 +887,56 @@ static void nh_spawn(struct dl_nexthop *nh)
 }
 
 static void resolved(void *arg, int status, const struct resolver_target *t, size_t n,
-                     const char *why)
+                     const struct resolver_error *err)
 {
     struct dl_nexthop *nh = arg;
     struct dl_run *r, *next;
+    struct resolver_error e;
 
     nh->resolving = 0;
     if (status == RESOLVER_OK && n > 0) {
         struct resolver_target *copy = malloc(n * sizeof(*copy));
-        if (copy != NULL) {
+        unsigned char *failed = calloc(n, 1);
+        if (copy != NULL && failed != NULL) {
             memcpy(copy, t, n * sizeof(*copy));
             free(nh->targets);
+            free(nh->failed);
             nh->targets = copy;
+            nh->failed = failed;
             nh->ntargets = n;
             nh->resolved = 1;
             nh_spawn(nh);
             nh_maybe_free(nh);
             return;
         }
+        free(copy);
+        free(failed);
         status = RESOLVER_TEMPFAIL;
-        why = "out of memory";
+        err = NULL;
     }
-    if (status == RESOLVER_PERMFAIL) {
-        for (r = nh->runs; r != NULL; r = next) {
-            next = r->next;
-            r->permfail = 1;
-            snprintf(r->permfail_why, sizeof(r->permfail_why), "%s", why ? why : "no route");
-            snprintf(r->res.why, sizeof(r->res.why), "%s", r->permfail_why);
-            run_bounce_items(r);
-            if (!r->exhausted)
-                run_fetch(r);
-            run_check(r);
-        }
-    } else {
-        nh_down(nh, why != NULL ? why : "temporary DNS failure");
+    if (err == NULL) {
+        memset(&e, 0, sizeof(e));
+        e.code = 451;
+        snprintf(e.enh, sizeof(e.enh), "%s", status == RESOLVER_OK ? "4.4.3" : "4.3.0");
+        snprintf(e.why, sizeof(e.why), "%s",
+                 status == RESOLVER_OK ? "no address to deliver to" : "out of memory");
+        status = RESOLVER_TEMPFAIL;
+        err = &e;
+    }
+    /* Each recipient gets the reason (bounced for a permanent one, deferred
+     * for a temporary one); the site as a whole backs off as for any
+     * temporary failure. */
+    for (r = nh->runs; r != NULL; r = next) {
+        next = r->next;
+        r->unroutable = status;
+        r->route_err = *err;
+        snprintf(r->res.why, sizeof(r->res.why), "%s %.240s", err->enh, err->why);
+        if (status == RESOLVER_TEMPFAIL)
+            r->res.site_down = 1;
+        run_bounce_items(r);
+        if (!r->exhausted)
+            run_fetch(r);
+        run_check(r);
     }
     nh_maybe_free(nh);
 }
@@ -948,7 +1017,7 @@ static void conn_take_work(struct dl_conn *dc)
     if (!nh->dl->stopping) {
         for (run = nh->runs; run != NULL; run = run->next) {
             /* never another domain's mail below its own tls policy */
-            if (run->permfail || !conn_serves(dc, run))
+            if (run->unroutable || !conn_serves(dc, run))
                 continue;
             if (run->head < run->nitems) {
                 struct dl_item it = run->items[run->head++];
@@ -1113,7 +1182,11 @@ static void on_closed(struct smtp_client *cl)
     struct dl_nexthop *nh = dc->nh;
 
     dc->cl = NULL;
-    /* a connection that never got ready tries the next target itself */
+    /* a connection that never got ready tries the next target itself; a
+     * target that could not be reached is skipped by every connection of
+     * this run, one whose TLS fell short only by this one (its policy) */
+    if (dc->setup_failed && !dc->setup_tls_failed)
+        nh->failed[dc->target] = 1;
     if (dc->setup_failed && !nh->dl->stopping && nh_work(nh) > 0) {
         /* tls = may: a failed handshake is tried once more in clear, as
          * opportunistic TLS does (RFC 7435 §3; Postfix's smtp_tls_security_level
@@ -1124,12 +1197,8 @@ static void on_closed(struct smtp_client *cl)
             if (conn_start(dc) == 0)
                 return;
         }
-        while (dc->target + 1 < nh->ntargets) {
-            dc->target++;
-            dc->clear_retry = 0;
-            if (conn_start(dc) == 0)
-                return;
-        }
+        if (conn_start_from(dc, dc->setup_tls_failed ? dc->target + 1 : 0) == 0)
+            return;
         conn_unlink(dc);
         if (dc->setup_tls_failed && dc->policy > CFG_TLS_MAY) {
             /* the site is up; only the mail that needs this much TLS waits */
@@ -1239,6 +1308,8 @@ void delivery_run(struct delivery *dl, const char *domain, int64_t due_before,
     run->done = done;
     run->arg = arg;
     first = nh->runs == NULL;
+    if (first && nh->failed != NULL)
+        memset(nh->failed, 0, nh->ntargets); /* a new run starts at the best target */
     for (pp = &nh->runs; *pp != NULL; pp = &(*pp)->next)
         ;
     *pp = run;

@@ -27,6 +27,7 @@
 #include "control.h"
 #include "datadir.h"
 #include "etrn.h"
+#include "me.h"
 #include "resolver.h"
 #include "sched.h"
 #include "listener.h"
@@ -206,6 +207,11 @@ static void reload_apply(struct relayd_main *m, struct config *ncfg)
         log_warn("reload: database changed; restart relayd to apply");
     if (!same_str(ncfg->user, old->user))
         log_warn("reload: user changed; restart relayd to apply");
+    /* who we are: interface addresses come and go (RFC 5321 §5.1 pruning) */
+    if (me_refresh(srv->me, ncfg, err, sizeof(err)) != 0)
+        log_error("reload: %s; mail to this host's other addresses may loop", err);
+    if (resolver_set_servers(srv->resolver, ncfg->dns_servers, err, sizeof(err)) != 0)
+        log_error("reload: dns_servers: %s; keeping the servers in use", err);
     srv->cfg = ncfg;
     config_unref(old);
     resolver_flush_cache(srv->resolver);
@@ -497,7 +503,13 @@ int main(int argc, char **argv)
         log_fatal(EX_SOFTWARE, "cannot open the queue %s: %s", srv->cfg->database, err);
     if (quota_open(srv, &srv->quota) != 0)
         log_fatal(EX_SOFTWARE, "out of memory");
-    if (resolver_open(srv->loop, srv->cfg->dns_servers, &srv->resolver, err, sizeof(err)) != 0)
+    srv->me = me_new();
+    if (srv->me == NULL)
+        log_fatal(EX_SOFTWARE, "out of memory");
+    if (me_refresh(srv->me, srv->cfg, err, sizeof(err)) != 0)
+        log_error("%s; mail to this host's other addresses may loop", err);
+    if (resolver_open(srv->loop, srv->cfg->dns_servers, srv->me, &srv->resolver, err,
+                      sizeof(err)) != 0)
         log_fatal(EX_SOFTWARE, "cannot start the resolver: %s", err);
     if (etrn_open(srv, &srv->etrn) != 0 || sched_open(srv, &srv->sched) != 0)
         log_fatal(EX_SOFTWARE, "out of memory");
@@ -532,6 +544,7 @@ int main(int argc, char **argv)
     sched_free(srv->sched);
     etrn_free(srv->etrn);
     stats_free(srv->stats);
+    me_free(srv->me);
     tls_ctx_free(srv->tls);
     tls_ctx_free(srv->tls_client);
     tls_ctx_free(srv->tls_client_verify);

@@ -1,35 +1,38 @@
 /*
  * resolver: where a domain's mail goes (RFC 5321 §5.1): MX, then A/AAAA of
- * each MX host, implicit MX, null MX (RFC 7505), MX self-pruning, or an
- * explicit route; final answers cached for their TTL. Asks lib/dns only;
- * never blocks, never connects, never touches the queue.
+ * each MX host, implicit MX, null MX (RFC 7505), or an explicit route;
+ * what is left after pruning this relay is targets.c's to order. Final
+ * answers are cached for their TTL, unshuffled and uncut, so every lookup
+ * gets its own order. Asks lib/dns only; never blocks, never connects,
+ * never touches the queue.
  */
-#include <arpa/inet.h>
 #include <ctype.h>
-#include <netinet/in.h>
+#include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "dns.h"
 #include "log.h"
+#include "me.h"
 #include "resolver.h"
 
 #define RESOLVER_MAX_MX      16     /* MX hosts whose addresses are looked up (after pruning) */
 #define RESOLVER_CACHE_MAX   4096   /* cached answers; beyond, expired ones are dropped first */
 #define RESOLVER_CACHE_SLOTS 1024   /* hash buckets */
 #define RESOLVER_TTL_MAX     86400u /* seconds: no answer is trusted for longer */
-#define RESOLVER_WHY_MAX     400
 
 /* One cached final answer for (domain, route, port). */
 struct rcache {
     char *key;
     uint64_t expires; /* uv_now() ms */
     int status;       /* RESOLVER_OK or RESOLVER_PERMFAIL: temporary failures are not kept */
-    char why[RESOLVER_WHY_MAX];
-    struct resolver_target *targets;
+    struct resolver_error err;
+    struct resolver_target *targets; /* by preference, before shuffling and the cap */
     size_t n;
     struct rcache *next;
 };
@@ -41,12 +44,13 @@ struct rhost {
     char name[256];
     unsigned pref;
     int status; /* enum dns_status */
-    struct dns_addr *addrs;
+    char why[DNS_WHY_MAX];
+    struct sockaddr_storage *addrs; /* port 0 */
     size_t naddrs;
 };
 
-/* A lookup in flight. What self-pruning needs from the config is copied in,
- * so the snapshot may be released before the answer comes. */
+/* A lookup in flight. What it needs from the config is copied in, so the
+ * snapshot may be released before the answer comes. */
 struct rlookup {
     struct resolver *r;
     resolver_cb cb;
@@ -54,13 +58,10 @@ struct rlookup {
     char domain[256];
     char *key;
     int route_mx;
-    unsigned port;          /* for every target */
-    unsigned delivery_port; /* my_addresses only count on this port for routes */
-    char hostname[256];     /* ours, lower case */
-    struct cfg_net *mine;   /* my_addresses */
-    size_t nmine;
-    struct sockaddr_storage *listen; /* our specific (not wildcard) listen addresses, with ports */
-    size_t nlisten;
+    int implicit;     /* no MX records: the domain is its own MX */
+    unsigned port;    /* for every target */
+    unsigned mypref;  /* our preference found by name, ~0u if none */
+    size_t max_addrs; /* max_mx_addresses */
     struct rhost *hosts;
     size_t nhosts;
     size_t pending;   /* address lookups not answered yet (+1 while starting them) */
@@ -73,6 +74,9 @@ struct rlookup {
 struct resolver {
     uv_loop_t *loop;
     struct dns *dns;
+    char *servers; /* as given to dns_open, NULL for resolv.conf */
+    const struct me *me;
+    uint64_t rng; /* xorshift64* state for the per-lookup shuffle */
     struct rlookup *lookups;
     struct rcache *slots[RESOLVER_CACHE_SLOTS];
     size_t ncache;
@@ -140,7 +144,7 @@ static const struct rcache *cache_get(struct resolver *r, const char *key)
 /* Keep a final answer for ttl seconds (0: not at all). Out of memory just
  * means no caching. */
 static void cache_put(struct resolver *r, const char *key, uint32_t ttl, int status,
-                      const struct resolver_target *t, size_t n, const char *why)
+                      const struct resolver_target *t, size_t n, const struct resolver_error *err)
 {
     struct rcache *e;
     unsigned slot = hash_key(key);
@@ -176,81 +180,48 @@ static void cache_put(struct resolver *r, const char *key, uint32_t ttl, int sta
         memcpy(e->targets, t, n * sizeof(*t));
     e->n = n;
     e->status = status;
-    snprintf(e->why, sizeof(e->why), "%s", why ? why : "");
+    if (err != NULL)
+        e->err = *err;
     e->expires = uv_now(r->loop) + (uint64_t)ttl * 1000;
     e->next = r->slots[slot];
     r->slots[slot] = e;
     r->ncache++;
 }
 
-/* ---- who we are -------------------------------------------------------------------------- */
+/* ---- answers ----------------------------------------------------------------------------- */
 
-static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+static void set_err(struct resolver_error *e, int code, const char *enh, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void set_err(struct resolver_error *e, int code, const char *enh, const char *fmt, ...)
 {
-    if (a->ss_family != b->ss_family)
-        return 0;
-    if (a->ss_family == AF_INET)
-        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-    if (a->ss_family == AF_INET6)
-        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
-    return 0;
+    va_list ap;
+
+    memset(e, 0, sizeof(*e));
+    e->code = code;
+    snprintf(e->enh, sizeof(e->enh), "%s", enh);
+    va_start(ap, fmt);
+    vsnprintf(e->why, sizeof(e->why), fmt, ap);
+    va_end(ap);
 }
 
-static unsigned port_of(const struct sockaddr_storage *a)
+/* Hand targets to cb in this run's order: shuffled among equal
+ * preferences and cut to max addresses. t is the caller's to free. */
+static void answer_ok(struct resolver *r, resolver_cb cb, void *arg,
+                      const struct resolver_target *t, size_t n, size_t max)
 {
-    if (a->ss_family == AF_INET)
-        return ntohs(((const struct sockaddr_in *)a)->sin_port);
-    if (a->ss_family == AF_INET6)
-        return ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
-    return 0;
-}
+    struct resolver_target *copy = malloc(n * sizeof(*copy));
+    struct resolver_error e;
 
-static void set_port(struct sockaddr_storage *a, unsigned port)
-{
-    if (a->ss_family == AF_INET)
-        ((struct sockaddr_in *)a)->sin_port = htons((uint16_t)port);
-    else if (a->ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)a)->sin6_port = htons((uint16_t)port);
-}
-
-static int is_wildcard(const struct sockaddr_storage *a)
-{
-    if (a->ss_family == AF_INET)
-        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == htonl(INADDR_ANY);
-    if (a->ss_family == AF_INET6)
-        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &in6addr_any,
-                      sizeof(in6addr_any)) == 0;
-    return 1;
-}
-
-/* Is delivering to addr:port delivering to ourselves? Our specific listen
- * addresses count with their port; my_addresses (our addresses as others
- * see them, e.g. behind NAT) count on the MX delivery port, and for MX
- * hosts on any port, since an MX host is a host, not a port. */
-static int is_me(const struct rlookup *lk, const struct dns_addr *a, unsigned port)
-{
-    for (size_t i = 0; i < lk->nlisten; i++) {
-        if (port_of(&lk->listen[i]) == port && same_addr(&lk->listen[i], &a->addr))
-            return 1;
+    if (copy == NULL) {
+        set_err(&e, 451, "4.3.0", "out of memory");
+        cb(arg, RESOLVER_TEMPFAIL, NULL, 0, &e);
+        return;
     }
-    if ((lk->route_mx || port == lk->delivery_port) &&
-        config_net_match(lk->mine, lk->nmine, (const struct sockaddr *)&a->addr))
-        return 1;
-    return 0;
-}
-
-/* Host names compare without case and without one trailing dot. */
-static int same_host(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-
-    if (la > 0 && a[la - 1] == '.')
-        la--;
-    if (lb > 0 && b[lb - 1] == '.')
-        lb--;
-    return la > 0 && la == lb && strncasecmp(a, b, la) == 0;
+    memcpy(copy, t, n * sizeof(*copy));
+    n = targets_order(copy, n, max, &r->rng);
+    cb(arg, RESOLVER_OK, copy, n, NULL);
+    free(copy);
 }
 
 /* ---- lookups ----------------------------------------------------------------------------- */
@@ -267,13 +238,13 @@ static void lookup_free(struct rlookup *lk)
     for (size_t i = 0; i < lk->nhosts; i++)
         free(lk->hosts[i].addrs);
     free(lk->hosts);
-    free(lk->mine);
-    free(lk->listen);
     free(lk->key);
     free(lk);
     /* The last lookup out turns off the lights after resolver_close(). */
-    if (r->closing && !r->in_close && r->lookups == NULL)
+    if (r->closing && !r->in_close && r->lookups == NULL) {
+        free(r->servers);
         free(r);
+    }
 }
 
 static void note_ttl(struct rlookup *lk, uint32_t ttl)
@@ -285,115 +256,121 @@ static void note_ttl(struct rlookup *lk, uint32_t ttl)
 /* Answer the caller once; cache what is final. The lookup is freed when no
  * query of its own is still in flight. */
 static void finish(struct rlookup *lk, int status, const struct resolver_target *t, size_t n,
-                   const char *why)
+                   const struct resolver_error *err)
 {
     if (!lk->answered) {
         lk->answered = 1;
         if (status != RESOLVER_TEMPFAIL && !lk->r->closing)
-            cache_put(lk->r, lk->key, lk->ttl, status, t, n, why);
-        lk->cb(lk->arg, status, status == RESOLVER_OK ? t : NULL, status == RESOLVER_OK ? n : 0,
-               status == RESOLVER_OK ? NULL : why);
+            cache_put(lk->r, lk->key, lk->ttl, status, t, n, err);
+        if (status == RESOLVER_OK)
+            answer_ok(lk->r, lk->cb, lk->arg, t, n, lk->max_addrs);
+        else
+            lk->cb(lk->arg, status, NULL, 0, err);
     }
     if (lk->queries == 0)
         lookup_free(lk);
 }
 
-/* Every address lookup is in: prune ourselves by address, then list the
- * targets in MX order. */
+static void fail(struct rlookup *lk, int status, int code, const char *enh, const char *why)
+{
+    struct resolver_error e;
+
+    set_err(&e, code, enh, "%s", why);
+    finish(lk, status, NULL, 0, &e);
+}
+
+static int lookup_is_me(void *arg, const struct sockaddr_storage *addr)
+{
+    struct rlookup *lk = arg;
+    struct sockaddr_storage a = *addr;
+
+    return me_is_addr(lk->r->me, (const struct sockaddr *)&a, lk->port, lk->route_mx);
+}
+
+/* Every address lookup is in: targets.c prunes and orders. */
 static void hosts_done(struct rlookup *lk)
 {
+    struct targets_host *th = NULL;
     struct resolver_target *t = NULL;
-    size_t n = 0, cap = 0, usable = 0;
-    unsigned mypref = ~0u;
-    int any_temp = 0, self = 0, cut = 0;
-    char why[RESOLVER_WHY_MAX];
+    struct resolver_error e;
+    size_t n = 0, blame = SIZE_MAX;
+    int rc;
 
     if (lk->r->closing) {
-        finish(lk, RESOLVER_TEMPFAIL, NULL, 0, "resolver shutting down");
+        fail(lk, RESOLVER_TEMPFAIL, 451, "4.4.3", "resolver shutting down");
         return;
     }
-    /* RFC 5321 §5.1: an MX host that is us, found by one of its addresses,
-     * sets our preference like a match by name did before the lookups. */
-    for (size_t i = 0; i < lk->nhosts; i++) {
-        const struct rhost *h = &lk->hosts[i];
-        for (size_t j = 0; j < h->naddrs; j++) {
-            if (is_me(lk, &h->addrs[j], lk->port)) {
-                if (h->pref < mypref)
-                    mypref = h->pref;
-                self = 1;
-            }
-        }
+    th = calloc(lk->nhosts ? lk->nhosts : 1, sizeof(*th));
+    if (th == NULL) {
+        fail(lk, RESOLVER_TEMPFAIL, 451, "4.3.0", "out of memory");
+        return;
     }
     for (size_t i = 0; i < lk->nhosts; i++) {
         const struct rhost *h = &lk->hosts[i];
-        if (lk->route_mx && h->pref >= mypref) {
-            cut = 1;
-            continue;
-        }
-        if (h->status == DNS_TEMPFAIL || h->status == DNS_ERR || h->status == DNS_CANCELLED)
-            any_temp = 1;
-        for (size_t j = 0; j < h->naddrs; j++) {
-            if (is_me(lk, &h->addrs[j], lk->port)) {
-                self = 1; /* a route to ourselves */
-                continue;
-            }
-            if (n == cap) {
-                size_t nc = cap ? 2 * cap : 8;
-                struct resolver_target *nt = realloc(t, nc * sizeof(*t));
-                if (nt == NULL) {
-                    free(t);
-                    finish(lk, RESOLVER_TEMPFAIL, NULL, 0, "out of memory");
-                    return;
-                }
-                t = nt;
-                cap = nc;
-            }
-            memset(&t[n], 0, sizeof(t[n]));
-            snprintf(t[n].host, sizeof(t[n].host), "%s", h->name);
-            t[n].addr = h->addrs[j].addr;
-            set_port(&t[n].addr, lk->port);
-            t[n].pref = h->pref;
-            n++;
-        }
-        usable++;
+        th[i].name = h->name;
+        th[i].pref = h->pref;
+        th[i].addrs = h->addrs;
+        th[i].naddrs = h->naddrs;
+        if (h->status == DNS_OK && h->naddrs > 0)
+            th[i].lookup = TARGETS_FOUND;
+        else if (h->status == DNS_NXDOMAIN || h->status == DNS_NODATA)
+            th[i].lookup = TARGETS_ABSENT;
+        else
+            th[i].lookup = TARGETS_TEMP;
     }
-    if (n > 0) {
+    rc = targets_plan(th, lk->nhosts, lk->route_mx, lk->mypref, lookup_is_me, lk, lk->port,
+                      lk->max_addrs, &t, &n, &blame);
+    free(th);
+    if (rc == TARGETS_OK) {
         /* A partial answer is not kept: the host that failed may be back
          * on the next attempt. */
-        if (any_temp)
-            lk->ttl = 0;
+        for (size_t i = 0; i < lk->nhosts; i++)
+            if (lk->hosts[i].status != DNS_OK && lk->hosts[i].status != DNS_NXDOMAIN &&
+                lk->hosts[i].status != DNS_NODATA)
+                lk->ttl = 0;
         finish(lk, RESOLVER_OK, t, n, NULL);
-    } else if ((usable == 0 && cut) || (self && !any_temp)) {
-        snprintf(why, sizeof(why), "mail for %s loops back to myself", lk->domain);
-        log_error("%s", why);
-        finish(lk, RESOLVER_PERMFAIL, NULL, 0, why);
-    } else if (any_temp) {
-        snprintf(why, sizeof(why), "temporary DNS failure looking up the address of %s%s",
-                 lk->route_mx ? "the mail exchangers for " : "",
-                 lk->route_mx ? lk->domain : lk->hosts[0].name);
-        finish(lk, RESOLVER_TEMPFAIL, NULL, 0, why);
+    } else if (rc == TARGETS_LOOP) {
+        /* RFC 5321 §5.1: nothing better than ourselves. Deferred, not
+         * bounced: a DNS slip must not return a site's mail. */
+        set_err(&e, 451, "4.4.6", "mail for %s loops back to myself", lk->domain);
+        log_warn("%s", e.why);
+        finish(lk, RESOLVER_TEMPFAIL, NULL, 0, &e);
+    } else if (rc == TARGETS_NONE && blame < lk->nhosts) {
+        const struct rhost *h = &lk->hosts[blame];
+        if (lk->implicit && h->status == DNS_NXDOMAIN) {
+            /* the domain's own NXDOMAIN: it does not exist */
+            set_err(&e, 550, "5.4.4", "Host or domain name not found (%s)", h->why);
+            finish(lk, RESOLVER_PERMFAIL, NULL, 0, &e);
+        } else {
+            set_err(&e, 451, "4.4.3", "%s",
+                    h->why[0] ? h->why : "no address for the mail exchanger");
+            finish(lk, RESOLVER_TEMPFAIL, NULL, 0, &e);
+        }
     } else {
-        /* Every host is NXDOMAIN or has no address: nothing to retry. */
-        finish(lk, RESOLVER_PERMFAIL, NULL, 0, "Host or domain name not found");
+        fail(lk, RESOLVER_TEMPFAIL, 451, rc < 0 ? "4.3.0" : "4.4.3",
+             rc < 0 ? "out of memory" : "no mail exchanger left to try");
     }
     free(t);
 }
 
 static void on_host_addr(void *arg, int status, const struct dns_addr *addrs, size_t n,
-                         uint32_t ttl)
+                         uint32_t ttl, const char *why)
 {
     struct rhost *h = arg;
     struct rlookup *lk = h->lk;
 
     lk->queries--;
     h->status = status;
+    snprintf(h->why, sizeof(h->why), "%s", why != NULL ? why : "");
     if (status == DNS_OK && n > 0) {
-        h->addrs = malloc(n * sizeof(*addrs));
+        h->addrs = calloc(n, sizeof(*h->addrs));
         if (h->addrs != NULL) {
-            memcpy(h->addrs, addrs, n * sizeof(*addrs));
+            for (size_t i = 0; i < n; i++)
+                h->addrs[i] = addrs[i].addr;
             h->naddrs = n;
         } else {
             h->status = DNS_ERR;
+            snprintf(h->why, sizeof(h->why), "out of memory");
         }
     }
     if (status == DNS_OK || status == DNS_NXDOMAIN || status == DNS_NODATA)
@@ -418,6 +395,8 @@ static void resolve_hosts(struct rlookup *lk)
             dns_query_addr(lk->r->dns, h->name, AF_UNSPEC, on_host_addr, h) != 0) {
             lk->queries--;
             h->status = DNS_TEMPFAIL;
+            snprintf(h->why, sizeof(h->why), "DNS lookup of A for %.253s could not be started",
+                     h->name);
             lk->pending--;
         }
     }
@@ -441,11 +420,11 @@ static int add_host(struct rlookup *lk, const char *name, unsigned pref)
     return 0;
 }
 
-static void on_mx(void *arg, int status, const struct dns_mx *mx, size_t n, uint32_t ttl)
+static void on_mx(void *arg, int status, const struct dns_mx *mx, size_t n, uint32_t ttl,
+                  const char *why)
 {
     struct rlookup *lk = arg;
-    char why[RESOLVER_WHY_MAX];
-    unsigned mypref = ~0u;
+    struct resolver_error e;
     size_t nnull = 0;
 
     lk->queries--;
@@ -459,20 +438,22 @@ static void on_mx(void *arg, int status, const struct dns_mx *mx, size_t n, uint
     case DNS_OK:
         break;
     case DNS_NXDOMAIN:
-        finish(lk, RESOLVER_PERMFAIL, NULL, 0, "Host or domain name not found");
+        /* the domain's own NXDOMAIN: the one DNS answer that bounces */
+        set_err(&e, 550, "5.4.4", "Host or domain name not found (%s)", why);
+        finish(lk, RESOLVER_PERMFAIL, NULL, 0, &e);
         return;
     case DNS_NODATA:
-        /* RFC 5321 §5.1: no MX records: the domain itself, preference 0. */
+        /* RFC 5321 §5.1: no MX records at all: the domain itself,
+         * preference 0. Only here; an MX set whose hosts fail defers. */
+        lk->implicit = 1;
         if (add_host(lk, lk->domain, 0) < 0) {
-            finish(lk, RESOLVER_TEMPFAIL, NULL, 0, "out of memory");
+            fail(lk, RESOLVER_TEMPFAIL, 451, "4.3.0", "out of memory");
             return;
         }
         resolve_hosts(lk);
         return;
     default:
-        snprintf(why, sizeof(why), "DNS lookup of the mail exchangers for %s failed: %s",
-                 lk->domain, dns_strerror(status));
-        finish(lk, RESOLVER_TEMPFAIL, NULL, 0, why);
+        fail(lk, RESOLVER_TEMPFAIL, 451, "4.4.3", why != NULL ? why : "DNS lookup failed");
         return;
     }
     /* RFC 7505 §3: "0 ." alone means the domain takes no mail. A null MX
@@ -481,78 +462,78 @@ static void on_mx(void *arg, int status, const struct dns_mx *mx, size_t n, uint
     for (size_t i = 0; i < n; i++) {
         if (mx[i].host[0] == '\0')
             nnull++;
-        else if (same_host(mx[i].host, lk->hostname) && mx[i].pref < mypref)
-            mypref = mx[i].pref;
+        else if (me_is_name(lk->r->me, mx[i].host) && mx[i].pref < lk->mypref)
+            lk->mypref = mx[i].pref;
     }
     if (nnull == n) {
-        finish(lk, RESOLVER_PERMFAIL, NULL, 0, "Domain does not accept mail (null MX)");
+        /* RFC 7505 §4.2: 556 5.1.10 */
+        set_err(&e, 556, "5.1.10", "Domain %s does not accept mail (null MX)", lk->domain);
+        finish(lk, RESOLVER_PERMFAIL, NULL, 0, &e);
         return;
     }
-    /* RFC 5321 §5.1: drop ourselves and every MX host of equal or worse
-     * preference; those would hand the mail back or to a peer that
-     * forwards it to the better hosts anyway. */
+    /* Hosts at or after our own preference are not even looked up
+     * (targets.c drops them too, and those found by address). */
     for (size_t i = 0; i < n; i++) {
-        if (mx[i].host[0] == '\0' || mx[i].pref >= mypref)
+        if (mx[i].host[0] == '\0' || mx[i].pref >= lk->mypref)
             continue;
         if (lk->nhosts == RESOLVER_MAX_MX)
             break;
         if (add_host(lk, mx[i].host, mx[i].pref) < 0) {
-            finish(lk, RESOLVER_TEMPFAIL, NULL, 0, "out of memory");
+            fail(lk, RESOLVER_TEMPFAIL, 451, "4.3.0", "out of memory");
             return;
         }
     }
-    if (lk->nhosts == 0) {
-        snprintf(why, sizeof(why), "mail for %s loops back to myself", lk->domain);
-        log_error("%s", why);
-        finish(lk, RESOLVER_PERMFAIL, NULL, 0, why);
-        return;
-    }
-    resolve_hosts(lk);
+    resolve_hosts(lk); /* none left: targets.c says loop */
 }
 
-/* Copy what self-pruning needs out of cfg. */
-static int copy_self(struct rlookup *lk, const struct config *cfg)
-{
-    const char *hn = cfg->hostname ? cfg->hostname : "";
-
-    for (size_t i = 0; hn[i] != '\0' && i + 1 < sizeof(lk->hostname); i++)
-        lk->hostname[i] = (char)tolower((unsigned char)hn[i]);
-    lk->delivery_port = cfg->delivery_port;
-    if (cfg->nmy_addresses > 0) {
-        lk->mine = malloc(cfg->nmy_addresses * sizeof(*lk->mine));
-        if (lk->mine == NULL)
-            return -1;
-        memcpy(lk->mine, cfg->my_addresses, cfg->nmy_addresses * sizeof(*lk->mine));
-        lk->nmine = cfg->nmy_addresses;
-    }
-    if (cfg->nlisten > 0) {
-        lk->listen = calloc(cfg->nlisten, sizeof(*lk->listen));
-        if (lk->listen == NULL)
-            return -1;
-        for (size_t i = 0; i < cfg->nlisten; i++) {
-            if (!is_wildcard(&cfg->listen[i].addr))
-                lk->listen[lk->nlisten++] = cfg->listen[i].addr;
-        }
-    }
-    return 0;
-}
-
-int resolver_open(uv_loop_t *loop, const char *servers, struct resolver **out, char *err,
-                  size_t errlen)
+int resolver_open(uv_loop_t *loop, const char *servers, const struct me *me, struct resolver **out,
+                  char *err, size_t errlen)
 {
     struct resolver *r = calloc(1, sizeof(*r));
 
     *out = NULL;
-    if (r == NULL) {
+    if (r == NULL || (servers != NULL && (r->servers = strdup(servers)) == NULL)) {
+        free(r);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     r->loop = loop;
+    r->me = me;
+    if (getrandom(&r->rng, sizeof(r->rng), GRND_NONBLOCK) != (ssize_t)sizeof(r->rng))
+        r->rng = uv_hrtime() ^ ((uint64_t)getpid() << 32);
+    if (r->rng == 0)
+        r->rng = 0x9E3779B97F4A7C15ull;
     if (dns_open(loop, servers, &r->dns, err, errlen) != 0) {
+        free(r->servers);
         free(r);
         return -1;
     }
     *out = r;
+    return 0;
+}
+
+int resolver_set_servers(struct resolver *r, const char *servers, char *err, size_t errlen)
+{
+    struct dns *d = NULL;
+    char *copy = NULL;
+
+    if ((servers == NULL && r->servers == NULL) ||
+        (servers != NULL && r->servers != NULL && strcmp(servers, r->servers) == 0))
+        return 0;
+    if (servers != NULL && (copy = strdup(servers)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (dns_open(r->loop, servers, &d, err, errlen) != 0) {
+        free(copy);
+        return -1;
+    }
+    /* Queries already asked finish with the servers they went to. */
+    dns_retire(r->dns);
+    r->dns = d;
+    free(r->servers);
+    r->servers = copy;
+    cache_purge(r, 1);
     return 0;
 }
 
@@ -565,7 +546,9 @@ void resolver_lookup(struct resolver *r, const struct config *cfg, const struct 
 {
     struct rlookup *lk = NULL;
     const struct rcache *c;
+    struct resolver_error e;
     size_t len = strlen(domain);
+    size_t max_addrs = cfg->max_mx_addresses ? cfg->max_mx_addresses : 1;
     char name[256];
 
     if (dom == NULL)
@@ -573,21 +556,22 @@ void resolver_lookup(struct resolver *r, const struct config *cfg, const struct 
     if (len > 0 && domain[len - 1] == '.')
         len--;
     if (len == 0 || len > 253) {
-        cb(arg, RESOLVER_PERMFAIL, NULL, 0, "Host or domain name not found");
+        set_err(&e, 550, "5.1.2", "Host or domain name not found (not a domain name)");
+        cb(arg, RESOLVER_PERMFAIL, NULL, 0, &e);
         return;
     }
     for (size_t i = 0; i < len; i++)
         name[i] = (char)tolower((unsigned char)domain[i]);
     name[len] = '\0';
     if (r->closing) {
-        cb(arg, RESOLVER_TEMPFAIL, NULL, 0, "resolver shutting down");
+        set_err(&e, 451, "4.4.3", "resolver shutting down");
+        cb(arg, RESOLVER_TEMPFAIL, NULL, 0, &e);
         return;
     }
     lk = calloc(1, sizeof(*lk));
-    if (lk == NULL || copy_self(lk, cfg) < 0 ||
-        asprintf(&lk->key, "%s %s %u", name,
-                 dom->route_mx || dom->route_host == NULL ? "mx" : dom->route_host,
-                 dom->route_port) < 0) {
+    if (lk == NULL || asprintf(&lk->key, "%s %s %u", name,
+                               dom->route_mx || dom->route_host == NULL ? "mx" : dom->route_host,
+                               dom->route_port) < 0) {
         if (lk != NULL)
             lk->key = NULL;
         goto nomem;
@@ -596,22 +580,19 @@ void resolver_lookup(struct resolver *r, const struct config *cfg, const struct 
     if (c != NULL) {
         /* A copy: the callback may flush or refill the cache. */
         struct resolver_target *t = c->n ? malloc(c->n * sizeof(*t)) : NULL;
-        char why[RESOLVER_WHY_MAX];
         int status = c->status;
         size_t n = c->n;
-        free(lk->mine);
-        free(lk->listen);
+        e = c->err;
         free(lk->key);
         free(lk);
-        if (n > 0 && t == NULL) {
-            cb(arg, RESOLVER_TEMPFAIL, NULL, 0, "out of memory");
-            return;
-        }
+        if (n > 0 && t == NULL)
+            goto nomem_nolk;
         if (n > 0)
             memcpy(t, c->targets, n * sizeof(*t));
-        snprintf(why, sizeof(why), "%s", c->why);
-        cb(arg, status, status == RESOLVER_OK ? t : NULL, status == RESOLVER_OK ? n : 0,
-           status == RESOLVER_OK ? NULL : why);
+        if (status == RESOLVER_OK)
+            answer_ok(r, cb, arg, t, n, max_addrs);
+        else
+            cb(arg, status, NULL, 0, &e);
         free(t);
         return;
     }
@@ -621,6 +602,8 @@ void resolver_lookup(struct resolver *r, const struct config *cfg, const struct 
     memcpy(lk->domain, name, len + 1);
     lk->route_mx = dom->route_mx || dom->route_host == NULL;
     lk->port = dom->route_port;
+    lk->mypref = ~0u;
+    lk->max_addrs = max_addrs;
     lk->ttl = RESOLVER_TTL_MAX;
     lk->next = r->lookups;
     if (lk->next != NULL)
@@ -628,11 +611,11 @@ void resolver_lookup(struct resolver *r, const struct config *cfg, const struct 
     lk->prevp = &r->lookups;
     r->lookups = lk;
 
-    if (!dom->route_mx && dom->route_host != NULL) {
+    if (!lk->route_mx) {
         /* route = host[:port]: no MX, no pruning by preference (RFC 5321
          * §5.1 applies to MX only); a route to ourselves is still refused. */
         if (add_host(lk, dom->route_host, 0) < 0) {
-            finish(lk, RESOLVER_TEMPFAIL, NULL, 0, "out of memory");
+            fail(lk, RESOLVER_TEMPFAIL, 451, "4.3.0", "out of memory");
             return;
         }
         resolve_hosts(lk);
@@ -641,16 +624,15 @@ void resolver_lookup(struct resolver *r, const struct config *cfg, const struct 
     lk->queries++;
     if (dns_query_mx(r->dns, lk->domain, on_mx, lk) != 0) {
         lk->queries--;
-        finish(lk, RESOLVER_TEMPFAIL, NULL, 0, "DNS lookup could not be started");
+        fail(lk, RESOLVER_TEMPFAIL, 451, "4.4.3", "DNS lookup could not be started");
     }
     return;
 nomem:
-    if (lk != NULL) {
-        free(lk->mine);
-        free(lk->listen);
+    if (lk != NULL)
         free(lk);
-    }
-    cb(arg, RESOLVER_TEMPFAIL, NULL, 0, "out of memory");
+nomem_nolk:
+    set_err(&e, 451, "4.3.0", "out of memory");
+    cb(arg, RESOLVER_TEMPFAIL, NULL, 0, &e);
 }
 
 void resolver_flush_cache(struct resolver *r)
@@ -664,6 +646,7 @@ void resolver_flush_cache(struct resolver *r)
 void resolver_close(struct resolver *r)
 {
     struct rlookup *lk, *next;
+    struct resolver_error e;
 
     if (r == NULL || r->closing)
         return;
@@ -671,16 +654,19 @@ void resolver_close(struct resolver *r)
     r->in_close = 1;
     cache_purge(r, 1);
     dns_close(r->dns);
+    set_err(&e, 451, "4.4.3", "resolver shutting down");
     /* dns_close is deferred when called from inside a DNS callback: answer
      * now anyway; the lookups are freed when their queries come back. */
     for (lk = r->lookups; lk != NULL; lk = next) {
         next = lk->next;
         if (!lk->answered) {
             lk->answered = 1;
-            lk->cb(lk->arg, RESOLVER_TEMPFAIL, NULL, 0, "resolver shutting down");
+            lk->cb(lk->arg, RESOLVER_TEMPFAIL, NULL, 0, &e);
         }
     }
     r->in_close = 0;
-    if (r->lookups == NULL)
+    if (r->lookups == NULL) {
+        free(r->servers);
         free(r);
+    }
 }

@@ -16,6 +16,7 @@ struct listener;
 struct smtpd_session;
 struct sched;
 struct resolver;
+struct me;
 struct etrn;
 struct stats;
 struct auth;
@@ -33,6 +34,7 @@ struct server {
     struct listener *listener;
     struct sched *sched;
     struct resolver *resolver;
+    struct me *me;     /* this host's addresses: never deliver to ourselves */
     struct etrn *etrn; /* ETRN rate limits */
     struct auth *auth; /* SMTP AUTH: its worker thread and auth_fail_limit (issue 8) */
     char spool_dir[PATH_MAX];

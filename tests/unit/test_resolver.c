@@ -28,6 +28,7 @@
 
 /* By path: a bare "config.h" would find autoconf's config.h (-I. comes first). */
 #include "../../relayd/config.h"
+#include "../../relayd/me.h"
 #include "../../relayd/resolver.h"
 
 #define DNSMASQ       "/usr/sbin/dnsmasq"
@@ -244,6 +245,7 @@ static int group_teardown(void **state)
 struct fixture {
     uv_loop_t loop;
     struct config *cfg;
+    struct me *me; /* from cfg, without interface addresses: the same on every machine */
     struct resolver *r;
 };
 
@@ -253,11 +255,13 @@ struct result {
     struct resolver_target t[32];
     size_t n;
     char why[512];
+    char enh[12];
+    int code;
     struct fixture *close_in_cb; /* resolver_close from inside the callback */
 };
 
 static void on_result(void *arg, int status, const struct resolver_target *t, size_t n,
-                      const char *why)
+                      const struct resolver_error *err)
 {
     struct result *res = arg;
 
@@ -266,13 +270,19 @@ static void on_result(void *arg, int status, const struct resolver_target *t, si
     res->n = n < 32 ? n : 32;
     if (res->n > 0)
         memcpy(res->t, t, res->n * sizeof(*t));
-    snprintf(res->why, sizeof(res->why), "%s", why ? why : "");
+    snprintf(res->why, sizeof(res->why), "%s", err ? err->why : "");
+    snprintf(res->enh, sizeof(res->enh), "%s", err ? err->enh : "");
+    res->code = err ? err->code : 0;
     if (status == RESOLVER_OK) {
         assert_non_null(t);
-        assert_null(why);
+        assert_null(err);
     } else {
         assert_int_equal(n, 0);
-        assert_non_null(why);
+        assert_non_null(err);
+        /* RFC 3463: a temporary failure is 4.x.x with a 4yz reply, a
+         * permanent one 5.x.x with 5yz */
+        assert_int_equal(err->enh[0], status == RESOLVER_TEMPFAIL ? '4' : '5');
+        assert_int_equal(err->code / 100, status == RESOLVER_TEMPFAIL ? 4 : 5);
     }
     if (res->close_in_cb != NULL) {
         resolver_close(res->close_in_cb->r);
@@ -300,7 +310,25 @@ static void fx_open(struct fixture *fx, const char *servers, const char *extra)
     if (config_load(path, &fx->cfg, err, sizeof(err)) != 0)
         fail_msg("config_load: %s", err);
     assert_int_equal(uv_loop_init(&fx->loop), 0);
-    if (resolver_open(&fx->loop, fx->cfg->dns_servers, &fx->r, err, sizeof(err)) != 0)
+    fx->me = me_new();
+    assert_non_null(fx->me);
+    assert_int_equal(me_set(fx->me, fx->cfg, NULL, 0), 0);
+    if (resolver_open(&fx->loop, fx->cfg->dns_servers, fx->me, &fx->r, err, sizeof(err)) != 0)
+        fail_msg("resolver_open: %s", err);
+}
+
+/* A test changed fx->cfg by hand: who we are follows, with a new resolver. */
+static void fx_reset_me(struct fixture *fx)
+{
+    char err[512] = "";
+
+    resolver_close(fx->r);
+    assert_int_equal(uv_run(&fx->loop, UV_RUN_DEFAULT), 0);
+    me_free(fx->me);
+    fx->me = me_new();
+    assert_non_null(fx->me);
+    assert_int_equal(me_set(fx->me, fx->cfg, NULL, 0), 0);
+    if (resolver_open(&fx->loop, fx->cfg->dns_servers, fx->me, &fx->r, err, sizeof(err)) != 0)
         fail_msg("resolver_open: %s", err);
 }
 
@@ -311,6 +339,7 @@ static void fx_close(struct fixture *fx)
     fx->r = NULL;
     assert_int_equal(uv_run(&fx->loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&fx->loop), 0);
+    me_free(fx->me);
     config_unref(fx->cfg);
 }
 
@@ -404,6 +433,14 @@ static void expect_fail(const struct result *res, int status, const char *why)
         fail_msg("got status %d (%s), want %d (%s)", res->status, res->why, status, why);
 }
 
+/* The same, and the enhanced status code (RFC 3463) it is reported with. */
+static void expect_fail_enh(const struct result *res, int status, const char *enh, const char *why)
+{
+    expect_fail(res, status, why);
+    if (strcmp(res->enh, enh) != 0)
+        fail_msg("got %s (%s), want %s", res->enh, res->why, enh);
+}
+
 /* ---- MX ---------------------------------------------------------------------------------- */
 
 static void test_mx_order(void **state)
@@ -474,7 +511,9 @@ static void test_null_mx(void **state)
     (void)state;
     fx_open(&fx, main_dns.servers, NULL);
     lookup(&fx, "nullmx.test", &res);
-    expect_fail(&res, RESOLVER_PERMFAIL, "Domain does not accept mail (null MX)");
+    /* RFC 7505 §4.2 */
+    expect_fail_enh(&res, RESOLVER_PERMFAIL, "5.1.10", "does not accept mail (null MX)");
+    assert_int_equal(res.code, 556);
     fx_close(&fx);
 }
 
@@ -486,16 +525,20 @@ static void test_nxdomain(void **state)
     (void)state;
     fx_open(&fx, main_dns.servers, NULL);
     lookup(&fx, "no-such-domain.test", &res);
-    expect_fail(&res, RESOLVER_PERMFAIL, "Host or domain name not found");
-    /* every MX host missing: nothing to retry either */
+    /* the domain's own NXDOMAIN: the one DNS answer that bounces */
+    expect_fail_enh(&res, RESOLVER_PERMFAIL, "5.4.4", "Host or domain name not found");
+    /* every MX host missing: the domain has MX records, so no implicit MX
+     * and no bounce (a DNS slip must not return a site's mail): deferred,
+     * naming the query that failed */
     lookup(&fx, "nohost.test", &res);
-    expect_fail(&res, RESOLVER_PERMFAIL, "Host or domain name not found");
+    expect_fail_enh(&res, RESOLVER_TEMPFAIL, "4.4.3", "for missing1.nohost.test failed: NXDOMAIN");
     /* one MX host missing: the other one is used */
     lookup(&fx, "partial.test", &res);
     expect_targets(&res, "ok.partial.test=127.0.7.10:2526 10");
     /* a domain the server will not answer for (REFUSED): try later */
     lookup(&fx, "outside.example", &res);
-    expect_fail(&res, RESOLVER_TEMPFAIL, "temporary DNS failure");
+    expect_fail_enh(&res, RESOLVER_TEMPFAIL, "4.4.3",
+                    "DNS lookup of MX for outside.example failed: REFUSED");
     fx_close(&fx);
 }
 
@@ -517,6 +560,7 @@ static void test_self_by_name(void **state)
     free(fx.cfg->hostname);
     fx.cfg->hostname = strdup("RELAY.Test");
     assert_non_null(fx.cfg->hostname);
+    fx_reset_me(&fx);
     lookup(&fx, "self.test", &res);
     expect_targets(&res, "low.self.test=127.0.3.5:2526 5");
     fx_close(&fx);
@@ -530,13 +574,15 @@ static void test_self_best_mx_loops(void **state)
     (void)state;
     fx_open(&fx, main_dns.servers, NULL);
     lookup(&fx, "best.test", &res);
-    expect_fail(&res, RESOLVER_PERMFAIL, "mail for best.test loops back to myself");
+    /* deferred, never bounced, never delivered */
+    expect_fail_enh(&res, RESOLVER_TEMPFAIL, "4.4.6", "mail for best.test loops back to myself");
     /* another host name: we are not in the list, everything is used */
     fx_close(&fx);
     fx_open(&fx, main_dns.servers, NULL);
     free(fx.cfg->hostname);
     fx.cfg->hostname = strdup("other-relay.test");
     assert_non_null(fx.cfg->hostname);
+    fx_reset_me(&fx);
     lookup(&fx, "best.test", &res);
     expect_targets(&res, "relay.test=127.0.3.10:2526 10|backup.best.test=127.0.4.20:2526 20");
     fx_close(&fx);
@@ -560,7 +606,7 @@ static void test_self_by_address(void **state)
     lookup(&fx, "byaddr.test", &res);
     expect_targets(&res, "primary.byaddr.test=127.0.5.5:2526 5");
     lookup(&fx, "onlyme.test", &res);
-    expect_fail(&res, RESOLVER_PERMFAIL, "mail for onlyme.test loops back to myself");
+    expect_fail_enh(&res, RESOLVER_TEMPFAIL, "4.4.6", "mail for onlyme.test loops back to myself");
     fx_close(&fx);
 }
 
@@ -581,8 +627,9 @@ static void test_self_by_listen(void **state)
     snprintf(extra, sizeof(extra), "127.0.0.1:%d", DELIVERY_PORT);
     strcpy(fx.cfg->listen[0].text, extra);
     ((struct sockaddr_in *)&fx.cfg->listen[0].addr)->sin_port = htons(DELIVERY_PORT);
+    fx_reset_me(&fx);
     lookup(&fx, "listen.test", &res);
-    expect_fail(&res, RESOLVER_PERMFAIL, "loops back to myself");
+    expect_fail_enh(&res, RESOLVER_TEMPFAIL, "4.4.6", "loops back to myself");
     fx_close(&fx);
 }
 
@@ -628,11 +675,14 @@ static void test_route_name(void **state)
     expect_targets(&res, "site.route.test=[::1]:2601 0|site.route.test=127.0.6.1:2601 0");
     lookup(&fx, "sub.r.test", &res);
     expect_targets(&res, "site.route.test=[::1]:2526 0|site.route.test=127.0.6.1:2526 0");
+    /* a route host that does not exist is the operator's to fix, not the
+     * sender's problem: deferred */
     lookup(&fx, "gone.test", &res);
-    expect_fail(&res, RESOLVER_PERMFAIL, "Host or domain name not found");
-    /* a route to our own listen address is a loop, another port is not */
+    expect_fail_enh(&res, RESOLVER_TEMPFAIL, "4.4.3", "for missing.route.test failed: NXDOMAIN");
+    /* a route to our own listen address is a loop (deferred, as every
+     * loop), another port is not */
     lookup(&fx, "me.test", &res);
-    expect_fail(&res, RESOLVER_PERMFAIL, "mail for me.test loops back to myself");
+    expect_fail_enh(&res, RESOLVER_TEMPFAIL, "4.4.6", "mail for me.test loops back to myself");
     lookup(&fx, "notme.test", &res);
     expect_targets(&res, "127.0.0.1=127.0.0.1:2527 0");
     fx_close(&fx);
@@ -663,7 +713,7 @@ static void test_cache(void **state)
     expect_targets(&res, want);
     /* TTL 0 was not kept */
     lookup(&fx, "nocache.test", &res);
-    expect_fail(&res, RESOLVER_TEMPFAIL, "temporary DNS failure");
+    expect_fail(&res, RESOLVER_TEMPFAIL, "for nocache.cache.test failed:");
     /* a different route for the same domain is a different answer */
     {
         struct cfg_domain d = *config_delivery_domain(fx.cfg, "cache.test");
@@ -672,12 +722,12 @@ static void test_cache(void **state)
         resolver_lookup(fx.r, fx.cfg, &d, "cache.test", on_result, &res);
         struct result *one[1] = {&res};
         run_until(&fx, one, 1);
-        expect_fail(&res, RESOLVER_TEMPFAIL, "temporary DNS failure");
+        expect_fail(&res, RESOLVER_TEMPFAIL, "DNS lookup of MX for cache.test failed:");
     }
     /* a reload forgets everything */
     resolver_flush_cache(fx.r);
     lookup(&fx, "cache.test", &res);
-    expect_fail(&res, RESOLVER_TEMPFAIL, "temporary DNS failure");
+    expect_fail(&res, RESOLVER_TEMPFAIL, "DNS lookup of MX for cache.test failed:");
     fx_close(&fx);
 }
 
@@ -696,7 +746,8 @@ static void test_server_refused(void **state)
     fx_open(&fx, servers, NULL);
     t0 = uv_hrtime();
     lookup(&fx, "order.test", &res);
-    expect_fail(&res, RESOLVER_TEMPFAIL, "temporary DNS failure");
+    expect_fail_enh(&res, RESOLVER_TEMPFAIL, "4.4.3",
+                    "DNS lookup of MX for order.test failed: connection refused");
     assert_true(uv_hrtime() - t0 < 8000000000ull);
     fx_close(&fx);
 }
@@ -724,7 +775,8 @@ static void test_server_silent(void **state)
     t0 = uv_hrtime();
     lookup(&fx, "order.test", &res);
     ms = (uv_hrtime() - t0) / 1000000;
-    expect_fail(&res, RESOLVER_TEMPFAIL, "temporary DNS failure");
+    expect_fail_enh(&res, RESOLVER_TEMPFAIL, "4.4.3",
+                    "DNS lookup of MX for order.test failed: timed out");
     assert_true(ms >= 500);  /* it did wait for an answer */
     assert_true(ms < 10000); /* but not for ever */
     fx_close(&fx);
@@ -751,7 +803,7 @@ static void test_servers_list(void **state)
     fx_close(&fx);
 
     assert_int_equal(uv_loop_init(&loop), 0);
-    assert_int_equal(resolver_open(&loop, "dns.example", &r, err, sizeof(err)), -1);
+    assert_int_equal(resolver_open(&loop, "dns.example", NULL, &r, err, sizeof(err)), -1);
     assert_null(r);
     assert_non_null(strstr(err, "dns.example"));
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
