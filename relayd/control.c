@@ -92,15 +92,37 @@ static size_t utf8_len(const unsigned char *p, size_t n)
 #undef CONT
 }
 
-/* Append s (len bytes) as a JSON string (RFC 8259 §7): quotes, backslash
- * and control characters escaped, valid UTF-8 as it is, any other byte as
- * \u00XX. Runs of plain bytes go in one append. 0 or a buf error. */
-static int json_string(struct buf *b, const char *s, size_t len)
+/* Is p (n bytes, n >= 1) the start of a well-formed UTF-8 sequence that
+ * needs more bytes than n? (RFC 3629 §4, as utf8_len checks it.) */
+static int utf8_incomplete(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    size_t need = c >= 0xc2 && c <= 0xdf   ? 2
+                  : c >= 0xe0 && c <= 0xef ? 3
+                  : c >= 0xf0 && c <= 0xf4 ? 4
+                                           : 0;
+
+    if (need == 0 || n >= need)
+        return 0;
+    if (n > 1 &&
+        ((p[1] & 0xc0) != 0x80 || (c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f) ||
+         (c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] > 0x8f)))
+        return 0;
+    return n < 3 || (p[2] & 0xc0) == 0x80;
+}
+
+/* Append s (len bytes) JSON-escaped, without the quotes (RFC 8259 §7):
+ * quotes, backslash and control characters escaped, valid UTF-8 as it is,
+ * any other byte as \u00XX. Runs of plain bytes go in one append. With
+ * more set, s is a piece of a longer string: a UTF-8 sequence cut at its
+ * end is left for the next piece, so it is not taken for bad bytes.
+ * *used says how much of s went out. 0 or a buf error. */
+static int json_escape(struct buf *b, const char *s, size_t len, int more, size_t *used)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0, run = 0, l;
     char esc[8];
-    int rc = buf_append(b, "\"", 1);
+    int rc = 0;
 
     while (rc == 0 && i < len) {
         unsigned c = p[i];
@@ -113,6 +135,8 @@ static int json_string(struct buf *b, const char *s, size_t len)
             i += l;
             continue;
         }
+        if (more && c >= 0x80 && utf8_incomplete(p + i, len - i))
+            break;
         if (i > run)
             rc = buf_append(b, s + run, i - run);
         if (c == '"' || c == '\\')
@@ -131,6 +155,18 @@ static int json_string(struct buf *b, const char *s, size_t len)
     }
     if (rc == 0 && i > run)
         rc = buf_append(b, s + run, i - run);
+    *used = i;
+    return rc;
+}
+
+/* Append s (len bytes) as a JSON string, quotes and all. 0 or a buf error. */
+static int json_string(struct buf *b, const char *s, size_t len)
+{
+    size_t used;
+    int rc = buf_append(b, "\"", 1);
+
+    if (rc == 0)
+        rc = json_escape(b, s, len, 0, &used);
     if (rc == 0)
         rc = buf_append(b, "\"", 1);
     return rc;
@@ -191,6 +227,28 @@ void jw_strn(struct jw *w, const char *key, const char *s, size_t len)
         jw_raw(w, "null", 4);
     else if (json_string(&w->k->out, s, len) != 0)
         w->k->out_failed = 1;
+}
+
+/* A string member written in pieces (a message body read chunk by
+ * chunk): jw_str_open, jw_str_part as often as needed, jw_str_close. */
+void jw_str_open(struct jw *w, const char *key)
+{
+    jw_key(w, key);
+    jw_raw(w, "\"", 1);
+}
+
+size_t jw_str_part(struct jw *w, const char *s, size_t len, int more)
+{
+    size_t used = 0;
+
+    if (json_escape(&w->k->out, s, len, more, &used) != 0)
+        w->k->out_failed = 1;
+    return used;
+}
+
+void jw_str_close(struct jw *w)
+{
+    jw_raw(w, "\"", 1);
 }
 
 void jw_str(struct jw *w, const char *key, const char *s)

@@ -26,15 +26,16 @@
 #define CTL_PAGE        200          /* messages per store_list call */
 #define CTL_HIGH_WATER  (256 * 1024) /* output waiting before the next page */
 #define CTL_BOUNCE_TEXT "returned by the operator"
+#define CTL_SHOW_CHUNK  (64 * 1024) /* body bytes per store_read_chunk for show */
 
 /* ---- records -------------------------------------------------------------------- */
 
-/* A message as `queue` and `show` write it: Postfix's postqueue -j names,
- * plus domain (the first recipient's), attempts (most) and next_attempt
- * (soonest). full adds the envelope details and the body. */
-static void write_message(struct ctl_conn *k, const struct store_dmsg *m, int full)
+/* A message's members as `queue` and `show` write them: Postfix's
+ * postqueue -j names, plus domain (the first recipient's), attempts (most)
+ * and next_attempt (soonest). full adds the envelope details; show then
+ * streams the body after them. */
+static void message_fields(struct jw *w, const struct store_dmsg *m, int full)
 {
-    struct jw w;
     int held = 0, attempts = 0;
     int64_t next = INT64_MAX;
 
@@ -45,36 +46,43 @@ static void write_message(struct ctl_conn *k, const struct store_dmsg *m, int fu
         if (m->rcpts[i].next_attempt < next)
             next = m->rcpts[i].next_attempt;
     }
-    jw_begin(&w, k);
-    jw_str(&w, "queue_name", held ? "hold" : "deferred");
-    jw_str(&w, "queue_id", m->queue_id);
-    jw_int(&w, "arrival_time", m->arrival);
-    jw_int(&w, "message_size", (int64_t)m->size);
-    jw_str(&w, "sender", m->sender ? m->sender : "");
-    jw_str(&w, "domain", m->nrcpts ? m->rcpts[0].domain : "");
-    jw_int(&w, "attempts", attempts);
-    jw_int(&w, "next_attempt", m->nrcpts ? next : 0);
-    jw_open(&w, "recipients", '[');
+    jw_str(w, "queue_name", held ? "hold" : "deferred");
+    jw_str(w, "queue_id", m->queue_id);
+    jw_int(w, "arrival_time", m->arrival);
+    jw_int(w, "message_size", (int64_t)m->size);
+    jw_str(w, "sender", m->sender ? m->sender : "");
+    jw_str(w, "domain", m->nrcpts ? m->rcpts[0].domain : "");
+    jw_int(w, "attempts", attempts);
+    jw_int(w, "next_attempt", m->nrcpts ? next : 0);
+    jw_open(w, "recipients", '[');
     for (size_t i = 0; i < m->nrcpts; i++) {
         const struct store_drcpt *r = &m->rcpts[i];
 
-        jw_open(&w, NULL, '{');
-        jw_str(&w, "address", r->address);
-        jw_str(&w, "domain", r->domain);
-        jw_str(&w, "delay_reason", r->last_reply ? r->last_reply : "");
-        jw_int(&w, "attempts", r->attempts);
-        jw_int(&w, "next_attempt", r->next_attempt);
-        jw_bool(&w, "held", r->state == STORE_RCPT_HELD);
-        jw_close(&w, '}');
+        jw_open(w, NULL, '{');
+        jw_str(w, "address", r->address);
+        jw_str(w, "domain", r->domain);
+        jw_str(w, "delay_reason", r->last_reply ? r->last_reply : "");
+        jw_int(w, "attempts", r->attempts);
+        jw_int(w, "next_attempt", r->next_attempt);
+        jw_bool(w, "held", r->state == STORE_RCPT_HELD);
+        jw_close(w, '}');
     }
-    jw_close(&w, ']');
+    jw_close(w, ']');
     if (full) {
-        jw_str(&w, "envid", m->envid);
-        jw_int(&w, "dsn_ret", m->dsn_ret);
-        jw_str(&w, "client_addr", m->client_addr);
-        jw_str(&w, "client_helo", m->client_helo);
-        jw_strn(&w, "body", m->body ? m->body : "", m->body ? (size_t)m->size : 0);
+        jw_str(w, "envid", m->envid);
+        jw_int(w, "dsn_ret", m->dsn_ret);
+        jw_str(w, "client_addr", m->client_addr);
+        jw_str(w, "client_helo", m->client_helo);
     }
+}
+
+/* A message as `queue` lists it: one record. */
+static void write_message(struct ctl_conn *k, const struct store_dmsg *m)
+{
+    struct jw w;
+
+    jw_begin(&w, k);
+    message_fields(&w, m, 0);
     jw_end(&w);
 }
 
@@ -98,7 +106,7 @@ static void on_list_page(struct store_batch *b, int status, void *arg)
         return;
     }
     for (i = 0; i < b->n && k->remaining > 0; i++, k->remaining--) {
-        write_message(k, &b->msgs[i], 0);
+        write_message(k, &b->msgs[i]);
         nrcpts += b->msgs[i].nrcpts;
     }
     /* A short page is the end, unless the store's recipient cap cut it. */
@@ -172,6 +180,74 @@ static void cmd_queue(struct ctl_conn *k)
     list_page(k);
 }
 
+static void show_next(struct ctl_conn *k);
+
+/* The body ends early (the message left the queue, or the queue could not
+ * be read): the record is closed as valid JSON with "truncated":true, and
+ * the final line says why, so a client never takes a part for the whole. */
+static void show_cut(struct ctl_conn *k)
+{
+    jw_str_close(&k->sw);
+    jw_bool(&k->sw, "truncated", 1);
+    jw_end(&k->sw);
+}
+
+/* One chunk of the body: escape it into the record, and ask for the next
+ * once the client has taken what is written (ctl_pump's on_drain), so a
+ * connection holds one escaped chunk, never the whole body. */
+static void on_show_chunk(const char *data, size_t len, int status, void *arg)
+{
+    struct ctl_conn *k = arg;
+    size_t used;
+    int more;
+
+    if (!ctl_back(k))
+        return;
+    if (status == STORE_ERR_GONE) {
+        show_cut(k);
+        ctl_finish(k, "notfound", "message %s left the queue while being shown", k->ids[0]);
+        return;
+    }
+    if (status != STORE_OK) {
+        show_cut(k);
+        ctl_finish(k, "internal", "cannot read the queue");
+        return;
+    }
+    /* fewer bytes than asked for: the end of the body */
+    more = len == CTL_SHOW_CHUNK;
+    used = jw_str_part(&k->sw, data, len, more);
+    if (more && used == 0) { /* cannot happen: a chunk holds more than one sequence */
+        more = 0;
+        used = jw_str_part(&k->sw, data, len, 0);
+    }
+    k->show_off += used;
+    if (!more) {
+        jw_str_close(&k->sw);
+        jw_end(&k->sw);
+        ctl_finish(k, NULL, NULL);
+        return;
+    }
+    k->on_drain = show_next;
+    ctl_pump(k);
+}
+
+/* Read the next chunk, each in a short read transaction of its own
+ * (store_read_chunk): nothing is held while the client reads. */
+static void show_next(struct ctl_conn *k)
+{
+    struct store *st = k->c->srv->store;
+    int rc;
+
+    rc = st ? store_read_chunk(st, k->show_id, k->show_off, CTL_SHOW_CHUNK, on_show_chunk, k)
+            : UV_ECANCELED;
+    if (rc != 0) {
+        show_cut(k);
+        ctl_finish(k, "internal", "cannot read the queue: %s", uv_strerror(rc));
+        return;
+    }
+    k->busy++;
+}
+
 static void on_show(struct store_batch *b, int status, void *arg)
 {
     struct ctl_conn *k = arg;
@@ -180,19 +256,25 @@ static void on_show(struct store_batch *b, int status, void *arg)
         store_batch_free(b);
         return;
     }
-    if (status != STORE_OK)
+    if (status != STORE_OK) {
         ctl_finish(k, "internal", "cannot read the queue");
-    else if (b->n == 0)
+    } else if (b->n == 0) {
         ctl_finish(k, "notfound", "no message %s in the queue", k->ids[0]);
-    else {
-        write_message(k, &b->msgs[0], 1);
-        ctl_finish(k, NULL, NULL);
+    } else {
+        /* the envelope now, the body as the client takes it */
+        jw_begin(&k->sw, k);
+        message_fields(&k->sw, &b->msgs[0], 1);
+        jw_str_open(&k->sw, "body");
+        k->show_id = b->msgs[0].id;
+        k->show_off = 0;
+        show_next(k);
     }
     store_batch_free(b);
 }
 
-/* One message by queue id, with the body: reader thread, like a listing. */
-static int read_message(struct ctl_conn *k, const char *qid, store_fetch_cb cb)
+/* One message by queue id, with its body or without: reader thread, like
+ * a listing. */
+static int read_message(struct ctl_conn *k, const char *qid, int with_body, store_fetch_cb cb)
 {
     struct store *st = k->c->srv->store;
     struct store_list_opts o;
@@ -202,7 +284,7 @@ static int read_message(struct ctl_conn *k, const char *qid, store_fetch_cb cb)
     o.queue_id = qid;
     o.arrived_before = INT64_MAX;
     o.max_msgs = 1;
-    o.with_body = 1;
+    o.with_body = with_body;
     rc = st ? store_list(st, &o, cb, k) : UV_ECANCELED;
     if (rc == 0)
         k->busy++;
@@ -217,7 +299,7 @@ static void cmd_show(struct ctl_conn *k)
         ctl_finish(k, "usage", "show needs one id=QUEUE_ID");
         return;
     }
-    if ((rc = read_message(k, k->ids[0], on_show)) != 0)
+    if ((rc = read_message(k, k->ids[0], 0, on_show)) != 0)
         ctl_finish(k, "internal", "cannot read the queue: %s", uv_strerror(rc));
 }
 
@@ -701,7 +783,7 @@ static void bounce_next(struct ctl_conn *k)
     int rc;
 
     if (k->idx < k->nids) {
-        if ((rc = read_message(k, k->ids[k->idx], on_bounce_read)) != 0)
+        if ((rc = read_message(k, k->ids[k->idx], 1, on_bounce_read)) != 0)
             ctl_finish(k, "internal", "cannot read the queue: %s", uv_strerror(rc));
         return;
     }

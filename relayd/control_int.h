@@ -47,6 +47,13 @@ struct control {
     int64_t started; /* for `stats` uptime */
 };
 
+/* A record being written: commas between members come from first. */
+struct jw {
+    struct ctl_conn *k;
+    int first[4];
+    int depth;
+};
+
 /* One connection, from accept until both handles are closed and no store
  * or bounce callback is outstanding (busy). */
 struct ctl_conn {
@@ -92,13 +99,9 @@ struct ctl_conn {
     int64_t count;
     int64_t found;
     struct store_batch *batch; /* bounce: the message being returned */
-};
-
-/* A record being written: commas between members come from first. */
-struct jw {
-    struct ctl_conn *k;
-    int first[4];
-    int depth;
+    struct jw sw;              /* show: the record, open while its body streams */
+    int64_t show_id;           /* show: the message, and how much of its body is out */
+    uint64_t show_off;
 };
 
 /* control.c: connections and their end */
@@ -126,6 +129,11 @@ void jw_str(struct jw *w, const char *key, const char *s);
 void jw_int(struct jw *w, const char *key, int64_t v);
 void jw_time(struct jw *w, const char *key, int64_t v);
 void jw_bool(struct jw *w, const char *key, int v);
+void jw_str_open(struct jw *w, const char *key);
+/* Escapes s into the record, holding back a UTF-8 sequence cut at its end
+ * while more follows; returns the bytes of s written. */
+size_t jw_str_part(struct jw *w, const char *s, size_t len, int more);
+void jw_str_close(struct jw *w);
 
 /* control_cmd.c: the command called name, or NULL */
 const struct ctl_cmd *ctl_cmd_find(const char *name);

@@ -270,6 +270,95 @@ def test_show_gives_envelope_and_body(relayd):
     fails(relayd, "usage", "show", id=[qid, qid])
 
 
+def big_body():
+    """About 6 MB: mostly \\x01 (6 bytes each once JSON-escaped) with 2-, 3- and
+    4-byte UTF-8 sequences all through it, so the 64 KiB chunks relayd reads
+    the body in cut some of them in two."""
+    line = ("\x01" * 40 + "caf\u00e9 \u20ac \U0001F4E7 x" * 3).encode() + b"\r\n"
+    head = b"From: a@b.test\r\nTo: u@example.org\r\nSubject: big\r\n\r\n"
+    return head + line * (6 * 1024 * 1024 // len(line))
+
+
+def queue_big(r):
+    body = big_body()
+    with Client(r) as c:
+        c.s.ehlo()
+        assert c.s.mail(SENDER, ["BODY=8BITMIME"])[0] == 250
+        assert c.s.rcpt("u@example.org")[0] == 250
+        code, text = c.s.data(body)
+        assert code == 250, text
+        return text.decode().split()[-1], body
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+def start_show(r, qid, first=65536):
+    """A show whose client reads its first bytes and then stops reading."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(ctl_path(r))
+    s.sendall(b"show id=" + qid.encode() + b"\n")
+    got = b""
+    while len(got) < first:
+        c = s.recv(first - len(got))
+        assert c, "connection closed after %d bytes" % len(got)
+        got += c
+    return s, got
+
+
+def read_rest(s, got):
+    while True:
+        c = s.recv(1 << 20)
+        if not c:
+            break
+        got += c
+    s.close()
+    return got
+
+
+def test_show_streams_the_body_in_bounded_memory(relayd_factory):
+    """Four clients that stop reading a 6 MB show cost relayd a few chunks
+    each, not the escaped body (~36 MB each); each still gets the body
+    exactly, UTF-8 cut at chunk ends included."""
+    r = relayd_factory(max_message_size="20M")
+    qid, _ = queue_big(r)
+    body = r.queue.message(qid)["body"]  # with relayd's Received: field
+    before = rss_kib(r.pid)
+    shows = [start_show(r, qid) for _ in range(4)]
+    # every client has its first bytes: relayd is past the start of each show
+    grown = rss_kib(r.pid) - before
+    assert grown < 24 * 1024, "relayd grew by %d KiB for four stalled shows" % grown
+    for s, got in shows:
+        (rec,), final = parse_response(read_rest(s, got))
+        assert final == {"ok": True}
+        assert "truncated" not in rec
+        assert rec["body"] == body.decode("utf-8", "relayd-bytes")
+    assert rec["message_size"] == len(body)
+
+
+def test_show_of_a_message_deleted_mid_stream_ends_with_an_error(relayd_factory):
+    r = relayd_factory(max_message_size="20M")
+    qid, _ = queue_big(r)
+    body = r.queue.message(qid)["body"]
+    s, got = start_show(r, qid)
+    assert ok(r, "delete", id=qid) == [{"deleted": 1}]
+    assert r.queue.count() == 0
+    (rec,), final = parse_response(read_rest(s, got))
+    assert final["ok"] is False and final["code"] == "notfound", final
+    assert "left the queue" in final["error"], final
+    assert rec["truncated"] is True and rec["queue_id"] == qid
+    full = body.decode("utf-8", "relayd-bytes")
+    assert 0 < len(rec["body"]) < len(full) and full.startswith(rec["body"])
+    # the daemon goes on
+    assert ok(r, "queue") == []
+
+
 def test_summary_counts_bytes_and_ages_per_domain(relayd):
     q1, q2, q3 = known_queue(relayd)
     recs = ok(relayd, "summary")
