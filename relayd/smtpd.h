@@ -56,7 +56,7 @@ struct smtpd_txn {
     struct smtp_data_dec dec;
     uint64_t body_bytes; /* decoded bytes of the client's message */
     int too_big;         /* over max_message_size: discard, answer 552 */
-    int write_error;     /* spool write failed: answer 451 */
+    int write_error;     /* spool write failed (< 0): 452 if the disk is full, else 451 */
     int protocol_8bit;
     /* issue 11: what the transaction holds against the quotas until it
      * ends (commit or abort); see quota.h */

@@ -414,7 +414,7 @@ static void spool_ready(void *arg, int status)
         status = store_submit(s->srv->store, m, commit_done, s);
     if (status != 0) {
         s->commit_pending = 1;
-        commit_done(m, STORE_ERR_IO, s);
+        commit_done(m, status == UV_ENOSPC ? STORE_ERR_FULL : STORE_ERR_IO, s);
         return;
     }
     s->commit_pending = 1;
@@ -436,7 +436,14 @@ static void data_finish(struct smtpd_session *s)
         data_done_reply(s, 554, "5.4.6", "Too many hops");
         return;
     }
+    if (t->write_error == UV_ENOSPC) {
+        /* RFC 3463 X.3.1: the spool's file system is full, as for the store */
+        log_warn("%s: not queued: queue storage full", t->msg.queue_id);
+        data_done_reply(s, 452, "4.3.1", "Insufficient system storage");
+        return;
+    }
     if (t->write_error) {
+        log_warn("%s: not queued: queue write error", t->msg.queue_id);
         data_done_reply(s, 451, "4.3.0", "Error: queue file write error");
         return;
     }
@@ -462,8 +469,8 @@ static int data_consume(struct smtpd_session *s)
         t->body_bytes += out_len;
         if (t->body_bytes > s->cfg->max_message_size)
             t->too_big = 1; /* keep reading to the end, store nothing more */
-        else if (!t->write_error && spool_append(t->spool, s->data_out, out_len) != 0)
-            t->write_error = 1;
+        else if (!t->write_error)
+            t->write_error = spool_append(t->spool, s->data_out, out_len);
     }
     if (done)
         data_finish(s);

@@ -30,10 +30,11 @@ extern const char *const store_schema_migrations[];
 extern const int store_schema_version;
 
 #define STORE_BUSY_TIMEOUT_MS 5000
-#define STORE_CHUNK           (64 * 1024) /* spool file -> blob, per write */
-#define STORE_CHECKPOINT_AT   1000        /* WAL frames, as SQLite's own autocheckpoint */
-#define QID_TIME_DIGITS       11          /* microseconds since the epoch, base 36 */
-#define QID_SEQ_DIGITS        3           /* strictly increasing within one microsecond */
+#define STORE_CHUNK           (64 * 1024)   /* spool file -> blob, per write */
+#define STORE_CHECKPOINT_AT   1000          /* WAL frames, as SQLite's own autocheckpoint */
+#define STORE_UPD_RETRY_NS    1000000000ull /* a delivery outcome not written: try again */
+#define QID_TIME_DIGITS       11            /* microseconds since the epoch, base 36 */
+#define QID_SEQ_DIGITS        3             /* strictly increasing within one microsecond */
 #define QID_SEQ_MAX           (36 * 36 * 36)
 
 static const char *const store_stmt_sql[SS_COUNT] = {
@@ -629,6 +630,72 @@ static void checkpoint(struct store *st)
 }
 
 /*
+ * Delivery outcomes a batch could not write (disk full, I/O error, busy):
+ * the site already has those messages, so reporting the failure would leave
+ * the recipients queued and the next run would deliver them again. They
+ * wait here instead and go back at the head of the queue every
+ * STORE_UPD_RETRY_NS until they commit; their run waits for them (it ends
+ * only when its updates are answered), so nothing picks those recipients up
+ * meanwhile. Only at close are they failed: the recipients stay queued and
+ * are delivered again after the restart (at least once, never lost).
+ * Store thread state, guarded by st->mu where it touches pending.
+ */
+struct upd_retry {
+    struct store_req *head, *last;
+    uint64_t due; /* uv_hrtime() */
+    size_t n;
+    int failing; /* a streak is being logged */
+};
+
+/* Put a failed update aside for another try. */
+static void retry_keep(struct upd_retry *rt, struct store_req *r)
+{
+    r->next = NULL;
+    if (rt->head == NULL) {
+        rt->due = uv_hrtime() + STORE_UPD_RETRY_NS;
+        rt->head = r;
+    } else {
+        rt->last->next = r;
+    }
+    rt->last = r;
+    rt->n++;
+}
+
+/* Move the waiting updates back to the head of the pending list. mu held. */
+static void retry_requeue(struct store *st, struct upd_retry *rt)
+{
+    if (rt->head == NULL)
+        return;
+    rt->last->next = st->pending.head;
+    if (st->pending.head == NULL)
+        st->pending.tail = rt->last;
+    st->pending.head = rt->head;
+    rt->head = rt->last = NULL;
+    rt->n = 0;
+}
+
+/* Wait for work: new requests, closing, or the retry coming due. Returns
+ * with mu held. */
+static void wait_for_work(struct store *st, struct upd_retry *rt)
+{
+    uint64_t now;
+
+    for (;;) {
+        now = rt->head != NULL ? uv_hrtime() : 0;
+        if (rt->head != NULL && (st->closing || now >= rt->due)) {
+            retry_requeue(st, rt);
+            return;
+        }
+        if (st->pending.head || st->closing)
+            return;
+        if (rt->head == NULL)
+            uv_cond_wait(&st->cv, &st->mu);
+        else
+            (void)uv_cond_timedwait(&st->cv, &st->mu, rt->due - now);
+    }
+}
+
+/*
  * The store thread: wait for submissions, commit them in batches, hand the
  * results to the loop. Exits once closing is set and nothing is pending.
  * The WAL is checkpointed here, after a batch's callbacks are on their way,
@@ -639,16 +706,16 @@ static void store_thread_main(void *arg)
 {
     struct store *st = arg;
     struct store_req *batch, *r;
+    struct upd_retry rt = {NULL, NULL, 0, 0, 0};
     sigset_t all;
-    size_t n, nmsgs, nupd;
+    size_t n, nmsgs, nupd, upd_ok, upd_failed;
 
     /* Signals are the loop thread's business (uv_signal). */
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     for (;;) {
         uv_mutex_lock(&st->mu);
-        while (!st->pending.head && !st->closing)
-            uv_cond_wait(&st->cv, &st->mu);
+        wait_for_work(st, &rt);
         if (!st->pending.head) {
             uv_mutex_unlock(&st->mu);
             break;
@@ -661,7 +728,7 @@ static void store_thread_main(void *arg)
         store_usage_after_batch(st);
 
         uv_mutex_lock(&st->mu);
-        nupd = 0;
+        nupd = upd_ok = upd_failed = 0;
         while (batch) {
             r = batch;
             batch = batch->next;
@@ -669,6 +736,13 @@ static void store_thread_main(void *arg)
                 store_req_free(r); /* fire and forget: no callback */
                 continue;
             }
+            if (r->kind == REQ_UPDATE && r->status != STORE_OK && !st->closing) {
+                retry_keep(&rt, r);
+                upd_failed++;
+                continue;
+            }
+            if (r->kind == REQ_UPDATE && r->status == STORE_OK)
+                upd_ok++;
             nupd += r->kind == REQ_UPDATE;
             list_append(&st->done, r);
         }
@@ -679,6 +753,13 @@ static void store_thread_main(void *arg)
             st->stats.largest_batch = nmsgs;
         uv_mutex_unlock(&st->mu);
         uv_async_send(st->async);
+        if (upd_failed > 0 && !rt.failing) {
+            rt.failing = 1;
+            log_warn("store: %zu delivery results not written yet; retrying every second", rt.n);
+        } else if (upd_failed == 0 && upd_ok > 0 && rt.failing) {
+            rt.failing = 0;
+            log_info("store: delayed delivery results written");
+        }
 
         if (st->wal_frames >= STORE_CHECKPOINT_AT)
             checkpoint(st);

@@ -51,6 +51,8 @@ class Behaviour:
             message, never answer the dot)
     drop_in_data: None, or a number of body bytes after which the connection is
             closed in the middle of DATA (no reply)
+    drop_rst: with drop_in_data, end that connection with a TCP RST (a site
+            that crashes or a middlebox that resets) instead of a FIN
     delay:  seconds to sleep before answering each final dot (slows a flush)
     read_delay: seconds to sleep before each read of at most 64 KiB during
             DATA (a site that takes the body slowly)
@@ -74,6 +76,7 @@ class Behaviour:
         self.data = None
         self.hang = None
         self.drop_in_data = None
+        self.drop_rst = False
         self.delay = 0.0
         self.read_delay = 0.0
         self.pause_data = None
@@ -282,7 +285,10 @@ class _Session:
             if self.b.drop_in_data is not None and size >= self.b.drop_in_data:
                 self.sink._event("dropped in DATA after %d bytes" % size)
                 try:
-                    self.sock.shutdown(socket.SHUT_RDWR)
+                    if self.b.drop_rst:  # close() with linger 0 sends RST
+                        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    else:
+                        self.sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
                 raise EOFError
