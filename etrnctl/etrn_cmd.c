@@ -29,6 +29,7 @@
 #include "defaults.h"
 #include "dns.h"
 #include "etrnctl.h"
+#include "smtp_auth.h"
 #include "smtp_io.h"
 #include "smtp_parse.h"
 #include "tls.h"
@@ -76,6 +77,10 @@ struct run {
     const char *dns_servers;
     int starttls; /* 0 no, 1 required, 2 required and verified */
     const char *tls_ca;
+    const char *user; /* --user: AUTH as this account before ETRN (etrn_access = auth) */
+    const char *password_file;
+    const char *mech;
+    char password[SMTP_AUTH_PASSWORD_MAX];
     const char *helo;
     int retries;
     double retry_delay;
@@ -96,6 +101,8 @@ struct run {
     char self_buf[256];    /* the host name, as --self's default */
     char *defaults_relays; /* owned strings from the defaults file */
     char *defaults_domains;
+    char *defaults_user;
+    char *defaults_password_file;
     int round;
 };
 
@@ -208,6 +215,10 @@ static void classify(struct pair *p, const struct smtp_io_reply *r)
     } else if (r->code == 500 || r->code == 502 || r->code == 504) {
         p->status = EX_UNAVAILABLE; /* command unrecognized / not implemented */
         p->what = "relay does not support ETRN";
+    } else if (r->code == 530) {
+        /* RFC 4954 §6: the relay wants an account (etrn_access = auth) */
+        p->status = EX_NOPERM;
+        p->what = "authentication required (--user, --password-file)";
     } else if (r->code / 100 == 5) {
         p->status = EX_NOPERM;
         p->what = "refused";
@@ -320,6 +331,17 @@ static void session(struct run *run, struct relay *rl)
         fail_pending(rl, EX_UNAVAILABLE, "relay does not offer ETRN", "ETRN not in the EHLO reply");
         goto done;
     }
+    if (run->user != NULL) {
+        /* RFC 4954: AUTH before ETRN, for a relay whose etrn_access wants
+         * the account that owns the domain */
+        char why[300];
+        int st = smtp_auth(io, &r, run->user, run->password, run->mech, why, sizeof(why));
+        if (st != 0) {
+            fail_pending(rl, st, st == EX_NOPERM ? "authentication refused" : "AUTH failed", why);
+            goto done;
+        }
+        verbose(run, "%s: authenticated as %s", rl->label, run->user);
+    }
     /* One ETRN per domain, and on to the next whatever the answer: a 251
      * for one domain says nothing about the others (unlike fetchmail). */
     for (size_t i = 0; i < rl->ndom; i++) {
@@ -415,7 +437,8 @@ static void report(const struct run *run, const struct relay *rl, const struct p
 
 /* ---- the defaults file ------------------------------------------------------------------ */
 
-/* ETRN_RELAYS and ETRN_DOMAINS from the defaults file (etrnctl_defaults_read). */
+/* ETRN_RELAYS, ETRN_DOMAINS, ETRN_USER and ETRN_PASSWORD_FILE from the
+ * defaults file (etrnctl_defaults_read). */
 static void take_default(void *arg, const char *name, char *value)
 {
     struct run *run = arg;
@@ -426,6 +449,12 @@ static void take_default(void *arg, const char *name, char *value)
     } else if (strcmp(name, "ETRN_DOMAINS") == 0) {
         free(run->defaults_domains);
         run->defaults_domains = value;
+    } else if (strcmp(name, "ETRN_USER") == 0) {
+        free(run->defaults_user);
+        run->defaults_user = value;
+    } else if (strcmp(name, "ETRN_PASSWORD_FILE") == 0) {
+        free(run->defaults_password_file);
+        run->defaults_password_file = value;
     } else {
         free(value);
     }
@@ -916,7 +945,8 @@ void etrn_cmd_usage(FILE *fp)
     fprintf(
         fp,
         "  etrn [-H RELAY[:PORT]]... [--all-mx [--self NAME]... [--dns SERVERS]] [--port PORT]\n"
-        "       [--starttls[=verify]] [--tls-ca FILE] [--helo NAME] [--retry N]\n"
+        "       [--starttls[=verify]] [--tls-ca FILE] [--user NAME --password-file FILE\n"
+        "       [--mech MECHANISM]] [--helo NAME] [--retry N]\n"
         "       [--retry-delay D] [--wait[=TIMEOUT]] [--wait-local HOST:PORT]\n"
         "       [--timeout D] [--lock-dir DIR] [--json] [-q|-v] [DOMAIN...]\n"
         "      ask each relay to deliver each domain's mail (ETRN); relays and domains\n"
@@ -942,7 +972,10 @@ enum {
     OPT_WAIT,
     OPT_WAIT_LOCAL,
     OPT_TIMEOUT,
-    OPT_LOCK_DIR
+    OPT_LOCK_DIR,
+    OPT_USER,
+    OPT_PASSWORD_FILE,
+    OPT_MECH
 };
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -978,6 +1011,9 @@ static int parse_args(struct run *run, int argc, char **argv)
         {"wait-local", required_argument, NULL, OPT_WAIT_LOCAL},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"lock-dir", required_argument, NULL, OPT_LOCK_DIR},
+        {"user", required_argument, NULL, OPT_USER},
+        {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
+        {"mech", required_argument, NULL, OPT_MECH},
         {NULL, 0, NULL, 0}};
     int c;
 
@@ -1056,6 +1092,15 @@ static int parse_args(struct run *run, int argc, char **argv)
         case OPT_LOCK_DIR:
             run->lock_dir = optarg;
             break;
+        case OPT_USER:
+            run->user = optarg;
+            break;
+        case OPT_PASSWORD_FILE:
+            run->password_file = optarg;
+            break;
+        case OPT_MECH:
+            run->mech = optarg;
+            break;
         default:
             usage_etrn(stderr);
             return EX_USAGE;
@@ -1097,12 +1142,24 @@ static int settle_args(struct run *run)
             for (int i = 0; i < n; i++)
                 run->domains[run->ndomains++] = (char *)words[i];
         }
+        /* the account goes with the relays of the same file */
+        if (run->user == NULL && run->password_file == NULL && run->defaults_user != NULL &&
+            run->defaults_user[0] != '\0') {
+            run->user = run->defaults_user;
+            run->password_file = run->defaults_password_file;
+        }
     }
     if (run->ndomains == 0)
         return usage_error("no domain given (and no ETRN_DOMAINS in %s)", ETRNCTL_DEFAULTS_FILE);
     if (run->nrelay_args == 0 && !run->all_mx)
         return usage_error("no relay given: -H RELAY, --all-mx or ETRN_RELAYS in %s",
                            ETRNCTL_DEFAULTS_FILE);
+    if ((run->user != NULL) != (run->password_file != NULL && run->password_file[0] != '\0'))
+        return usage_error("--user and --password-file go together (ETRN_USER and "
+                           "ETRN_PASSWORD_FILE in %s)",
+                           ETRNCTL_DEFAULTS_FILE);
+    if (run->mech != NULL && run->user == NULL)
+        return usage_error("--mech needs --user");
     for (size_t i = 0; i < run->ndomains; i++) {
         if (smtp_parse_etrn(run->domains[i], strlen(run->domains[i]), &run->parsed[i]) !=
             SMTP_PARSE_OK)
@@ -1165,6 +1222,16 @@ int etrn_cmd_main(int argc, char **argv, struct etrnctl_opts *o)
         if (run->helo != run->helo_buf && strchr(run->helo, '.') != NULL)
             run->self[run->nself++] = run->helo; /* --helo names this site too */
     }
+    if (run->password_file != NULL) {
+        /* read once, before any relay is asked (a password on the command
+         * line would be visible to every user in ps) */
+        st = smtp_auth_read_password(run->password_file, run->password, sizeof(run->password), err,
+                                     sizeof(err));
+        if (st != 0) {
+            etrnctl_warn("%s", err);
+            goto done;
+        }
+    }
     if (run->starttls) {
         run->tls = tls_ctx_new_client(run->starttls == 2, run->tls_ca, err, sizeof(err));
         if (run->tls == NULL) {
@@ -1199,6 +1266,9 @@ done:
         free(run->relays[i]);
     free(run->defaults_relays);
     free(run->defaults_domains);
+    free(run->defaults_user);
+    free(run->defaults_password_file);
+    explicit_bzero(run->password, sizeof(run->password));
     free(run);
     return st;
 }

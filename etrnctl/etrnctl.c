@@ -1,6 +1,7 @@
 /*
  * etrnctl: command dispatch. Parses the global options, picks the command
- * family (etrn_cmd.c for the site side, ctl_cmd.c for the operator's
+ * family (etrn_cmd.c for the site side, credentials_cmd.c for a line of
+ * relayd's accounts file, ctl_cmd.c for the operator's
  * control-socket commands) and owns the helpers they share (exit-status
  * order, durations). It does no network or socket I/O itself.
  */
@@ -19,6 +20,8 @@ static void usage(FILE *fp)
                 "\n"
                 "Site side (RFC 1985 ETRN):\n");
     etrn_cmd_usage(fp);
+    fprintf(fp, "\nAccounts (relayd's credentials file):\n");
+    credentials_cmd_usage(fp);
     fprintf(fp, "\nOperator commands (relayd control socket):\n");
     ctl_cmd_usage(fp);
     fprintf(fp, "\nGlobal options:\n"
@@ -233,6 +236,8 @@ int main(int argc, char **argv)
 
     if (strcmp(cmd, "etrn") == 0)
         return etrn_cmd_main(argc, argv, &o);
+    if (strcmp(cmd, "credentials") == 0)
+        return credentials_cmd_main(argc, argv, &o);
     if (ctl_cmd_known(cmd))
         return ctl_cmd_main(argc, argv, &o);
     if (strcmp(cmd, "help") == 0) {
