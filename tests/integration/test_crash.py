@@ -15,7 +15,7 @@ import pytest
 from relayd_fixture import queue_id_of, seeded_random, split_received
 
 THREADS = 20
-PER_ROUND = 2000
+PER_ROUND = 800
 ROUNDS = 5
 DOMAINS = ["example.org", "d1.test", "d2.test", "d3.test", "x.sub.test"]
 ROUND_LIMIT = 120  # seconds per round

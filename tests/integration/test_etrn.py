@@ -30,8 +30,10 @@ def route(sink):
 def test_hold_domain_queues_and_etrn_delivers_byte_for_byte(denv):
     site = denv.sink("site", start=False)  # the site is offline
     other = denv.sink("other")
+    marker = denv.sink("marker")
     r = denv.relayd(domains={"example.org": {"mode": "hold", "route": route(site)},
-                             "other.test": {"mode": "hold", "route": route(other)}})
+                             "other.test": {"mode": "hold", "route": route(other)},
+                             "marker.test": {"mode": "retry", "route": route(marker)}})
     dotted = ["first", ".leading dot", "..two dots", ".", "a . inside", "last"]
     sent = {}  # subject -> (queue id, bytes as submitted, envelope recipients for example.org)
     with Client(r) as c:
@@ -49,10 +51,15 @@ def test_hold_domain_queues_and_etrn_delivers_byte_for_byte(denv):
     stored = r.queue.all_bodies()
     assert len(stored) == 6
 
-    # hold: nothing is attempted while nobody asks
-    assert other.quiet(1.0), "a hold domain was delivered without ETRN"
-    assert "status=" not in r.log_text()
-    assert r.queue.count() == 6
+    # hold: nothing is attempted while nobody asks. The marker: a retry
+    # domain's message sent after them is delivered on its own, so the
+    # scheduler has seen the new mail and passed the hold domains by
+    with Client(r) as c:
+        c.send("sender@sender.test", ["m@marker.test"], message("marker", to="m@marker.test"))
+    marker.wait_for(1, 30, "the retry domain's message")
+    wait_until(lambda: r.queue.count() == 6, 30, what="the marker message to leave the queue")
+    assert other.count() == 0 and other.conns == 0, "a hold domain was delivered without ETRN"
+    assert not re.search(r"to=<[^>]*@(example\.org|other\.test)>.*status=", r.log_text(), re.I)
 
     # ETRN while the site is still down: the true count, and the mail stays
     off = r.log_size()
@@ -66,7 +73,9 @@ def test_hold_domain_queues_and_etrn_delivers_byte_for_byte(denv):
     off = r.log_size()
     assert etrn(r, "example.org") == (253, "2.0.0 4 pending messages for node <example.org> started")
     got = site.wait_for(4, 20, "example.org's mail after ETRN")
-    assert site.quiet(1.0), "more than the 4 messages arrived: %r" % site.received()
+    # the flush is over (251) and brought exactly the 4
+    etrn_until_drained(r, "example.org", 30)
+    assert site.count() == 4, "more than the 4 messages arrived: %r" % site.received()
     by_subject = {subject_of(t.data): t for t in got}
     assert sorted(by_subject) == ["dots", "mixed", "one", "two-rcpts"]
     for uid, t in by_subject.items():
@@ -164,9 +173,10 @@ def test_etrn_at_domain_and_subdomains(denv):
     # the bare name is that node only (RFC 1985 §5)
     assert etrn(r, "parent.test") == (253, "2.0.0 1 pending messages for node <parent.test> started")
     assert [subject_of(t.data) for t in site.wait_for(1, 20)] == ["p0"]
-    assert site.quiet(1.0)
+    # once that flush is over (251), nothing else came
+    etrn_until_drained(r, "parent.test", 30)
+    assert site.count() == 1 and own.count() == 0 and r.queue.count() == 4
     # a subdomain by name
-    etrn_until_drained(r, "parent.test", 10)
     assert etrn(r, "a.parent.test") == (253, "2.0.0 1 pending messages for node <a.parent.test> started")
     site.wait_for(2, 20)
     etrn_until_drained(r, "a.parent.test", 10)
@@ -197,9 +207,8 @@ def test_etrn_queue_form(denv):
     assert etrn(r, "#grp") == (253, "2.0.0 3 pending messages for node <#grp> started")
     r.wait_log(ETRN_LOG % ("#grp", 253, 3))
     site.wait_for(3, 20)
-    assert site.quiet(1.0)
+    etrn_until_drained(r, "#grp", 30)
     assert sorted(subject_of(t.data) for t in site.received()) == ["q1", "q2", "q3"]
-    etrn_until_drained(r, "#grp", 10)
     assert r.queue.count() == 1
 
 
@@ -240,7 +249,8 @@ def test_etrn_during_a_flush_counts_what_is_still_pending(denv):
     n = 150
     r, site, answers = flush_with_repeated_etrn(denv, n, 0.03)
     counts = [int(t.split()[1]) for code, t in answers if code == 253]
-    assert len(counts) >= 10, counts  # the flush took over a second: many answers
+    # the site takes at least 4.5 s (150 x 0.03 s), so ETRNs every 0.1 s see it
+    # midway however slow the machine is
     assert any(0 < k < n for k in counts), "the pending count never fell during the flush: %r" % counts
 
 
@@ -263,7 +273,8 @@ def test_etrn_access(denv):
     assert etrn(r, "@in.top.test") == (459, REFUSED % "@in.top.test")
     assert etrn(r, "open.test") == (253, "2.0.0 1 pending messages for node <open.test> started")
     assert [subject_of(t.data) for t in site.wait_for(1, 20)] == ["o1"]
-    assert site.quiet(1.0)
+    etrn_until_drained(r, "open.test", 30)
+    assert site.count() == 1
     wait_until(lambda: r.queue.count() == 1, 10, what="only locked.test's message left")
 
 

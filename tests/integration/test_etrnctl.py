@@ -353,8 +353,10 @@ def test_wait_times_out_with_75(denv, etrnctl):
     recs = res.json()
     assert recs[0]["code"] == 253 and recs[0]["round"] == 1
     assert recs[-1]["status"] == EX_TEMPFAIL and "still waiting" in recs[-1]["result"], res
-    assert 1.5 < res.elapsed < 15, res
-    assert len([x for x in recs if x["code"] == 253]) >= 2  # asked again while waiting
+    # it waited its 2 s (measured from before etrnctl started: only longer),
+    # asking again meanwhile
+    assert res.elapsed >= 2, res
+    assert len([x for x in recs if x["code"] == 253]) >= 2
 
 
 # --- against a real Postfix -------------------------------------------------------------------
@@ -405,8 +407,9 @@ def test_postfix_bare_250_means_started_count_unknown(denv, etrnctl):
     # text form, and --wait does not poll a relay that never reports a count
     res = etrnctl.run("etrn", "-H", "127.0.0.1:%d" % pf.port, "--wait", "30", "remote.test")
     assert res.rc == 0, res
+    # (polling a relay that never says 251 could only end in "still waiting"
+    # and 75 after the 30 s)
     assert res.out == "127.0.0.1:%d: remote.test: started, count unknown\n" % pf.port, res
-    assert res.elapsed < 10, res
 
     # a domain Postfix does not flush: its 459 is a refusal
     res = etrnctl.run("etrn", "-H", "127.0.0.1:%d" % pf.port, "other.test")

@@ -1,5 +1,5 @@
 # test_flush_crash: "a crash during a flush may deliver a message twice, never
-# zero times". 2,000 small unique messages wait for a hold domain; ETRN starts
+# zero times". 800 small unique messages wait for a hold domain; ETRN starts
 # the flush and relayd is SIGKILLed when the site has received a random part of
 # them (seeded; the seed is printed); after a restart, ETRN is repeated until
 # 251. Every message must have reached the site at least once, each copy with
@@ -13,7 +13,7 @@ import pytest
 from relayd_fixture import seeded_random
 from sink import Client, etrn, etrn_until_drained, message, subject_of
 
-N = 2000
+N = 800
 THREADS = 8
 
 
@@ -39,13 +39,13 @@ def queue_messages(r, n):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(180)
     assert not any(t.is_alive() for t in threads), "submission threads hung"
     assert not errors, errors[:3]
     return ids
 
 
-@pytest.mark.time_limit(90)
+@pytest.mark.time_limit(400)
 def test_sigkill_during_a_flush_delivers_everything_at_least_once(denv):
     rng, seed = seeded_random("test_flush_crash")
     site = denv.sink("site")
@@ -60,7 +60,7 @@ def test_sigkill_during_a_flush_delivers_everything_at_least_once(denv):
 
     kill_at = rng.randrange(N // 10, N * 9 // 10)
     assert etrn(r, "crash.test") == (253, "2.0.0 %d pending messages for node <crash.test> started" % N)
-    site.wait_for(kill_at, 40, "the flush to reach the kill point")
+    site.wait_for(kill_at, 120, "the flush to reach the kill point")
     r.kill9()
     at_kill = site.count()
     print("SIGKILL with %d of %d received by the site (aimed at %d)" % (at_kill, N, kill_at))
@@ -71,7 +71,7 @@ def test_sigkill_during_a_flush_delivers_everything_at_least_once(denv):
     print("after the restart %d messages are queued" % left)
     code, text = etrn(r, "crash.test")
     assert code in (251, 253), (code, text)
-    etrn_until_drained(r, "crash.test", 40, interval=0.25)
+    etrn_until_drained(r, "crash.test", 120, interval=0.25)
     assert r.queue.count() == 0, "mail left in the queue after 251"
 
     got = site.received()

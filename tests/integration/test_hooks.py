@@ -8,6 +8,7 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -201,6 +202,19 @@ def site(tmp_path):
     wait_until(s.lock_free, 30, what="the hook's background job to end")
 
 
+def release(call):
+    """End a fake etrnctl's FAKE_SLEEP now (the sleeper a test's hook run
+    started, by its pid): the run then finishes as if the sleep were over."""
+    pid = call["sleeper"]  # the ( sleep; echo DONE ) subshell: end its sleep
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            kids = [int(k) for k in f.read().split()]
+    except FileNotFoundError:
+        kids = []
+    for k in kids or [pid]:
+        os.kill(k, signal.SIGTERM)
+
+
 def alive(pid):
     """True while pid runs (a zombie nobody has reaped yet counts as gone)."""
     try:
@@ -378,10 +392,10 @@ def test_missing_etrnctl_still_exits_0(site):
 @pytest.mark.time_limit(60)
 def test_hanging_etrnctl_is_stopped_by_the_timeout(site):
     site.write_defaults(DEFAULTS.replace("ETRN_TIMEOUT=30", "ETRN_TIMEOUT=1"))
-    p = site.run_as("ifupdown", "eth0", FAKE_SLEEP="20")
+    # foreground mode waits for etrnctl, but only ETRN_TIMEOUT: the hook
+    # returning at all (site.run is bounded) shows a 600 s etrnctl was stopped
+    p = site.run_as("ifupdown", "eth0", FAKE_SLEEP="600")
     assert p.returncode == 0, p
-    # foreground mode waits for etrnctl: 1 s, not 20
-    assert p.elapsed < 10, p.elapsed
     [call] = site.calls()
     assert not call["done"]
     assert call["sleeper"] is not None and not alive(call["sleeper"]), \
@@ -393,11 +407,14 @@ def test_hanging_etrnctl_is_stopped_by_the_timeout(site):
 
 @pytest.mark.time_limit(60)
 def test_background_returns_at_once(site):
-    p = site.run_as("networkd-dispatcher", "eth0", ETRNCTL_LINKUP_FOREGROUND=None, FAKE_SLEEP="3")
+    p = site.run_as("networkd-dispatcher", "eth0", ETRNCTL_LINKUP_FOREGROUND=None, FAKE_SLEEP="600")
     assert p.returncode == 0, p
-    # subprocess.run returned, so the job holds none of our pipes either
-    assert p.elapsed < 2, p.elapsed
+    # subprocess.run returned, so the job holds none of our pipes either; and
+    # it returned while etrnctl still runs (600 s): the caller did not wait
     assert p.stdout == b"" and p.stderr == b""
+    call = wait_until(lambda: [c for c in site.calls() if c["sleeper"]], 20, what="the fake etrnctl")[0]
+    assert not call["done"] and alive(call["sleeper"])
+    release(call)
     wait_until(lambda: any(c["done"] for c in site.calls()), 20, what="the fake etrnctl to finish")
     wait_until(lambda: any(m.startswith("etrnctl exit 0: ") for m in site.messages()), 10,
                what="the outcome in the log")
@@ -406,11 +423,12 @@ def test_background_returns_at_once(site):
 
 @pytest.mark.time_limit(60)
 def test_background_hang_is_stopped_by_the_timeout(site):
-    site.write_defaults(DEFAULTS.replace("ETRN_TIMEOUT=30", "ETRN_TIMEOUT=1"))
-    p = site.run_as("ppp", "ppp0", ETRNCTL_LINKUP_FOREGROUND=None, FAKE_SLEEP="20")
+    site.write_defaults(DEFAULTS.replace("ETRN_TIMEOUT=30", "ETRN_TIMEOUT=5"))
+    p = site.run_as("ppp", "ppp0", ETRNCTL_LINKUP_FOREGROUND=None, FAKE_SLEEP="600")
     assert p.returncode == 0, p
-    assert p.elapsed < 2, p.elapsed
-    wait_until(lambda: any(m.startswith("etrnctl exit 124: ") for m in site.messages()), 15,
+    # back before the job's own 5 s timeout ended it: the caller did not wait
+    assert not any(m.startswith("etrnctl exit") for m in site.messages()), site.log()
+    wait_until(lambda: any(m.startswith("etrnctl exit 124: ") for m in site.messages()), 60,
                what="the timeout to stop etrnctl")
     [call] = site.calls()
     assert not call["done"] and not alive(call["sleeper"])
@@ -422,18 +440,20 @@ def test_background_hang_is_stopped_by_the_timeout(site):
 @pytest.mark.parametrize("shell", SHELLS)
 def test_lock_allows_one_run_at_a_time(site, shell):
     first = site.run_as("ifupdown", "eth0", shell=shell, ETRNCTL_LINKUP_FOREGROUND=None,
-                        FAKE_SLEEP="3")
+                        FAKE_SLEEP="600")
     assert first.returncode == 0, first
-    wait_until(lambda: site.calls(), 10, what="the first run to start etrnctl")
+    call = wait_until(lambda: [c for c in site.calls() if c["sleeper"]], 10,
+                      what="the first run to start etrnctl")[0]
     # the same link seen again (ifupdown runs once per address family), and
-    # another system on top: both exit 0 at once, quietly, without etrnctl
+    # another system on top: both exit 0 (while the first still runs: it
+    # waits for the test), quietly, without etrnctl
     for system, iface in (("ifupdown", "eth0"), ("networkmanager", "wlan0")):
         p = site.run_as(system, iface, shell=shell)
         assert p.returncode == 0, p
-        assert p.elapsed < 2, p.elapsed
         assert p.stderr == b"", p
     assert len(site.calls()) == 1
-    assert not site.calls()[0]["done"], "the first run ended before the test could overlap it"
+    assert not site.calls()[0]["done"] and not site.lock_free()
+    release(call)
     wait_until(site.lock_free, 20, what="the first run to release the lock")
     assert site.calls()[0]["done"]
     # once it has ended, the next link-up runs again

@@ -92,7 +92,8 @@ def test_starttls_injection_discarded(relayd_factory, tls_cert):
     rep = c.reply()
     assert rep.line.startswith("220 2.0.0"), rep
     assert c.buf == b"", "plaintext after the 220: %r" % c.buf
-    assert c.silent(0.5), "server answered the injected command in plaintext: %r" % c.buf
+    # no waiting for silence: a plaintext answer to the injected commands would
+    # arrive before the server's first TLS record and break the handshake
     c.start_tls(client_context(tls_cert[0]))
     c.send(b"EHLO client.test\r\n")
     first = c.reply()
