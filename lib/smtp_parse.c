@@ -632,10 +632,10 @@ static int param_fail(int status, const struct param *p, const char **bad, size_
     return status;
 }
 
-/* MAIL parameters: SIZE, BODY, RET, ENVID. The first problem wins. */
+/* MAIL parameters: SIZE, BODY, RET, ENVID, AUTH. The first problem wins. */
 static int parse_mail_params(const char *s, size_t len, struct smtp_mail_args *out)
 {
-    enum { SEEN_SIZE = 1, SEEN_BODY = 2, SEEN_RET = 4, SEEN_ENVID = 8 };
+    enum { SEEN_SIZE = 1, SEEN_BODY = 2, SEEN_RET = 4, SEEN_ENVID = 8, SEEN_AUTH = 16 };
     unsigned seen = 0, bit;
     size_t pos = 0;
     struct param p;
@@ -650,6 +650,8 @@ static int parse_mail_params(const char *s, size_t len, struct smtp_mail_args *o
             bit = SEEN_RET;
         else if (ci_equal(p.kw, p.kw_len, "ENVID"))
             bit = SEEN_ENVID;
+        else if (ci_equal(p.kw, p.kw_len, "AUTH"))
+            bit = SEEN_AUTH;
         else
             return param_fail(SMTP_PARSE_UNKNOWN_PARAM, &p, &out->param, &out->param_len);
         if (seen & bit)
@@ -678,6 +680,14 @@ static int parse_mail_params(const char *s, size_t len, struct smtp_mail_args *o
                 out->ret = SMTP_RET_HDRS;
             else
                 return param_fail(SMTP_PARSE_BAD_PARAM, &p, &out->param, &out->param_len);
+            break;
+        case SEEN_AUTH:
+            /* RFC 4954 §5: AUTH=xtext (a mailbox, or "<>"); a server that
+             * offers AUTH must take it. Its value is not kept: relayd does
+             * not vouch for who submitted a message, as if it were <>. */
+            if (p.val_len > SMTP_AUTH_PARAM_MAX || !xtext_ok(p.val, p.val_len))
+                return param_fail(SMTP_PARSE_BAD_PARAM, &p, &out->param, &out->param_len);
+            out->has_auth = 1;
             break;
         default: /* ENVID, RFC 3461 §4.4 */
             if (p.val_len > SMTP_ENVID_MAX || !xtext_ok(p.val, p.val_len))

@@ -65,6 +65,7 @@ const char *smtp_verb_name(enum smtp_verb verb);
 #define SMTP_DOMAIN_MAX 255
 #define SMTP_PATH_MAX   256
 #define SMTP_ENVID_MAX  100
+#define SMTP_AUTH_PARAM_MAX 500 /* AUTH=xtext of MAIL (RFC 4954 §5) */
 #define SMTP_ORCPT_MAX  500
 
 /* A mailbox as parsed from a Reverse-path or Forward-path. */
@@ -100,6 +101,7 @@ struct smtp_mail_args {
     enum smtp_body body;       /* BODY=7BIT|8BITMIME (RFC 6152) */
     enum smtp_ret ret;         /* RET=FULL|HDRS (RFC 3461) */
     char envid[SMTP_ENVID_MAX + 1]; /* ENVID=xtext, kept in xtext form; "" if absent */
+    int has_auth;              /* AUTH=xtext (RFC 4954 §5) given; its value is not kept */
     /* On SMTP_PARSE_BAD_PARAM, _UNKNOWN_PARAM or _DUP_PARAM: the offending
      * "KEYWORD[=value]" token, into the caller's arg (not NUL-terminated), for
      * "555 5.5.4 Unsupported option: NAME"; NULL and 0 otherwise. */

@@ -560,6 +560,13 @@ static void test_mail_params_good(void **state)
     assert_int_equal(m.ret, SMTP_RET_HDRS);
     assert_int_equal(mail("FROM:<a@b.example> ENVID=QQ314159+2Bx", &m), SMTP_PARSE_OK);
     assert_string_equal(m.envid, "QQ314159+2Bx");
+    assert_false(m.has_auth);
+    /* RFC 4954 §5: a server offering AUTH takes AUTH=<> and AUTH=mailbox */
+    assert_int_equal(mail("FROM:<a@b.example> AUTH=<>", &m), SMTP_PARSE_OK);
+    assert_true(m.has_auth);
+    assert_int_equal(mail("FROM:<a@b.example> auth=e+3Dmc2@example.com SIZE=5", &m), SMTP_PARSE_OK);
+    assert_true(m.has_auth);
+    assert_int_equal(m.size, 5);
     /* all together, extra spaces between and after */
     assert_int_equal(mail("FROM:<a@b.example> SIZE=10  BODY=8BITMIME RET=HDRS ENVID=e1 ", &m),
                      SMTP_PARSE_OK);
@@ -624,9 +631,13 @@ static void test_mail_params_bad(void **state)
     check_mail_param("BODY=7BIT body=8BITMIME", SMTP_PARSE_DUP_PARAM, "body=8BITMIME");
     check_mail_param("RET=FULL RET=HDRS", SMTP_PARSE_DUP_PARAM, NULL);
     check_mail_param("ENVID=a ENVID=b", SMTP_PARSE_DUP_PARAM, NULL);
+    /* RFC 4954 §5 AUTH=: xtext, once */
+    check_mail_param("AUTH=<> AUTH=<>", SMTP_PARSE_DUP_PARAM, NULL);
+    check_mail_param("AUTH=", SMTP_PARSE_BAD_PARAM, "AUTH=");
+    check_mail_param("AUTH=a+2", SMTP_PARSE_BAD_PARAM, NULL);
+    check_mail_param("AUTH=a\xc3\xa9", SMTP_PARSE_BAD_PARAM, NULL);
     /* what we do not offer */
     check_mail_param("SMTPUTF8", SMTP_PARSE_UNKNOWN_PARAM, "SMTPUTF8");
-    check_mail_param("AUTH=<>", SMTP_PARSE_UNKNOWN_PARAM, "AUTH=<>");
     check_mail_param("SIZE=10 XFOO=bar", SMTP_PARSE_UNKNOWN_PARAM, "XFOO=bar");
     check_mail_param("NOTIFY=NEVER", SMTP_PARSE_UNKNOWN_PARAM, NULL);
     check_mail_param("ORCPT=rfc822;a@b", SMTP_PARSE_UNKNOWN_PARAM, NULL);
