@@ -22,6 +22,9 @@
 
 /* Room for the DSN's own text on top of the returned message. */
 #define BOUNCE_OVERHEAD (1024 * 1024)
+/* What is read of a body that is not in memory (a streamed message, issue
+ * 7) when it is too big to come back whole: enough for its header. */
+#define BOUNCE_HEAD (64 * 1024)
 
 /* One DSN from bounce_send until its commit callback has run: the message
  * handed to the store and everything it points to. */
@@ -161,13 +164,15 @@ fail:
 
 /*
  * Build the DSN for the recipients of r that asked for one and submit it.
- * msg and r are read during the call only. Returns 0, after which cb runs
- * exactly once on the loop thread (status 0 when the DSN is committed or
- * nothing was due, a store_status otherwise); or < 0 (UV_ENOMEM, UV_EINVAL,
- * what dsn_build or store_submit returned) and cb never runs.
+ * msg (with its body in memory) and r are read during the call only.
+ * Returns 0, after which cb runs exactly once on the loop thread (status 0
+ * when the DSN is committed or nothing was due, a store_status otherwise);
+ * or < 0 (UV_ENOMEM, UV_EINVAL, what dsn_build or store_submit returned)
+ * and cb never runs.
  */
-int bounce_send(struct server *srv, const struct store_dmsg *msg, const struct bounce_rcpt *r,
-                size_t n, enum dsn_kind kind, void (*cb)(void *arg, int status), void *arg)
+static int bounce_build(struct server *srv, const struct store_dmsg *msg,
+                        const struct bounce_rcpt *r, size_t n, enum dsn_kind kind,
+                        void (*cb)(void *arg, int status), void *arg)
 {
     struct dsn_rcpt *dr = NULL;
     char(*status)[16] = NULL, (*diag)[1024] = NULL;
@@ -296,5 +301,115 @@ done:
     free(dr);
     free(status);
     free(diag);
+    return rc;
+}
+
+/* A DSN for a message whose body is not in memory, while its head is read. */
+struct bounce_head {
+    struct server *srv;
+    const struct store_dmsg *msg; /* borrowed until cb */
+    struct bounce_rcpt *r;        /* copies */
+    size_t n;
+    enum dsn_kind kind;
+    void (*cb)(void *arg, int status);
+    void *arg;
+};
+
+static void head_free(struct bounce_head *h)
+{
+    for (size_t i = 0; h->r != NULL && i < h->n; i++) {
+        free((char *)h->r[i].enh);
+        free((char *)h->r[i].text);
+        free((char *)h->r[i].remote_mta);
+    }
+    free(h->r);
+    free(h);
+}
+
+static char *dup_or_null(const char *s, int *ok)
+{
+    char *d = s != NULL ? strdup(s) : NULL;
+
+    if (s != NULL && d == NULL)
+        *ok = 0;
+    return d;
+}
+
+/* The head of the body came from the queue: build the DSN from it. A cut
+ * head is over bounce_size_limit, so lib/dsn.c returns its header section
+ * (RFC 6522 text/rfc822-headers) and says the message was too large. */
+static void head_read(const char *data, size_t len, int status, void *arg)
+{
+    struct bounce_head *h = arg;
+    struct store_dmsg m = *h->msg;
+    void (*cb)(void *, int) = h->cb;
+    void *cbarg = h->arg;
+    int rc;
+
+    if (status == STORE_ERR_GONE) {
+        /* deleted meanwhile (etrnctl delete): nobody is left to tell */
+        log_info("%s: no %s notification: the message has left the queue", m.queue_id,
+                 h->kind == DSN_DELAY ? "delay" : "non-delivery");
+        head_free(h);
+        if (cb)
+            cb(cbarg, 0);
+        return;
+    }
+    rc = STORE_ERR_IO;
+    if (status == STORE_OK && len > 0) {
+        m.body = (char *)data;
+        if (len < m.size && len <= h->srv->cfg->bounce_size_limit)
+            m.dsn_ret = SMTP_RET_HDRS; /* a cut body is never returned as whole */
+        m.size = len;
+        rc = bounce_build(h->srv, &m, h->r, h->n, h->kind, cb, cbarg);
+    }
+    head_free(h);
+    if (rc != 0 && cb)
+        cb(cbarg, STORE_ERR_IO); /* the recipients stay queued: tried again */
+}
+
+/*
+ * A message whose body is in memory is built into its DSN at once. One
+ * whose body is not (msg->body NULL: delivery streams bodies, issue 7) has
+ * its head read first with store_read_chunk - all of it when
+ * bounce_size_limit lets the DSN return it whole, else a head over the
+ * limit - so no DSN ever holds more of a message than the limit (or 64
+ * KiB); msg is then borrowed until cb runs, r is copied.
+ */
+int bounce_send(struct server *srv, const struct store_dmsg *msg, const struct bounce_rcpt *r,
+                size_t n, enum dsn_kind kind, void (*cb)(void *arg, int status), void *arg)
+{
+    struct bounce_head *h;
+    uint64_t limit, want;
+    int ok = 1, rc;
+
+    if (!srv || !srv->cfg || !srv->store || !msg || (n > 0 && !r))
+        return UV_EINVAL;
+    if (msg->body != NULL || msg->size == 0 || !msg->sender || !msg->sender[0])
+        return bounce_build(srv, msg, r, n, kind, cb, arg);
+    limit = srv->cfg->bounce_size_limit;
+    want = msg->size <= limit ? msg->size : limit + 1 > BOUNCE_HEAD ? limit + 1 : BOUNCE_HEAD;
+    if (want > STORE_CHUNK_MAX)
+        want = STORE_CHUNK_MAX;
+    h = calloc(1, sizeof(*h));
+    if (h == NULL || (h->r = calloc(n ? n : 1, sizeof(*h->r))) == NULL) {
+        free(h);
+        return UV_ENOMEM;
+    }
+    h->srv = srv;
+    h->msg = msg;
+    h->n = n;
+    h->kind = kind;
+    h->cb = cb;
+    h->arg = arg;
+    for (size_t i = 0; i < n; i++) {
+        h->r[i] = r[i];
+        h->r[i].enh = dup_or_null(r[i].enh, &ok);
+        h->r[i].text = dup_or_null(r[i].text, &ok);
+        h->r[i].remote_mta = dup_or_null(r[i].remote_mta, &ok);
+    }
+    rc = ok ? store_read_chunk(srv->store, msg->id, 0, (size_t)want, head_read, h) : UV_ENOMEM;
+    if (rc != 0)
+        head_free(h);
     return rc;
 }

@@ -24,7 +24,6 @@
 #include "resolver.h"
 #include "server.h"
 #include "smtp_client.h"
-#include "smtp_parse.h"
 #include "stats.h"
 #include "store.h"
 
@@ -37,11 +36,9 @@
  * streams from the queue to the socket in pieces of at most the client's
  * 64 KiB, each read in a short read transaction of its own, the next only
  * once the previous one has reached the kernel. A streamed message that
- * is bounced returns what bounce_size_limit allows: all of it, or the
- * header found in its first BOUNCE_HEAD (or bounce_size_limit + 1) bytes. */
+ * is bounced has its head read by bounce.c, never its whole body. */
 #define INLINE_MAX   (64 * 1024)
 #define INLINE_TOTAL (512 * 1024)
-#define BOUNCE_HEAD  (64 * 1024)
 
 struct dl_batch {
     struct store_batch *b;
@@ -387,19 +384,7 @@ struct dl_bounce {
     struct dl_item item;
     size_t n;
     const struct store_drcpt **rcpts;
-    struct bounce_rcpt *br; /* copies, while the head of a streamed body is read */
 };
-
-static void bounce_br_free(struct dl_bounce *b)
-{
-    for (size_t i = 0; b->br != NULL && i < b->n; i++) {
-        free((char *)b->br[i].enh);
-        free((char *)b->br[i].text);
-        free((char *)b->br[i].remote_mta);
-    }
-    free(b->br);
-    b->br = NULL;
-}
 
 static void bounce_finish(struct dl_bounce *b, int status)
 {
@@ -415,7 +400,6 @@ static void bounce_finish(struct dl_bounce *b, int status)
     }
     item_release(run, &b->item);
     run->inflight--;
-    bounce_br_free(b);
     free(b->rcpts);
     free(b);
     run_flush_updates(run);
@@ -429,31 +413,6 @@ static void bounce_committed(void *arg, int status)
 
     bounce_finish(b, status);
     nh_maybe_free(nh);
-}
-
-/* The head of a streamed body for its DSN: the whole message when it fits,
- * else the header only (RFC 3461 §4.3 RET=HDRS, RFC 6522
- * text/rfc822-headers), so a bounce never holds a large body in memory. */
-static void bounce_head_read(const char *data, size_t len, int status, void *arg)
-{
-    struct dl_bounce *b = arg;
-    struct store_dmsg m = *b->item.m;
-
-    if (status == STORE_ERR_GONE) {
-        /* deleted meanwhile: nobody is left to tell */
-        bounce_committed(b, 0);
-        return;
-    }
-    if (status != STORE_OK || len == 0) {
-        bounce_committed(b, -1); /* stays queued: the bounce is tried again */
-        return;
-    }
-    m.body = (char *)data;
-    if (len < m.size && len <= b->run->dl->srv->cfg->bounce_size_limit)
-        m.dsn_ret = SMTP_RET_HDRS; /* a cut body is never returned as whole */
-    m.size = len;
-    if (bounce_send(b->run->dl->srv, &m, b->br, b->n, DSN_FAILURE, bounce_committed, b) != 0)
-        bounce_committed(b, -1);
 }
 
 /* Queue a DSN for the failed recipients of an item and finish the item once
@@ -474,31 +433,8 @@ static void bounce_item(struct dl_run *run, struct dl_item *it, struct bounce_rc
     b->n = n;
     for (i = 0; i < n; i++)
         b->rcpts[i] = br[i].rcpt;
-    if (it->m->body == NULL && it->m->size > 0) {
-        /* a streamed body: keep the reasons while its head is read */
-        /* all of it when bounce_size_limit lets the DSN return it whole;
-         * else a head over the limit, so lib/dsn.c returns its header
-         * section and says the message was too large */
-        uint64_t limit = run->dl->srv->cfg->bounce_size_limit;
-        uint64_t want = it->m->size <= limit      ? it->m->size
-                        : limit + 1 > BOUNCE_HEAD ? limit + 1
-                                                  : BOUNCE_HEAD;
-        int ok = (b->br = calloc(n, sizeof(*b->br))) != NULL;
-        for (i = 0; ok && i < n; i++) {
-            b->br[i] = br[i];
-            b->br[i].enh = br[i].enh != NULL ? strdup(br[i].enh) : NULL;
-            b->br[i].text = br[i].text != NULL ? strdup(br[i].text) : NULL;
-            b->br[i].remote_mta = br[i].remote_mta != NULL ? strdup(br[i].remote_mta) : NULL;
-            ok = (br[i].enh == NULL || b->br[i].enh != NULL) &&
-                 (br[i].text == NULL || b->br[i].text != NULL) &&
-                 (br[i].remote_mta == NULL || b->br[i].remote_mta != NULL);
-        }
-        if (ok && store_read_chunk(run->dl->srv->store, it->m->id, 0, (size_t)want,
-                                   bounce_head_read, b) == 0)
-            return;
-        bounce_finish(b, -1);
-        return;
-    }
+    /* a streamed body (it->m->body NULL) has its head read by bounce.c:
+     * the item, and so the message, lives until bounce_committed */
     if (bounce_send(run->dl->srv, it->m, br, n, DSN_FAILURE, bounce_committed, b) != 0)
         bounce_finish(b, -1);
 }

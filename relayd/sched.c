@@ -26,6 +26,10 @@
 #define SITE_BUCKETS 1024
 #define TICK_MS      1000
 #define MAINT_BATCH  100
+/* Bodies fetched with a maintenance batch: small ones only (the DSN needs
+ * at most bounce_size_limit of them), the others read by bounce.c. */
+#define MAINT_INLINE_MAX   (64 * 1024)
+#define MAINT_INLINE_TOTAL (512 * 1024)
 
 struct site {
     struct site *next; /* hash chain */
@@ -395,7 +399,10 @@ static void maint_fetch(struct maint *mt)
     o.max_msgs = MAINT_BATCH;
     o.due_before = INT64_MAX;
     o.arrived_before = mt->cutoff;
-    o.with_body = 1;
+    /* bounded bytes, not messages (issue 7): large bodies stay in the
+     * queue and bounce.c reads only the head a DSN returns */
+    o.body_inline_max = MAINT_INLINE_MAX;
+    o.body_inline_total = MAINT_INLINE_TOTAL;
     if (store_fetch(mt->sc->srv->store, &o, maint_fetched, mt) != 0)
         maint_end(mt);
 }

@@ -8,6 +8,7 @@
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -142,3 +143,32 @@ def test_a_large_message_bounces_with_its_header(denv):
     assert types == ["text/rfc822-headers"], types
     assert b"Subject: toolarge" in t.data and len(t.data) < 64 * 1024
     wait_until(lambda: r.queue.message(qid) is None, 10, what="the bounced message to leave the queue")
+
+
+@pytest.mark.time_limit(90)
+def test_expiry_of_large_messages_holds_no_bodies(denv):
+    """Expiry (queue_lifetime) returns large messages with their header,
+    read from the queue for each DSN: the scheduler's batch holds
+    envelopes, not 4 x 4 MB of bodies."""
+    from test_bounce import SENDER, bounce_setup, check_dsn_envelope
+
+    site = denv.sink("site", start=False)  # never asked: the domain is held
+    lifetime = 20
+    r, back, _ = bounce_setup(denv, {"example.org": {"mode": "hold", "route": route(site),
+                                                     "queue_lifetime": "%ds" % lifetime}},
+                              max_message_size="8M", env=SMALL_QUARANTINE)
+    t0 = time.time()
+    with Client(r, timeout=60) as c:
+        qids = [c.send(SENDER, ["u%d@example.org" % i], big_message("old%d" % i, 4 * MB)) for i in range(4)]
+    r.restart()
+    before = vm_hwm_kib(r.pid)
+    # the positive marker: nothing has expired yet when the baseline is taken
+    assert back.count() == 0 and time.time() - t0 < lifetime, "expired before the baseline was read"
+    got = back.wait_for(4, lifetime + 30, "four expiry DSNs")
+    grown = (vm_hwm_kib(r.pid) - before) * 1024
+    assert grown < 8 * MB, "peak RSS grew by %.1f MiB returning 16 MiB of expired mail" % (grown / MB)
+    for t in got:
+        d = check_dsn_envelope(t)
+        assert [p.get_content_type() for p in d.returned] == ["text/rfc822-headers"]
+        assert len(t.data) < 64 * 1024
+    wait_until(lambda: all(r.queue.message(q) is None for q in qids), 10, what="the expired mail to leave")
