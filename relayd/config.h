@@ -120,6 +120,8 @@ struct config {
     uint64_t delivery_data_timeout; /* ms, default 10m: reply to the final dot */
     unsigned etrn_rate;          /* ETRN commands per client address ... */
     uint64_t etrn_rate_period;   /* ... per this many ms: "etrn_rate = 120/1m" */
+    unsigned etrn_rate_table_size; /* client addresses the ETRN rate limit remembers */
+    unsigned site_table_size;    /* sites whose delivery state the scheduler remembers */
     char *tls_ca_file;           /* CA bundle for tls = verify, NULL = system store */
     /* control socket (issue 4) */
     char *control_socket;        /* the operators' unix socket (etrnctl), NULL = none */

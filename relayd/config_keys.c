@@ -96,6 +96,12 @@ const struct cfg_key config_global_keys[] = {
      "who may ETRN: any, or auth and/or addresses and networks; each [domain]'s default"},
     {"etrn_rate", T_RATE, "120/1m", G(etrn_rate), G(etrn_rate_period), 1, 1000000, 0,
      "ETRN commands one client address may give per period: N/duration"},
+    /* Bounded state per outside party: the least recently seen goes first. */
+    {"etrn_rate_table_size", T_UINT, "10000", G(etrn_rate_table_size), 0, 1, 10000000, 0,
+     "client addresses (networks) etrn_rate remembers; the least recently seen goes first"},
+    {"site_table_size", T_UINT, "10000", G(site_table_size), 0, 1, 10000000, 0,
+     "sites whose delivery state (backoff) is remembered; the least recently used idle one"
+     " goes first"},
     {"tls_ca_file", T_PATH, NULL, G(tls_ca_file), 0, 0, 0, F_OPTIONAL | F_READ,
      "PEM CA certificates for tls = verify; empty: the system's store"},
     /* ---- storage (issue 11) ---- */

@@ -18,16 +18,18 @@
 #include "etrn.h"
 #include "etrn_access.h"
 #include "log.h"
+#include "lru.h"
 #include "sched.h"
 #include "server.h"
 #include "smtpd.h"
 #include "stats.h"
 #include "store.h"
 
-#define RATE_BUCKETS 256
-
+/* One client's token bucket, in a table of at most etrn_rate_table_size
+ * (lib/lru): when it is full the client seen least recently is forgotten,
+ * and only that one (it comes back with a full allowance). */
 struct rate_entry {
-    struct rate_entry *next;
+    struct lru_node node; /* key: ip */
     char ip[64];
     double tokens;
     uint64_t last; /* uv_now ms */
@@ -35,8 +37,7 @@ struct rate_entry {
 
 struct etrn {
     struct server *srv;
-    struct rate_entry *rates[RATE_BUCKETS];
-    size_t nrates;
+    struct lru rates;
 };
 
 int etrn_open(struct server *srv, struct etrn **out)
@@ -45,30 +46,34 @@ int etrn_open(struct server *srv, struct etrn **out)
 
     if (e == NULL)
         return -1;
+    if (lru_init(&e->rates, srv->cfg->etrn_rate_table_size) != 0) {
+        free(e);
+        return -1;
+    }
     e->srv = srv;
     *out = e;
     return 0;
 }
 
-static void rates_clear(struct etrn *e)
+/* Forget the least recently seen client. 0 when the table was empty. */
+static int rate_forget_one(struct etrn *e)
 {
-    size_t i;
+    struct lru_node *n = lru_victim(&e->rates, NULL, NULL);
 
-    for (i = 0; i < RATE_BUCKETS; i++) {
-        while (e->rates[i] != NULL) {
-            struct rate_entry *r = e->rates[i];
-            e->rates[i] = r->next;
-            free(r);
-        }
-    }
-    e->nrates = 0;
+    if (n == NULL)
+        return 0;
+    lru_remove(&e->rates, n);
+    free(LRU_ENTRY(n, struct rate_entry, node));
+    return 1;
 }
 
 void etrn_free(struct etrn *e)
 {
     if (e == NULL)
         return;
-    rates_clear(e);
+    while (rate_forget_one(e))
+        ;
+    lru_fini(&e->rates);
     free(e);
 }
 
@@ -81,31 +86,25 @@ static int rate_allow(struct etrn *e, const char *ip)
 {
     const struct config *cfg = e->srv->cfg;
     uint64_t now = uv_now(e->srv->loop);
-    unsigned h = 5381;
-    const char *p;
+    struct lru_node *n;
     struct rate_entry *r;
     double cap = (double)cfg->etrn_rate;
 
     if (cfg->etrn_rate == 0 || cfg->etrn_rate_period == 0)
         return 1;
-    for (p = ip; *p != '\0'; p++)
-        h = h * 33u + (unsigned char)*p;
-    h %= RATE_BUCKETS;
-    for (r = e->rates[h]; r != NULL; r = r->next)
-        if (strcmp(r->ip, ip) == 0)
-            break;
+    n = lru_get(&e->rates, ip);
+    r = n != NULL ? LRU_ENTRY(n, struct rate_entry, node) : NULL;
     if (r == NULL) {
-        if (e->nrates > 100000)
-            rates_clear(e); /* bounded memory: forget everyone at once */
+        lru_set_cap(&e->rates, cfg->etrn_rate_table_size);
+        while (lru_full(&e->rates) && rate_forget_one(e))
+            ;
         r = calloc(1, sizeof(*r));
         if (r == NULL)
             return 1;
         snprintf(r->ip, sizeof(r->ip), "%s", ip);
         r->tokens = cap;
         r->last = now;
-        r->next = e->rates[h];
-        e->rates[h] = r;
-        e->nrates++;
+        lru_add(&e->rates, &r->node, r->ip);
     }
     r->tokens += (double)(now - r->last) * cap / (double)cfg->etrn_rate_period;
     if (r->tokens > cap)

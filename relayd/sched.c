@@ -19,20 +19,25 @@
 #include "config.h"
 #include "delivery.h"
 #include "log.h"
+#include "lru.h"
 #include "sched.h"
 #include "server.h"
 #include "store.h"
 
-#define SITE_BUCKETS 1024
-#define TICK_MS      1000
-#define MAINT_BATCH  100
+#define TICK_MS     1000
+#define MAINT_BATCH 100
 /* Bodies fetched with a maintenance batch: small ones only (the DSN needs
  * at most bounce_size_limit of them), the others read by bounce.c. */
 #define MAINT_INLINE_MAX   (64 * 1024)
 #define MAINT_INLINE_TOTAL (512 * 1024)
 
+/* What the scheduler knows of one site. Sites live in a table of at most
+ * site_table_size entries (lib/lru): when it is full, the least recently
+ * used site that is not busy (no run, no maintenance pass: nothing points
+ * to it) is forgotten. A forgotten site with mail comes back with the next
+ * scan of the queue. */
 struct site {
-    struct site *next; /* hash chain */
+    struct lru_node node; /* key: domain */
     char *domain;
     int running;
     int64_t run_due;   /* due_before of the running run */
@@ -47,7 +52,7 @@ struct site {
 struct sched {
     struct server *srv;
     struct delivery *dl;
-    struct site *sites[SITE_BUCKETS];
+    struct lru sites;
     uv_timer_t tick;
     uv_timer_t scan;
     int timers_open;
@@ -64,30 +69,50 @@ static int64_t now_unix(void)
     return (int64_t)time(NULL);
 }
 
-static unsigned site_hash(const char *s)
+static struct site *site_of(struct lru_node *n)
 {
-    unsigned h = 2166136261u;
-
-    while (*s != '\0')
-        h = (h ^ (unsigned char)*s++) * 16777619u;
-    return h % SITE_BUCKETS;
+    return n != NULL ? LRU_ENTRY(n, struct site, node) : NULL;
 }
 
+/* A run or a maintenance pass holds a pointer to the site. */
+static int site_busy(const struct lru_node *n, void *arg)
+{
+    const struct site *st = LRU_ENTRY(n, struct site, node);
+
+    (void)arg;
+    return st->running || st->maint;
+}
+
+static void site_free(struct site *st)
+{
+    free(st->domain);
+    free(st);
+}
+
+/* The site of domain, made the most recently used; a new one if it is not
+ * known, after forgetting idle sites while the table is full. NULL only
+ * when out of memory. */
 static struct site *site_get(struct sched *sc, const char *domain)
 {
-    struct site **pp = &sc->sites[site_hash(domain)];
-    struct site *st;
+    struct site *st = site_of(lru_get(&sc->sites, domain));
+    struct site *old;
 
-    for (st = *pp; st != NULL; st = st->next)
-        if (strcmp(st->domain, domain) == 0)
-            return st;
+    if (st != NULL)
+        return st;
+    lru_set_cap(&sc->sites, sc->srv->cfg->site_table_size);
+    while (lru_full(&sc->sites) &&
+           (old = site_of(lru_victim(&sc->sites, site_busy, NULL))) != NULL) {
+        log_debug("%s: site state forgotten (site_table_size %u)", old->domain,
+                  sc->srv->cfg->site_table_size);
+        lru_remove(&sc->sites, &old->node);
+        site_free(old);
+    }
     st = calloc(1, sizeof(*st));
     if (st == NULL || (st->domain = strdup(domain)) == NULL) {
         free(st);
         return NULL;
     }
-    st->next = *pp;
-    *pp = st;
+    lru_add(&sc->sites, &st->node, st->domain);
     return st;
 }
 
@@ -217,13 +242,9 @@ void sched_queued(struct sched *sc, const char *domain)
 
 int sched_flushing(struct sched *sc, const char *domain)
 {
-    struct site **pp = &sc->sites[site_hash(domain)];
-    struct site *st;
+    struct site *st = site_of(lru_find(&sc->sites, domain));
 
-    for (st = *pp; st != NULL; st = st->next)
-        if (strcmp(st->domain, domain) == 0)
-            return st->running;
-    return 0;
+    return st != NULL && st->running;
 }
 
 /* ---- timers ---------------------------------------------------------------------- */
@@ -232,24 +253,24 @@ static void on_tick(uv_timer_t *t)
 {
     struct sched *sc = t->data;
     uint64_t now = uv_now(sc->srv->loop);
-    size_t i;
+    struct lru_node *n;
 
     if (sc->stopping)
         return;
-    for (i = 0; i < SITE_BUCKETS; i++) {
-        struct site *st;
-        for (st = sc->sites[i]; st != NULL; st = st->next) {
-            const struct cfg_domain *dom;
-            if (st->running || st->maint || !st->has_mail)
-                continue;
-            dom = config_delivery_domain(sc->srv->cfg, st->domain);
-            if (dom->mode == CFG_MODE_RETRY) {
-                if (now >= st->next_try)
-                    site_start(sc, st, now_unix(), "retry");
-            } else if (dom->probe_interval > 0 && now >= st->last_probe + dom->probe_interval &&
-                       now >= st->next_try) {
-                site_start(sc, st, INT64_MAX, "probe");
-            }
+    /* a walk that does not reorder: starting a run adds and forgets no site */
+    for (n = lru_newest(&sc->sites); n != NULL; n = lru_older(n)) {
+        struct site *st = site_of(n);
+        const struct cfg_domain *dom;
+
+        if (st->running || st->maint || !st->has_mail)
+            continue;
+        dom = config_delivery_domain(sc->srv->cfg, st->domain);
+        if (dom->mode == CFG_MODE_RETRY) {
+            if (now >= st->next_try)
+                site_start(sc, st, now_unix(), "retry");
+        } else if (dom->probe_interval > 0 && now >= st->last_probe + dom->probe_interval &&
+                   now >= st->next_try) {
+            site_start(sc, st, INT64_MAX, "probe");
         }
     }
 }
@@ -501,7 +522,12 @@ int sched_open(struct server *srv, struct sched **out)
     if (sc == NULL)
         return -1;
     sc->srv = srv;
+    if (lru_init(&sc->sites, srv->cfg->site_table_size) != 0) {
+        free(sc);
+        return -1;
+    }
     if (delivery_open(srv, &sc->dl) != 0) {
+        lru_fini(&sc->sites);
         free(sc);
         return -1;
     }
@@ -534,18 +560,15 @@ void sched_stop(struct sched *sc, void (*cb)(struct server *srv))
 
 void sched_free(struct sched *sc)
 {
-    size_t i;
+    struct lru_node *n;
 
     if (sc == NULL)
         return;
-    for (i = 0; i < SITE_BUCKETS; i++) {
-        while (sc->sites[i] != NULL) {
-            struct site *st = sc->sites[i];
-            sc->sites[i] = st->next;
-            free(st->domain);
-            free(st);
-        }
+    while ((n = lru_victim(&sc->sites, NULL, NULL)) != NULL) {
+        lru_remove(&sc->sites, n);
+        site_free(site_of(n));
     }
+    lru_fini(&sc->sites);
     delivery_free(sc->dl);
     free(sc);
 }

@@ -9,6 +9,7 @@
 # self-pruning (the relay's own name or address in the MX list).
 
 import re
+import threading
 import time
 
 import pytest
@@ -294,3 +295,36 @@ def test_mx_self_pruning(denv):
     assert r.queue.message(qid) is not None
     for h in ("127.0.0.5", "127.0.0.6"):
         assert s[h].conns == 0, "fell back to a pruned MX %s" % h
+
+
+def test_site_table_forgets_idle_sites_never_a_busy_one(denv):
+    """site_table_size = 2: a site with a delivery run in progress stays;
+    idle sites are forgotten, least recently used first, to make room; no
+    mail is lost with them (ETRN finds a forgotten site again)."""
+    busy = denv.sink("busy", start=False)
+    busy.behaviour.pause_data = threading.Event()
+    busy.start()
+    held = denv.sink("held")
+    doms = {"a.test": {"mode": "retry", "route": route(busy)}}
+    for d in "bcd":
+        doms["%s.test" % d] = {"mode": "hold", "route": route(held)}
+    r = denv.relayd(domains=doms, site_table_size="2", log_level="debug")
+    with Client(r) as c:
+        c.send("s@sender.test", ["u@a.test"], message("a1"))
+    try:
+        busy.wait_event("data started", 20)  # a.test's run is in progress
+        # each hold domain's mail adds an idle site; from the third on the table is full
+        for d in "bcd":
+            with Client(r) as c:
+                c.send("s@sender.test", ["u@%s.test" % d], message(d + "1"))
+        r.wait_log(r"b\.test: site state forgotten \(site_table_size 2\)", timeout=20)
+        r.wait_log(r"c\.test: site state forgotten \(site_table_size 2\)", timeout=20)
+        assert "a.test: site state forgotten" not in r.log_text()
+    finally:
+        busy.behaviour.pause_data.set()
+    assert [subject_of(t.data) for t in busy.wait_for(1, 30)] == ["a1"]
+    # a forgotten site's mail is still there, and ETRN flushes it
+    assert etrn(r, "b.test") == (253, "2.0.0 1 pending messages for node <b.test> started")
+    assert [subject_of(t.data) for t in held.wait_for(1, 30)] == ["b1"]
+    wait_until(lambda: r.queue.count() == 2, 20, what="a1 and b1 delivered")
+    assert busy.count() == 1

@@ -335,6 +335,32 @@ def test_etrn_rate_limit(denv):
     c.close()
 
 
+def test_etrn_rate_table_forgets_only_the_least_recently_seen_client(denv):
+    """etrn_rate_table_size = 2: a third client makes room by forgetting the
+    client seen least recently, and only that one; the others stay limited."""
+    r = denv.relayd(domains={"example.org": {"mode": "hold", "route": "127.0.0.1:9"}}, etrn_rate="1/1h",
+                    etrn_rate_table_size="2")
+
+    def etrn_from(src):
+        c = r.raw(source=src)
+        c.ehlo()
+        code = c.cmd("ETRN example.org").code
+        c.close()
+        return code
+
+    a, b, c = "127.0.0.1", "127.0.0.2", "127.0.0.3"
+    assert etrn_from(a) == 251
+    assert etrn_from(b) == 251
+    assert etrn_from(b) == 458
+    assert etrn_from(a) == 458  # a is now the most recently seen
+    assert etrn_from(c) == 251  # the table was full: b went
+    assert etrn_from(a) == 458  # a is still counted: not everyone was forgotten
+    assert etrn_from(c) == 458
+    assert etrn_from(b) == 251  # b was forgotten: a full allowance again (a went now)
+    assert etrn_from(c) == 458
+    assert etrn_from(a) == 251
+
+
 def fetchmail_etrn(tmp_path, port, domains):
     """Run fetchmail's ETRN mode once against relayd; (status, output)."""
     home = tmp_path / "fmhome"
