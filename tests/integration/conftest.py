@@ -206,6 +206,9 @@ class DeliveryEnv:
             d.stop()
         for p in self.postfixes:
             p.teardown()
+        # every delivery test also checks that relayd pipelines by the rules
+        broken = ["%s: %s" % (s.name, v) for s in self.sinks for v in s.violations()]
+        assert not broken, broken
 
 
 @pytest.fixture

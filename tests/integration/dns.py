@@ -125,7 +125,10 @@ class Dnsmasq:
         for name, addrs in self.hosts.items():
             if isinstance(addrs, str):
                 addrs = [addrs]
-            lines.append("host-record=%s,%s" % (name, ",".join(addrs)))
+            # one line per address: a host-record holds at most one IPv4 and
+            # one IPv6 address (the last of each would win); lines add up
+            for a in addrs:
+                lines.append("host-record=%s,%s" % (name, a))
         for dom in self.null_mx:
             # dnsmasq's mx-host always names a host; a null MX is preference 0
             # and the root as the exchange: rdata 00 00 00, served as a raw RR.

@@ -115,6 +115,7 @@ class _Session:
         self.reset()
         self.helo = None
         self.tls = None  # the TLS version once STARTTLS succeeded
+        self.out = []  # replies not yet sent (see send)
 
     @property
     def b(self):
@@ -126,15 +127,30 @@ class _Session:
         self.rcpts = []
 
     def send(self, line):
-        self.sock.sendall(line.encode() + b"\r\n")
+        """Queue a reply. As a real server does (Postfix, RFC 2920 §3.2), the
+        replies to a group of pipelined commands go out together, when the
+        input holds no further complete command (see flush)."""
+        self.out.append(line.encode() + b"\r\n")
+
+    def flush(self):
+        if self.out:
+            data, self.out = b"".join(self.out), []
+            self.sock.sendall(data)
+
+    def violation(self, what):
+        """A client breaking RFC 2920 (or not pipelining where it may not):
+        an event every delivery test's teardown looks for."""
+        self.sink._event("pipelining violation: " + what)
 
     def readline(self):
-        """One line with its CRLF (or LF), bytes; EOFError at EOF."""
+        """One line with its CRLF, bytes; EOFError at EOF. Lines end at CRLF
+        only (RFC 5321 §2.3.8): a bare LF is part of the line."""
         while True:
-            i = self.buf.find(b"\n")
+            i = self.buf.find(b"\r\n")
             if i >= 0:
-                line, self.buf = self.buf[: i + 1], self.buf[i + 1 :]
+                line, self.buf = self.buf[: i + 2], self.buf[i + 2 :]
                 return line
+            self.flush()  # nothing more to answer now: the group is complete
             if self.sink.stopping.is_set():
                 raise EOFError
             if self.in_data and self.b.read_delay:
@@ -146,6 +162,7 @@ class _Session:
 
     def hang_forever(self):
         """Say nothing until the peer goes away or the sink stops (bounded)."""
+        self.flush()
         deadline = time.monotonic() + IDLE_TIMEOUT
         self.sock.settimeout(0.2)
         while time.monotonic() < deadline and not self.sink.stopping.is_set():
@@ -158,6 +175,12 @@ class _Session:
         raise EOFError
 
     def run(self):
+        try:
+            self._run()
+        finally:
+            self.flush()
+
+    def _run(self):
         self.sock.settimeout(IDLE_TIMEOUT)
         if self.b.hang == "greeting":
             self.sink._event("hang at greeting")
@@ -174,6 +197,8 @@ class _Session:
             verb = line.split(" ", 1)[0].upper()
             arg = line[len(verb) + 1 :] if " " in line else ""
             self.sink._command(line)
+            if b"\r\n" in self.buf and "PIPELINING" not in self.b.ehlo_extensions:
+                self.violation("%s and more in one group, PIPELINING not offered" % verb)
             if verb == "EHLO":
                 self.helo = arg
                 self.reset()
@@ -211,6 +236,9 @@ class _Session:
                 if self.mail_from is None or not self.rcpts:
                     self.send("503 5.5.1 no valid recipients")
                     continue
+                if self.buf:
+                    # RFC 2920 §3.1: DATA ends a group; the message waits for the 354
+                    self.violation("%d bytes after DATA before the 354" % len(self.buf))
                 self.send("354 End data with <CR><LF>.<CR><LF>")
                 self.take_data()
             elif verb == "STARTTLS" and self.b.tls and not self.tls:
@@ -232,7 +260,10 @@ class _Session:
             self.sink._event("starttls refused %d" % how[0])
             self.send("%d %s" % how)
             return
+        if self.buf:  # RFC 3207 §4: STARTTLS ends a group too
+            self.violation("%d bytes after STARTTLS before the 220" % len(self.buf))
         self.send("220 2.0.0 Ready to start TLS")
+        self.flush()
         if how == "break":
             self.sink._event("starttls broken")
             # an SSLv2-looking record that no TLS client accepts as ServerHello
@@ -465,6 +496,11 @@ class Sink:
                         self.name, what or "waiting", len(self.transactions), n, timeout, self.events[-5:]))
                 self.cond.wait(min(left, 0.2))
             return list(self.transactions)
+
+    def violations(self):
+        """What clients did against RFC 2920/3207 pipelining rules."""
+        with self.lock:
+            return [e for e in self.events if e.startswith("pipelining violation")]
 
     def wait_event(self, regex, timeout):
         deadline = time.monotonic() + timeout
