@@ -143,6 +143,42 @@ static void check_read_keys(struct report *r, const struct who *w, const void *b
     }
 }
 
+/* What a start as root refuses (datadir.c, spool.c; relayd(8) SECURITY
+ * CONSIDERATIONS): a directory reached through a symbolic link or owned by
+ * neither root nor the user, and a spool that is a symbolic link, not a
+ * directory, or owned by someone else. 0, or -1 after reporting it. */
+static int check_as_root(struct report *r, const struct who *w, const char *db, const char *dir,
+                         const struct stat *st)
+{
+    char spool[PATH_MAX];
+    struct stat lst;
+
+    if (lstat(dir, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+        error(r, EX_CANTCREAT, "database %s: %s is a symbolic link: name the real directory", db,
+              dir);
+        return -1;
+    }
+    if (st->st_uid != 0 && st->st_uid != w->uid) {
+        error(r, EX_CANTCREAT, "database %s: %s belongs to uid %u, neither root nor user %s", db,
+              dir, (unsigned)st->st_uid, w->name);
+        return -1;
+    }
+    if (snprintf(spool, sizeof(spool), "%s.spool", db) >= (int)sizeof(spool) ||
+        lstat(spool, &lst) != 0)
+        return 0;
+    if (!S_ISDIR(lst.st_mode)) {
+        error(r, EX_CANTCREAT, "database %s: %s is %s", db, spool,
+              S_ISLNK(lst.st_mode) ? "a symbolic link" : "not a directory");
+        return -1;
+    }
+    if (lst.st_uid != w->uid && !(lst.st_uid == 0 && !(lst.st_mode & 022))) {
+        error(r, EX_CANTCREAT, "database %s: %s belongs to uid %u, not to user %s", db, spool,
+              (unsigned)lst.st_uid, w->name);
+        return -1;
+    }
+    return 0;
+}
+
 /* The database's directory: relayd creates what is missing (as root before
  * dropping privileges, or as the user), and takes over a directory that is
  * root's and writable by nobody else, as systemd's StateDirectory= makes
@@ -183,6 +219,8 @@ static void check_database(struct report *r, const struct who *w, const char *db
         error(r, EX_CANTCREAT, "database %s: %s is not a directory", db, dir);
         return;
     }
+    if (exists && geteuid() == 0 && check_as_root(r, w, db, dir, &st) != 0)
+        return;
     if (st.st_mode & S_IWOTH) {
         error(r, EX_CANTCREAT, "database %s: %s is writable by everyone (mode %04o)", db, dir,
               (unsigned)(st.st_mode & 07777));

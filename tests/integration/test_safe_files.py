@@ -12,7 +12,7 @@ import stat
 
 import pytest
 
-from relayd_fixture import Relayd, make_message, queue_id_of, run_to_exit
+from relayd_fixture import Relayd, make_message, queue_id_of, run_relayd, run_to_exit
 
 EX_CANTCREAT = 73
 NOBODY = pwd.getpwnam("nobody")
@@ -37,8 +37,12 @@ def assert_untouched(v, owner):
 
 
 def refused(public_tmpdir, db, user):
+    """Start relayd (it must end by itself); then relayd -t on the same
+    configuration must fail the same way, as it checks what a start needs."""
     r = Relayd(os.path.join(public_tmpdir, "work"), database=db, user=user)
     rc, out = run_to_exit(r)
+    t = run_relayd(["-t", "-f", r.conf])
+    assert t.returncode == EX_CANTCREAT, (t.returncode, t.stdout, t.stderr)
     return rc, out, r
 
 
