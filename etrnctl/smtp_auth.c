@@ -14,6 +14,7 @@
 
 #include "sasl_client.h"
 #include "smtp_io.h"
+#include "tls.h"
 
 int smtp_auth_read_password(const char *path, char *out, size_t outlen, char *why, size_t whylen)
 {
@@ -50,8 +51,8 @@ int smtp_auth(struct smtp_io *io, const struct smtp_io_reply *ehlo, const char *
 {
     struct sasl_client *sc = NULL;
     struct smtp_io_reply rep;
-    char offered[512], line[SASL_CLIENT_LINE_MAX + 8], err[256];
-    int st = EX_PROTOCOL, verbose = io->verbose;
+    char offered[512], line[SASL_CLIENT_LINE_MAX + 8], err[256], cb[64];
+    int st = EX_PROTOCOL, verbose = io->verbose, have_cb = 0;
 
     if (!smtp_io_keyword_params(ehlo, "AUTH", offered, sizeof(offered))) {
         snprintf(why, whylen, "the relay does not offer AUTH%s",
@@ -59,8 +60,12 @@ int smtp_auth(struct smtp_io *io, const struct smtp_io_reply *ehlo, const char *
                                                                           : "");
         return EX_UNAVAILABLE;
     }
-    if (sasl_client_new(user, password, offered, mech, io->tls != NULL, NULL, &sc, err,
-                        sizeof(err)) != 0) {
+    /* RFC 9266: with TLS 1.3, SCRAM-SHA-256-PLUS binds the exchange to this
+     * very TLS connection (a relay in the middle cannot pass it on) */
+    if (io->tls != NULL && tls_conn_channel_binding(io->tls, cb, sizeof(cb)) == 0)
+        have_cb = 1;
+    if (sasl_client_new(user, password, offered, mech, io->tls != NULL, have_cb ? cb : NULL, &sc,
+                        err, sizeof(err)) != 0) {
         snprintf(why, whylen, "%s", err);
         return EX_UNAVAILABLE;
     }

@@ -609,6 +609,11 @@ const char *conn_tls_version(const struct conn *c)
     return (c->flags & CF_TLS_UP) ? tls_conn_version(c->tls) : NULL;
 }
 
+int conn_tls_channel_binding(const struct conn *c, char *out, size_t outlen)
+{
+    return (c->flags & CF_TLS_UP) ? tls_conn_channel_binding(c->tls, out, outlen) : -1;
+}
+
 const char *conn_tls_cipher(const struct conn *c)
 {
     return (c->flags & CF_TLS_UP) ? tls_conn_cipher(c->tls) : NULL;

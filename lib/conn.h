@@ -78,6 +78,8 @@ int conn_tls_active(const struct conn *c);
 /* Protocol, cipher and bits once TLS is up (NULL/0 otherwise). */
 const char *conn_tls_version(const struct conn *c);
 const char *conn_tls_cipher(const struct conn *c);
+/* tls_conn_channel_binding() of the connection's TLS: 0 or -1. */
+int conn_tls_channel_binding(const struct conn *c, char *out, size_t outlen);
 int conn_tls_bits(const struct conn *c);
 int conn_tls_peer_verified(const struct conn *c);
 /* Why TLS failed (handshake or later), for logs; "" when nothing failed.

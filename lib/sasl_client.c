@@ -125,6 +125,17 @@ int sasl_client_new(const char *user, const char *password, const char *offered,
         fail(err, errlen, "GNU SASL: %s: %s", c->mech, gsasl_strerror(rc));
         goto bad;
     }
+    /* RFC 5802 §6: the channel binding goes to -PLUS; to plain SCRAM only
+     * when the server offers no -PLUS (the client then says "y": it could
+     * bind, which exposes a downgrade). Plain SCRAM chosen although -PLUS is
+     * offered says "n". */
+    if (cb_tls_exporter != NULL && strncmp(c->mech, "SCRAM-", 6) == 0 &&
+        strstr(c->mech, "-PLUS") == NULL) {
+        char plus[GSASL_MAX_MECHANISM_SIZE + 8];
+        snprintf(plus, sizeof(plus), "%s-PLUS", c->mech);
+        if (offered_has(offered, plus))
+            cb_tls_exporter = NULL;
+    }
     if (gsasl_property_set(c->sess, GSASL_AUTHID, user) != GSASL_OK ||
         gsasl_property_set(c->sess, GSASL_PASSWORD, password) != GSASL_OK ||
         (cb_tls_exporter != NULL &&

@@ -19,7 +19,8 @@ struct sasl_client;
  * mech: the mechanism wanted, or NULL for the default choice: SCRAM-SHA-256
  * when offered, else PLAIN (then LOGIN) when tls is on, else CRAM-MD5.
  * PLAIN and LOGIN are never chosen nor allowed without TLS. cb_tls_exporter
- * (base64, or NULL) enables SCRAM-SHA-256-PLUS when offered and mech allows.
+ * (base64, or NULL) enables SCRAM-SHA-256-PLUS when offered and mech allows
+ * (and makes plain SCRAM say "y", RFC 5802 §6, when -PLUS is not offered).
  * 0, or -1 with a reason in err (no common mechanism, library error). */
 int sasl_client_new(const char *user, const char *password, const char *offered, const char *mech,
                     int tls, const char *cb_tls_exporter, struct sasl_client **out, char *err,

@@ -13,7 +13,9 @@
 #include <string.h>
 
 #include <openssl/bio.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -361,6 +363,22 @@ size_t tls_conn_take_output(struct tls_conn *t, void *buf, size_t len)
 const char *tls_conn_version(const struct tls_conn *t)
 {
     return t->done ? SSL_get_version(t->ssl) : NULL;
+}
+
+int tls_conn_channel_binding(const struct tls_conn *t, char *out, size_t outlen)
+{
+    static const char label[] = "EXPORTER-Channel-Binding";
+    unsigned char key[32];
+
+    /* base64 of 32 bytes: 44 characters and the NUL */
+    if (!t->done || outlen < 45 || SSL_version(t->ssl) != TLS1_3_VERSION)
+        return -1;
+    if (SSL_export_keying_material(t->ssl, key, sizeof(key), label, sizeof(label) - 1, NULL, 0,
+                                   0) != 1)
+        return -1;
+    EVP_EncodeBlock((unsigned char *)out, key, sizeof(key));
+    OPENSSL_cleanse(key, sizeof(key));
+    return 0;
 }
 
 const char *tls_conn_cipher(const struct tls_conn *t)

@@ -56,6 +56,12 @@ size_t tls_conn_take_output(struct tls_conn *t, void *buf, size_t len);
 const char *tls_conn_version(const struct tls_conn *t);
 const char *tls_conn_cipher(const struct tls_conn *t);
 int tls_conn_cipher_bits(const struct tls_conn *t, int *alg_bits);
+/* RFC 9266 tls-exporter channel binding of this connection, base64, for
+ * SCRAM-SHA-256-PLUS (RFC 7677): 32 bytes exported with the label
+ * "EXPORTER-Channel-Binding" and no context. Only for TLS 1.3 (RFC 9266 §3:
+ * TLS 1.2 would need the extended master secret, which is not checked):
+ * 0 and the text in out, or -1 (then there is no channel binding). */
+int tls_conn_channel_binding(const struct tls_conn *t, char *out, size_t outlen);
 /* Whether the peer's certificate verified (client side). */
 int tls_conn_peer_verified(const struct tls_conn *t);
 /* The last error as text ("" if none). Session storage. */

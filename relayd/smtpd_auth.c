@@ -15,11 +15,19 @@
 #include "server.h"
 #include "smtpd.h"
 
+/* RFC 9266 tls-exporter of the session's TLS, for SCRAM-SHA-256-PLUS. */
+static int channel_binding(const struct smtpd_session *s, char *cb, size_t len)
+{
+    return s->tls && conn_tls_channel_binding(s->conn, cb, len) == 0;
+}
+
 int smtpd_auth_offered(const struct smtpd_session *s, char *mechs, size_t len)
 {
+    char cb[64];
+
     if (s->srv->auth == NULL || s->cfg->credentials == NULL || !s->cfg->smtpd_auth)
         return 0;
-    return auth_mechanisms(s->cfg, s->tls, 0, mechs, len) > 0;
+    return auth_mechanisms(s->cfg, s->tls, channel_binding(s, cb, sizeof(cb)), mechs, len) > 0;
 }
 
 void smtpd_auth_reset(struct smtpd_session *s)
@@ -102,7 +110,10 @@ void smtpd_auth_cmd(struct smtpd_session *s, const struct smtp_cmd *cmd)
         return;
     }
     if (s->auth == NULL) {
+        char cb[64];
         struct auth_peer peer = {.addr = s->addr, .service = "smtpd", .tls = s->tls};
+        if (channel_binding(s, cb, sizeof(cb)))
+            peer.cb_tls_exporter = cb;
         if (auth_session_new(s->srv->auth, s->cfg, &peer, on_auth, s, &s->auth) != 0) {
             smtpd_reply(s, 454, "4.7.0", "Temporary authentication failure");
             return;

@@ -112,7 +112,12 @@ def test_ehlo_offers_plain_and_login_only_after_starttls(relayd_factory, tls_cer
     c.expect("STARTTLS", 220)
     c.start_tls(tls_ctx())
     after = ehlo_auth(c.ehlo())
-    assert after == ["SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN"], after
+    # TLS 1.3: SCRAM-SHA-256-PLUS with tls-exporter channel binding (RFC 9266)
+    assert after == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN"], after
+    # a client that says it could bind ("y") although -PLUS is offered has
+    # been downgraded by someone in the middle (RFC 5802 §6): refused
+    rep = c.expect("AUTH SCRAM-SHA-256 " + b64("y,,n=site3,r=0123456789abcdef"), 535)
+    assert rep.line.startswith("535 5.7.8"), rep
     assert "auth_fail" not in r.log_text()
 
 

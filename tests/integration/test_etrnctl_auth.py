@@ -171,6 +171,23 @@ def test_etrn_with_user_and_password_file(denv, ectl, tmp_path):
     assert ectl.run("etrn", "-H", relay, "--user", "site1", "example.org").rc == 64
 
 
+def test_etrn_user_scram_plus_over_starttls(denv, ectl, tmp_path, tls_cert):
+    """Over TLS 1.3 the default is SCRAM-SHA-256-PLUS, bound to the TLS
+    connection by its tls-exporter (RFC 9266)."""
+    r, site, pwfile = etrn_env(denv, ectl, tmp_path, tls_cert)
+    res = ectl.run("etrn", "-v", "-H", "127.0.0.1:%d" % r.port, "--starttls", "--user", "site1",
+                   "--password-file", pwfile, "example.org")
+    assert res.rc == 0, res
+    assert "AUTH SCRAM-SHA-256-PLUS as site1" in res.err, res
+    site.wait_for(2, 30)
+    assert "sasl_method=SCRAM-SHA-256-PLUS, sasl_username=site1" in r.log_text()
+    # the same account with plain SCRAM over TLS is fine too (the client says
+    # it has no channel binding only when it has none: "n")
+    res = ectl.run("etrn", "-H", "127.0.0.1:%d" % r.port, "--starttls", "--user", "site1",
+                   "--password-file", pwfile, "--mech", "SCRAM-SHA-256", "example.org")
+    assert res.rc == 0, res
+
+
 def test_etrn_user_plain_over_starttls(denv, ectl, tmp_path, tls_cert):
     r, site, pwfile = etrn_env(denv, ectl, tmp_path, tls_cert)
     res = ectl.run("etrn", "-v", "-H", "127.0.0.1:%d" % r.port, "--starttls", "--user", "site1",

@@ -240,6 +240,37 @@ static void test_tls_memory_session(void **state)
 }
 
 /* Many records in one direction, read back in small pieces. */
+/* RFC 9266 tls-exporter: both ends of one connection get the same binding,
+ * another connection a different one, nothing before the handshake. */
+static void test_tls_channel_binding(void **state)
+{
+    struct tls_ctx *sctx = server_ctx(), *cctx = client_ctx(0, NULL);
+    char a[64], b[64], c[64], d[64];
+
+    (void)state;
+    for (int round = 0; round < 2; round++) {
+        struct tls_conn *srv = tls_conn_new(sctx, 1, NULL);
+        struct tls_conn *cli = tls_conn_new(cctx, 0, "localhost");
+        assert_int_equal(tls_conn_channel_binding(cli, a, sizeof(a)), -1);
+        assert_int_equal(handshake_pair(cli, srv, NULL), TLS_OK);
+        assert_string_equal(tls_conn_version(cli), "TLSv1.3");
+        assert_int_equal(tls_conn_channel_binding(round ? cli : srv, round ? c : a, 64), 0);
+        assert_int_equal(tls_conn_channel_binding(round ? srv : cli, round ? d : b, 64), 0);
+        {
+            char small[44]; /* no room for 44 characters and the NUL */
+            assert_int_equal(tls_conn_channel_binding(cli, small, sizeof(small)), -1);
+        }
+        tls_conn_free(cli);
+        tls_conn_free(srv);
+    }
+    assert_int_equal(strlen(a), 44); /* base64 of 32 bytes */
+    assert_string_equal(a, b);
+    assert_string_equal(c, d);
+    assert_string_not_equal(a, c);
+    tls_ctx_free(sctx);
+    tls_ctx_free(cctx);
+}
+
 static void test_tls_memory_bulk(void **state)
 {
     struct tls_ctx *sctx = server_ctx(), *cctx = client_ctx(0, NULL);
@@ -895,6 +926,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tls_memory_session),
+        cmocka_unit_test(test_tls_channel_binding),
         cmocka_unit_test(test_tls_memory_bulk),
         cmocka_unit_test(test_tls_verify_ok),
         cmocka_unit_test(test_tls_verify_fails),
