@@ -258,25 +258,35 @@ static int conn_may_serve(const struct dl_conn *dc, const struct dl_run *run)
     return dc->policy >= run->tls && !(dc->clear_retry && run->tls > CFG_TLS_MAY);
 }
 
-/* The run a new connection should be opened for: the first with work that
- * no open or opening connection can serve, else the first with work. */
-static struct dl_run *nh_run_to_open_for(struct dl_nexthop *nh)
+/* The first run with work that no open or opening connection may serve
+ * (its domain asks for another tls policy), or NULL. */
+static struct dl_run *nh_unserved_run(struct dl_nexthop *nh)
 {
-    struct dl_run *r, *first = NULL;
+    struct dl_run *r;
     struct dl_conn *dc;
 
     for (r = nh->runs; r != NULL; r = r->next) {
         if (run_work(r) == 0)
             continue;
-        if (first == NULL)
-            first = r;
         for (dc = nh->conns; dc != NULL; dc = dc->next)
             if (dc->cl != NULL && conn_may_serve(dc, r))
                 break;
         if (dc == NULL)
             return r;
     }
-    return first;
+    return NULL;
+}
+
+/* The run a new connection should be opened for: the first with work that
+ * no connection can serve, else the first with work. */
+static struct dl_run *nh_run_to_open_for(struct dl_nexthop *nh)
+{
+    struct dl_run *r = nh_unserved_run(nh);
+
+    for (r = r != NULL ? r : nh->runs; r != NULL; r = r->next)
+        if (run_work(r) > 0)
+            return r;
+    return NULL;
 }
 
 /* ---- outcomes -------------------------------------------------------------------- */
@@ -817,8 +827,16 @@ static void nh_spawn(struct dl_nexthop *nh)
         if (conn_open(nh, r->tls) != 0) {
             if (nh->nconns == 0)
                 nh_down(nh, "cannot open a connection");
-            break;
+            return;
         }
+    }
+    /* mail that no connection may carry (its domain's tls policy asks for
+     * more) gets a connection of its own while the limit allows, rather
+     * than waiting for the others to finish */
+    while (nh->nconns < nh->limit && nh->up) {
+        struct dl_run *r = nh_unserved_run(nh);
+        if (r == NULL || conn_open(nh, r->tls) != 0)
+            break;
     }
 }
 

@@ -6,6 +6,7 @@
 # (RFC 7435 §3, as Postfix does); encrypt never sends in clear; verify
 # delivers to a certificate tls_ca_file trusts and to no other.
 
+import re
 import threading
 
 import pytest
@@ -176,3 +177,48 @@ def test_shared_next_hop_may_delivers_while_encrypt_waits(denv, certs):
     wait_until(lambda: r.queue.count() == 1, 10, what="only the encrypt message left")
     assert r.queue.message(enc) is not None
     assert len(mail_commands(site)) == 1
+
+
+@pytest.mark.time_limit(60)
+@pytest.mark.parametrize("first, second, expect_second", [
+    # a connection that achieved TLS carries a tls = none domain's mail too
+    (("secure.test", "encrypt"), ("plain.test", "none"), "tls"),
+    # an unverified TLS connection never carries a verify domain's mail: the
+    # verify domain opens its own, which this site's certificate fails
+    (("enc.test", "encrypt"), ("ver.test", "verify"), "deferred"),
+])
+def test_shared_next_hop_other_orders(denv, certs, first, second, expect_second):
+    site = tls_sink(denv, certs)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_first(t):
+        if not held.is_set():
+            held.set()
+            wait_until(release.is_set, 20, what="the second ETRN")
+        return None
+
+    site.behaviour.data = hold_first
+    (d1, p1), (d2, p2) = first, second
+    r = denv.relayd(domains={d1: {"mode": "hold", "route": route(site), "tls": p1},
+                             d2: {"mode": "hold", "route": route(site), "tls": p2}},
+                    tls_ca_file=certs["other"][0])  # the site's certificate is not trusted
+    with Client(r) as c:
+        c.send("s@sender.test", ["u@%s" % d1], message("first"))
+        q2 = c.send("s@sender.test", ["u@%s" % d2], message("second"))
+    assert etrn(r, d1)[0] == 253
+    wait_until(held.is_set, 20, what="the first message at the site")
+    assert etrn(r, d2)[0] == 253
+    if expect_second == "deferred":
+        r.wait_log(r"warning: %s: TLS required \(tls = verify\) but not available" % re.escape(d2), timeout=20)
+    release.set()
+    if expect_second == "tls":
+        got = site.wait_for(2, 20, "both messages")
+        assert all(t.tls is not None for t in got), [(subject_of(t.data), t.tls) for t in got]
+        assert len({t.conn_no for t in got}) == 1, "the TLS connection was not reused"
+    else:
+        (t,) = site.wait_for(1, 20, "the encrypt domain's message")
+        assert subject_of(t.data) == "first" and t.tls is not None
+        wait_until(lambda: r.queue.count() == 1, 10, what="only the verify message left")
+        assert r.queue.message(q2) is not None
+        assert site.count() == 1
