@@ -1,6 +1,6 @@
 # test_faults: the fault suite. relayd under the faults an MX host meets -
-# the disk filling during intake and during a flush, a long reader on the
-# queue, DNS answering SERVFAIL or nothing, a site resetting in the middle
+# the disk filling during intake and during a flush, a long reader (and a
+# writer's lock) on the queue, DNS answering SERVFAIL or nothing, a site resetting in the middle
 # of DATA, 2,000 idle connections, an ETRN flood from 50 clients, SIGHUP
 # storms under load - and every case ends with the same check: every
 # message that got its 250 is delivered exactly once or still queued,
@@ -269,7 +269,7 @@ def test_disk_full_during_a_flush(denv, mounts, tmp_path):
 
 
 @pytest.mark.time_limit(90)
-def test_long_reader_on_the_queue(denv):
+def test_long_reader_and_a_writer_lock_on_the_queue(denv):
     site = denv.sink("site")
     r = denv.relayd(domains={"site.test": {"mode": "hold", "route": route(site)}})
     ledger = Ledger()
@@ -290,6 +290,20 @@ def test_long_reader_on_the_queue(denv):
         assert ledger.send_many(r, "still-open", ["u@site.test"], 5) == [250] * 5
     finally:
         reader.close()
+    # and a writer holding the lock for a moment (shorter than relayd's busy
+    # timeout): the commit waits for it, the client gets its 250 after
+    writer = sqlite3.connect(r.db, isolation_level=None, timeout=10)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        codes = []
+        t = threading.Thread(target=lambda: codes.extend(ledger.send_many(r, "locked", ["u@site.test"], 3)))
+        t.start()
+        time.sleep(2)
+        writer.execute("ROLLBACK")
+        t.join(60)
+        assert codes == [250] * 3, codes
+    finally:
+        writer.close()
     drain(r, "site.test")
     check_exactly_once(r, [site], ledger)
 
