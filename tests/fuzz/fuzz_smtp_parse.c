@@ -1,8 +1,10 @@
 /*
- * fuzz_smtp_parse: libFuzzer target for lib/smtp_parse and lib/addr. Every
- * input is fed to every parser whole, line by line as an SMTP session, and
- * with its first byte choosing one parser; invariants that must hold for any
- * input (bounds, NUL termination, format/re-parse round trip) abort().
+ * fuzz_smtp_parse: libFuzzer target for lib/smtp_parse and lib/addr, and
+ * (fuzz_smtp_data.c) lib/smtp_data. Every input is fed to every parser
+ * whole, line by line as an SMTP session, and with its first byte choosing
+ * one parser, and to the DATA decoder as a message; invariants that must
+ * hold for any input (bounds, NUL termination, format/re-parse round trip,
+ * the decoder's agreement with itself and a model) abort().
  * No I/O and no state between inputs; replay.c drives it without libFuzzer.
  */
 #include <stdint.h>
@@ -10,6 +12,7 @@
 #include <string.h>
 
 #include "addr.h"
+#include "fuzz_smtp_data.h"
 #include "smtp_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -232,6 +235,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > FUZZ_MAX_INPUT)
         size = FUZZ_MAX_INPUT;
     run_all(s, size);
+    fuzz_smtp_data(s, size);
 
     /* As a session: one command per line, CR before LF dropped. */
     for (start = 0; start < size && lines < FUZZ_MAX_LINES; start = end + 1, lines++) {
