@@ -279,12 +279,12 @@ static void fail(struct rlookup *lk, int status, int code, const char *enh, cons
     finish(lk, status, NULL, 0, &e);
 }
 
+/* targets.c asks: is this address us, on the port this lookup delivers to? */
 static int lookup_is_me(void *arg, const struct sockaddr_storage *addr)
 {
     struct rlookup *lk = arg;
-    struct sockaddr_storage a = *addr;
 
-    return me_is_addr(lk->r->me, (const struct sockaddr *)&a, lk->port, lk->route_mx);
+    return me_is_addr(lk->r->me, (const struct sockaddr *)addr, lk->port, lk->route_mx);
 }
 
 /* Every address lookup is in: targets.c prunes and orders. */
