@@ -86,6 +86,11 @@ static const char zone[] = "local=/test/\n"
                            "mx-host=partial.test,missing.partial.test,5\n"
                            "mx-host=partial.test,ok.partial.test,10\n"
                            "host-record=ok.partial.test,127.0.7.10\n"
+                           /* the domain is a CNAME; its target has the MX (RFC 5321 §5.1) */
+                           "mx-host=real.cname.test,mx.real.cname.test,10\n"
+                           "host-record=mx.real.cname.test,127.0.10.1\n"
+                           "host-record=real.cname.test,127.0.10.2\n"
+                           "cname=alias.cname.test,real.cname.test\n"
                            /* no MX host exists */
                            "mx-host=nohost.test,missing1.nohost.test,10\n"
                            "mx-host=nohost.test,missing2.nohost.test,20\n";
@@ -542,6 +547,21 @@ static void test_nxdomain(void **state)
     fx_close(&fx);
 }
 
+/* RFC 5321 §5.1: "If a CNAME record is found instead, the resulting name
+ * is processed as if it were the initial name": the MX of the CNAME's
+ * target, never the target's address as an implicit MX. */
+static void test_mx_via_cname(void **state)
+{
+    struct fixture fx;
+    struct result res;
+
+    (void)state;
+    fx_open(&fx, main_dns.servers, NULL);
+    lookup(&fx, "alias.cname.test", &res);
+    expect_targets(&res, "mx.real.cname.test=127.0.10.1:2526 10");
+    fx_close(&fx);
+}
+
 /* ---- self-pruning ------------------------------------------------------------------------ */
 
 static void test_self_by_name(void **state)
@@ -869,14 +889,15 @@ static void test_close_pending(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_mx_order),           cmocka_unit_test(test_mx_equal_shuffled),
-        cmocka_unit_test(test_implicit_mx),        cmocka_unit_test(test_null_mx),
-        cmocka_unit_test(test_nxdomain),           cmocka_unit_test(test_self_by_name),
-        cmocka_unit_test(test_self_best_mx_loops), cmocka_unit_test(test_self_by_address),
-        cmocka_unit_test(test_self_by_listen),     cmocka_unit_test(test_route_literal),
-        cmocka_unit_test(test_route_name),         cmocka_unit_test(test_cache),
-        cmocka_unit_test(test_server_refused),     cmocka_unit_test(test_server_silent),
-        cmocka_unit_test(test_servers_list),       cmocka_unit_test(test_close_pending),
+        cmocka_unit_test(test_mx_order),        cmocka_unit_test(test_mx_equal_shuffled),
+        cmocka_unit_test(test_implicit_mx),     cmocka_unit_test(test_mx_via_cname),
+        cmocka_unit_test(test_null_mx),         cmocka_unit_test(test_nxdomain),
+        cmocka_unit_test(test_self_by_name),    cmocka_unit_test(test_self_best_mx_loops),
+        cmocka_unit_test(test_self_by_address), cmocka_unit_test(test_self_by_listen),
+        cmocka_unit_test(test_route_literal),   cmocka_unit_test(test_route_name),
+        cmocka_unit_test(test_cache),           cmocka_unit_test(test_server_refused),
+        cmocka_unit_test(test_server_silent),   cmocka_unit_test(test_servers_list),
+        cmocka_unit_test(test_close_pending),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
