@@ -5,8 +5,9 @@
 # relayd -t warns about domains without a list and refuses a broken one.
 
 import os
+import time
 
-from relayd_fixture import make_message, queue_id_of, run_relayd
+from relayd_fixture import make_message, queue_id_of, run_relayd, wait_until
 
 
 def write(path, text):
@@ -152,3 +153,35 @@ def test_start_refuses_broken_list(relayd_factory, tmp_path):
         assert "%s:1: not an address" % lst in str(e), e
     else:
         raise AssertionError("relayd started with a broken recipients file")
+
+
+def test_sighup_during_a_reload_is_not_lost(relayd_factory, tmp_path):
+    """A SIGHUP that comes while a large list is being read (on the thread
+    pool) runs another reload after it: the file as it is after the last
+    signal is the one in effect, however the reloads overlapped."""
+    bulk = "".join("user%06d@example.org\n" % i for i in range(300000))
+    r, lst = start(relayd_factory, tmp_path, "first@example.org\n")
+    write(lst + ".2", bulk + "second@example.org\n")
+    write(lst + ".3", bulk + "third@example.org\n")
+    os.rename(lst + ".2", lst)
+    off = r.reload()
+    time.sleep(0.02)  # not a timing assertion: lets the two signals arrive apart
+    os.rename(lst + ".3", lst)
+    r.reload()
+    r.wait_log(r"configuration reloaded", since=off, timeout=30)
+
+    def third_accepted():
+        c = r.raw()
+        c.ehlo()
+        c.expect("MAIL FROM:<s@elsewhere.test>", 250)
+        ok = rcpt(c, "third@example.org").code == 250
+        c.expect("QUIT", 221)
+        c.close()
+        return ok
+
+    wait_until(third_accepted, 30, interval=0.2, what="the last list to be in effect")
+    c = r.raw()
+    c.ehlo()
+    c.expect("MAIL FROM:<s@elsewhere.test>", 250)
+    assert rcpt(c, "second@example.org").code == 550
+    assert rcpt(c, "user123456@example.org").code == 250
