@@ -375,9 +375,13 @@ static void cmd_expn(struct smtpd_session *s, const struct smtp_cmd *cmd)
 
 static void cmd_help(struct smtpd_session *s, const struct smtp_cmd *cmd)
 {
-    smtpd_reply(s, 214, "2.0.0",
-                "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY ETRN HELP%s; see RFC 5321",
-                s->srv->tls != NULL ? " STARTTLS" : "");
+    char mechs[160];
+
+    smtpd_reply(
+        s, 214, "2.0.0",
+        "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY ETRN HELP%s%s; see RFC 5321",
+        s->srv->tls != NULL ? " STARTTLS" : "",
+        smtpd_auth_offered(s, mechs, sizeof(mechs)) ? " AUTH" : "");
 }
 
 static void cmd_starttls(struct smtpd_session *s, const struct smtp_cmd *cmd)

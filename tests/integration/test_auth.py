@@ -109,6 +109,7 @@ def test_ehlo_offers_plain_and_login_only_after_starttls(relayd_factory, tls_cer
     rep = c.expect("AUTH PLAIN " + b64("\0site1\0" + PW1), 538)
     assert rep.line.startswith("538 5.7.11"), rep
     c.expect("AUTH LOGIN", 538)
+    assert " AUTH;" in c.expect("HELP", 214).line
     c.expect("STARTTLS", 220)
     c.start_tls(tls_ctx())
     after = ehlo_auth(c.ehlo())
