@@ -58,6 +58,7 @@ struct auth_session {
     auth_cb cb;
     void *udata;
     char addr[64];
+    char key[64]; /* auth_fail_limit's name for the client */
     char service[16];
     int tls;
     char *cb_exporter, *cb_unique;
@@ -409,7 +410,7 @@ static void failed(struct auth_session *as, struct auth_reply *r, int code, cons
     }
     log_warn("unknown[%s]: SASL %s authentication failed: %s%s%s", as->addr, as->mech, reason,
              user != NULL ? ", sasl_username=" : "", user != NULL ? user : "");
-    fail_add(as->a, as->cfg, as->addr);
+    fail_add(as->a, as->cfg, as->key);
 }
 
 /* Turn a finished job into the session's reply. */
@@ -644,6 +645,7 @@ int auth_session_new(struct auth *a, struct config *cfg, const struct auth_peer 
     as->cb = cb;
     as->udata = udata;
     snprintf(as->addr, sizeof(as->addr), "%s", peer->addr != NULL ? peer->addr : "?");
+    snprintf(as->key, sizeof(as->key), "%s", peer->key != NULL ? peer->key : as->addr);
     snprintf(as->service, sizeof(as->service), "%s",
              peer->service != NULL ? peer->service : "smtpd");
     as->tls = peer->tls;
@@ -694,7 +696,7 @@ int auth_session_start(struct auth_session *as, const char *arg, size_t len)
     /* a new exchange after a failed one: the old GNU SASL session goes */
     finish_gs(as->a, as->cfg, as->gs);
     as->gs = NULL;
-    if (fail_count(as->a, as->cfg, as->addr) >= as->cfg->auth_fail_limit) {
+    if (fail_count(as->a, as->cfg, as->key) >= as->cfg->auth_fail_limit) {
         /* auth_fail_limit: Postfix's anvil answers 421 and closes, so does this */
         struct auth_reply r;
         set_reply(&r, AUTH_FAILURE, 421, "4.7.0",

@@ -71,7 +71,9 @@ typedef void (*auth_cb)(struct auth_session *as, const struct auth_reply *r, voi
 /* The client's side of the connection, as the exchange needs it. Strings are
  * copied. */
 struct auth_peer {
-    const char *addr;    /* numeric client address: logs and auth_fail_limit */
+    const char *addr;    /* numeric client address: logs (and auth_fail_limit without key) */
+    const char *key;     /* what auth_fail_limit counts the client as (ipkey: an IPv6
+                          * client by its /64), or NULL for addr */
     const char *service; /* log tag of the listener: "smtpd" or "odmr" */
     int tls;             /* TLS is active: PLAIN and LOGIN allowed */
     /* RFC 9266 tls-exporter / RFC 5929 tls-unique channel binding of this TLS

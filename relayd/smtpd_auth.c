@@ -111,7 +111,8 @@ void smtpd_auth_cmd(struct smtpd_session *s, const struct smtp_cmd *cmd)
     }
     if (s->auth == NULL) {
         char cb[64];
-        struct auth_peer peer = {.addr = s->addr, .service = "smtpd", .tls = s->tls};
+        struct auth_peer peer = {
+            .addr = s->addr, .key = s->ipkey, .service = "smtpd", .tls = s->tls};
         if (channel_binding(s, cb, sizeof(cb)))
             peer.cb_tls_exporter = cb;
         if (auth_session_new(s->srv->auth, s->cfg, &peer, on_auth, s, &s->auth) != 0) {

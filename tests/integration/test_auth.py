@@ -384,3 +384,30 @@ def test_slow_hash_checks_do_not_delay_another_clients_250(relayd_factory, tls_c
         assert t.reply(timeout=60).code == 235
     for t in clients:
         t.abort()
+
+
+def test_auth_fail_limit_counts_an_ipv6_64(relayd_factory, tls_cert, secrets, tmp_path):
+    """An IPv6 client is counted by its /64 (ipv6_prefix_length), as the
+    other per-client limits: new addresses of the same /64 do not reset it."""
+    from test_ipv6_limits import NET_A, NET_B, private_network
+
+    with private_network([NET_A + "1", NET_A + "2", NET_B + "1"]):
+        creds = str(tmp_path / "credentials")
+        write_creds(creds, secrets)
+        r = relayd_factory(credentials=creds, listen_host="::1", auth_fail_limit="2/10m")
+        for src in (NET_A + "1", NET_A + "2"):
+            c = r.raw(source=src)
+            c.ehlo()
+            ch = c.expect("AUTH CRAM-MD5", 334)
+            c.expect(cram_response("site1", "wrong", ch.texts[0]), 535)
+            c.expect("QUIT", 221)
+        c = r.raw(source=NET_A + "1")
+        c.ehlo()
+        c.expect("AUTH CRAM-MD5", 421)
+        assert c.at_eof()
+        # the neighbouring /64 is another client
+        d = r.raw(source=NET_B + "1")
+        d.ehlo()
+        ch = d.expect("AUTH CRAM-MD5", 334)
+        d.expect(cram_response("site1", PW1, ch.texts[0]), 235)
+        assert "unknown[2001:db8:1:2::2]: SASL CRAM-MD5 authentication failed" in r.log_text()
