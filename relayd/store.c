@@ -736,11 +736,14 @@ static void store_thread_main(void *arg)
                 store_req_free(r); /* fire and forget: no callback */
                 continue;
             }
-            if (r->kind == REQ_UPDATE && r->status != STORE_OK && !st->closing) {
+            if (r->kind == REQ_UPDATE && r->status != STORE_OK && r->status != STORE_ERR_INVALID &&
+                !st->closing) {
                 retry_keep(&rt, r);
                 upd_failed++;
                 continue;
             }
+            if (r->status == STORE_ERR_INVALID)
+                r->status = STORE_ERR_IO; /* what store.h promises callbacks */
             if (r->kind == REQ_UPDATE && r->status == STORE_OK)
                 upd_ok++;
             nupd += r->kind == REQ_UPDATE;

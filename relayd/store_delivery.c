@@ -80,6 +80,7 @@ int store_upd_apply(struct store *st, const struct store_req *r, char *why, size
             break;
         default:
             snprintf(why, whylen, "update %zu: unknown outcome %d", i, (int)u->outcome);
+            status = STORE_ERR_INVALID;
             goto rollback;
         }
         rc = store_stmt_run(st, which);

@@ -17,6 +17,10 @@
 typedef struct sqlite3 sqlite3;
 typedef struct sqlite3_stmt sqlite3_stmt;
 
+/* A request the store cannot carry out however often it is tried (a bad
+ * argument): never retried; its callback sees STORE_ERR_IO. */
+#define STORE_ERR_INVALID (-3)
+
 /* Statements of the write connection, prepared once at open. */
 enum store_stmt {
     SS_BEGIN,
