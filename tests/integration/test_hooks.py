@@ -350,6 +350,18 @@ def test_defaults_options_and_quoting(site, tmp_path):
         "example.org", "example.net"]]
 
 
+def test_account_is_passed_without_the_password(site, tmp_path):
+    """ETRN_USER and ETRN_PASSWORD_FILE become --user and --password-file
+    (issue 8): the password itself never reaches a command line."""
+    site.write_defaults('ETRN_RELAYS="relay.example.net"\nETRN_DOMAINS="example.org"\n'
+                        'ETRN_USER=site1\nETRN_PASSWORD_FILE="/etc/etrnctl/site1.pw"\n')
+    p = site.run_as("ifupdown", "eth0")
+    assert p.returncode == 0, p
+    assert [c["args"] for c in site.calls()] == [[
+        "etrn", "-H", "relay.example.net", "--retry", "5", "--user", "site1",
+        "--password-file", "/etc/etrnctl/site1.pw", "example.org"]]
+
+
 def test_no_domains_does_nothing(site):
     site.write_defaults('ETRN_RELAYS="relay.example.net"\nETRN_DOMAINS=""\n')
     p = site.run_as("ppp", "ppp0")
