@@ -83,9 +83,10 @@ struct dl_conn {
     struct dl_conn *next, *prev;
     struct dl_nexthop *nh;
     struct smtp_client *cl;
-    size_t target;       /* index into nh->targets */
-    enum cfg_tls policy; /* what it was opened for (the run that asked for it) */
-    int clear_retry;     /* tls = may: the one retry in clear after a failed handshake */
+    size_t target;                    /* index into nh->targets */
+    enum cfg_tls policy;              /* what it was opened for (the run that asked for it) */
+    const struct tls_ctx *verify_ctx; /* tls = verify: the CAs it was verified with */
+    int clear_retry; /* tls = may: the one retry in clear after a failed handshake */
     int ready;
     int busy;    /* a message is being sent */
     int waiting; /* ready, waiting for a fetch */
@@ -231,8 +232,17 @@ static size_t nh_work(const struct dl_nexthop *nh)
  * and in whatever order the runs came. none: any connection; may: TLS, or
  * a connection that tried STARTTLS and went on in clear (RFC 7435 §3);
  * encrypt: TLS; verify: TLS opened as verify, i.e. the certificate chained
- * to tls_ca_file and named the host (RFC 3207 §4.1). A next hop is one host
- * name, so the name verified is the same for every domain on it. */
+ * to tls_ca_file - as it reads now: a reload that reads it again retires
+ * the connections verified with the old CAs - and named the host (RFC 3207
+ * §4.1). A next hop is one host name, so the name verified is the same for
+ * every domain on it. */
+
+/* Was dc verified with the CAs of now (tls_ca_file, read again on SIGHUP)? */
+static int verified_now(const struct dl_conn *dc)
+{
+    return dc->verify_ctx != NULL && dc->verify_ctx == dc->nh->dl->srv->tls_client_verify;
+}
+
 static int conn_serves(const struct dl_conn *dc, const struct dl_run *run)
 {
     int tls = dc->cl != NULL && smtp_client_tls_active(dc->cl);
@@ -245,7 +255,7 @@ static int conn_serves(const struct dl_conn *dc, const struct dl_run *run)
     case CFG_TLS_ENCRYPT:
         return tls;
     case CFG_TLS_VERIFY:
-        return tls && dc->policy == CFG_TLS_VERIFY;
+        return tls && dc->policy == CFG_TLS_VERIFY && verified_now(dc);
     }
     return 0;
 }
@@ -255,7 +265,8 @@ static int conn_may_serve(const struct dl_conn *dc, const struct dl_run *run)
 {
     if (dc->ready)
         return conn_serves(dc, run);
-    return dc->policy >= run->tls && !(dc->clear_retry && run->tls > CFG_TLS_MAY);
+    return dc->policy >= run->tls && !(dc->clear_retry && run->tls > CFG_TLS_MAY) &&
+           (run->tls != CFG_TLS_VERIFY || verified_now(dc));
 }
 
 /* The first run with work that no open or opening connection may serve
@@ -704,6 +715,7 @@ static int conn_start(struct dl_conn *dc)
     o.helo_name = srv->cfg->hostname;
     o.tls = dc->clear_retry ? SMTP_TLS_NONE : (enum smtp_client_tls)dc->policy;
     o.tls_ctx = dc->policy == CFG_TLS_VERIFY ? srv->tls_client_verify : srv->tls_client;
+    dc->verify_ctx = dc->policy == CFG_TLS_VERIFY ? o.tls_ctx : NULL;
     if (o.tls_ctx == NULL && o.tls == SMTP_TLS_MAY)
         o.tls = SMTP_TLS_NONE;
     o.tls_host = t->host;

@@ -193,6 +193,29 @@ static void reload_apply(struct relayd_main *m, struct config *ncfg)
         }
         srv->tls = t;
     }
+    /* the CAs for tls = verify: read again too (bundles are updated in
+     * place); the old context stays for connections that still use it, and
+     * delivery gives no verify domain's mail to those (issue 7) */
+    {
+        struct tls_ctx *v = tls_ctx_new_client(1, ncfg->tls_ca_file, err, sizeof(err));
+        struct tls_ctx **r;
+        if (v == NULL) {
+            log_warn("reload failed: tls_ca_file: %s; keeping the old configuration", err);
+            config_unref(ncfg);
+            return;
+        }
+        r = srv->tls_client_verify != NULL
+                ? realloc(srv->tls_retired, (srv->ntls_retired + 1) * sizeof(*r))
+                : NULL;
+        if (r != NULL) {
+            srv->tls_retired = r;
+            r[srv->ntls_retired++] = srv->tls_client_verify;
+        } else if (srv->tls_client_verify != NULL) {
+            tls_ctx_free(v); /* cannot keep the old one safely: keep using it */
+            v = srv->tls_client_verify;
+        }
+        srv->tls_client_verify = v;
+    }
     if (ncfg->nlisten == old->nlisten) {
         listen_changed = 0;
         for (i = 0; i < ncfg->nlisten; i++)

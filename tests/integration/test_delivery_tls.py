@@ -222,3 +222,25 @@ def test_shared_next_hop_other_orders(denv, certs, first, second, expect_second)
         wait_until(lambda: r.queue.count() == 1, 10, what="only the verify message left")
         assert r.queue.message(q2) is not None
         assert site.count() == 1
+
+
+@pytest.mark.time_limit(60)
+def test_reload_reads_tls_ca_file_again(denv, certs):
+    """tls_ca_file takes effect on SIGHUP: the verify domain's mail, refused
+    under an untrusting CA file, goes out once the file trusts the site."""
+    site = tls_sink(denv, certs)
+    r = denv.relayd(domains={"example.org": {"mode": "hold", "route": route(site), "tls": "verify"}},
+                    tls_ca_file=certs["other"][0])
+    with Client(r) as c:
+        qid = c.send("s@sender.test", ["u@example.org"], message("after-reload"))
+    assert etrn(r, "example.org")[0] == 253
+    r.wait_log(r"warning: example\.org: TLS required \(tls = verify\) but not available", timeout=20)
+    assert site.count() == 0
+    r.keys["tls_ca_file"] = certs["site"][0]
+    r.write_config()
+    off = r.reload()
+    r.wait_log(r"configuration reloaded from", timeout=10, since=off)
+    assert etrn(r, "example.org")[0] == 253
+    (t,) = site.wait_for(1, 20, "the verify message after the reload")
+    assert subject_of(t.data) == "after-reload" and t.tls is not None
+    wait_until(lambda: r.queue.message(qid) is None, 10, what="the message to leave the queue")
