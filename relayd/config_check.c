@@ -246,7 +246,17 @@ static void check_database(struct report *r, const struct who *w, const char *db
 static void check_credentials(struct report *r, const struct config *cfg)
 {
     const struct credentials *c = cfg->credentials;
+    int auth_etrn = cfg->etrn_access_auth;
 
+    for (size_t i = 0; i < cfg->ndomains; i++)
+        auth_etrn |= cfg->domains[i].etrn_access_auth;
+    /* etrn_access = auth needs an account, and AUTH where ETRN is spoken */
+    if (auth_etrn && c == NULL)
+        warning(r, "etrn_access lists auth but credentials is not set: only the listed "
+                   "networks can ETRN those domains");
+    else if (auth_etrn && !cfg->smtpd_auth)
+        warning(r, "etrn_access lists auth but smtpd_auth = no: nobody can authenticate where "
+                   "ETRN is taken");
     if (c == NULL)
         return;
     if (credentials_others_can_read(c))

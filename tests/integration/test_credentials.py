@@ -59,3 +59,21 @@ def test_bad_line_refuses_start_and_reload(tmp_path, relayd_factory):
     m = r.wait_log(r"%s:2: " % creds.replace(".", r"\."), since=off)
     assert "t0psecret" not in r.log_text()
     assert r.alive(), m
+
+
+def test_check_warns_when_etrn_access_auth_cannot_be_met(tmp_path):
+    r = Relayd(str(tmp_path / "r"), domains={"example.org": {"etrn_access": "auth"}})
+    r.port = 2525
+    r.write_config()
+    err = run_relayd(["-t", "-f", r.conf]).stderr.decode()
+    assert "warning: etrn_access lists auth but credentials is not set" in err, err
+    creds = str(tmp_path / "creds")
+    write_creds(creds, "site1:{plain}x:example.org\n")
+    r = Relayd(str(tmp_path / "r2"), credentials=creds, smtpd_auth="no",
+               domains={"example.org": {"etrn_access": "auth"}})
+    r.port = 2525
+    r.write_config()
+    p = run_relayd(["-t", "-f", r.conf])
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert "warning: etrn_access lists auth but smtpd_auth = no" in err, err
