@@ -172,3 +172,32 @@ def test_expiry_of_large_messages_holds_no_bodies(denv):
         assert [p.get_content_type() for p in d.returned] == ["text/rfc822-headers"]
         assert len(t.data) < 64 * 1024
     wait_until(lambda: all(r.queue.message(q) is None for q in qids), 10, what="the expired mail to leave")
+
+
+@pytest.mark.time_limit(120)
+def test_a_stalled_transfer_does_not_hold_up_checkpoints(denv):
+    """Each chunk is read in a read transaction of its own: while a site
+    sits on a half-sent message, mail keeps arriving and the WAL is still
+    checkpointed and restarted, so it stays small instead of holding every
+    byte written since the transfer began."""
+    site = denv.sink("paused", start=False)
+    site.rcvbuf = 64 * 1024
+    site.behaviour.pause_data = threading.Event()
+    site.start()
+    r = denv.relayd(domains={"example.org": {"mode": "hold", "route": route(site)},
+                             "other.test": {"mode": "hold"}}, max_message_size="8M")
+    with Client(r, timeout=60) as c:
+        c.send("s@sender.test", ["u@example.org"], big_message("stalled", 6 * MB))
+    assert etrn(r, "example.org")[0] == 253
+    site.wait_event("data started", 20)
+    wal = r.db + "-wal"
+    biggest = 0
+    with Client(r, timeout=60) as c:
+        for i in range(24):  # 24 MiB written while the transfer is stalled
+            c.send("s@sender.test", ["u%d@other.test" % i], big_message("more%d" % i, MB))
+            biggest = max(biggest, os.path.getsize(wal))
+    assert site.count() == 0 and site.open_conns, "the transfer is still stalled"
+    assert biggest < 12 * MB, "the WAL grew to %.1f MiB behind a stalled transfer" % (biggest / MB)
+    site.behaviour.pause_data.set()
+    (t,) = site.wait_for(1, 60, "the stalled message once the site reads again")
+    assert split_received(t.data)[1] == big_message("stalled", 6 * MB)
