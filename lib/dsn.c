@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "smtp_parse.h"
+
 #define DSN_FOLD      78  /* RFC 5322 §2.1.1: lines SHOULD stay within 78 */
 #define DSN_VALUE_MAX 900 /* longest value text kept: a field stays < 998 octets */
 #define DSN_BOUNDARY  70  /* RFC 2046 §5.1.1: at most 70 characters */
@@ -488,4 +490,14 @@ void dsn_status_from_reply(int code, const char *enh, char *out)
         return;
     }
     snprintf(out, 16, "%c.0.0", cls == '2' || cls == '4' ? cls : '5');
+}
+
+int dsn_notify_wants(unsigned notify, enum dsn_kind kind)
+{
+    if (notify & SMTP_NOTIFY_NEVER)
+        return 0;
+    if (notify == 0)
+        return 1;
+    return kind == DSN_DELAY ? (notify & SMTP_NOTIFY_DELAY) != 0
+                             : (notify & SMTP_NOTIFY_FAILURE) != 0;
 }

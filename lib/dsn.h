@@ -49,4 +49,10 @@ int dsn_build(const struct dsn_info *info, const struct dsn_rcpt *rcpts, size_t 
  * ("5.0.0", "4.0.0"); out must hold 16 bytes. */
 void dsn_status_from_reply(int code, const char *enh, char *out);
 
+/* Whether a recipient with these NOTIFY bits (SMTP_NOTIFY_*, 0 when the
+ * client gave none) gets a notification of this kind. RFC 3461 §4.1:
+ * NEVER asks for nothing; a NOTIFY list asks only for what it names; none
+ * means FAILURE and DELAY (the RFC leaves the default to the MTA). */
+int dsn_notify_wants(unsigned notify, enum dsn_kind kind);
+
 #endif

@@ -48,21 +48,6 @@ static void job_free(struct bounce_job *j)
     free(j);
 }
 
-/*
- * RFC 3461 §4.1: NOTIFY=NEVER asks for nothing; a NOTIFY list asks only for
- * what it names; no NOTIFY means FAILURE and DELAY (the RFC leaves the
- * default to the MTA: failures always, delays if the MTA sends them).
- */
-static int notify_wants(unsigned notify, enum dsn_kind kind)
-{
-    if (notify & SMTP_NOTIFY_NEVER)
-        return 0;
-    if (notify == 0)
-        return 1;
-    return kind == DSN_DELAY ? (notify & SMTP_NOTIFY_DELAY) != 0
-                             : (notify & SMTP_NOTIFY_FAILURE) != 0;
-}
-
 /* The diagnostic as the remote (or we) said it: "550 5.1.1 text", without
  * repeating an enhanced code the text already starts with. */
 static void diag_text(const struct bounce_rcpt *r, char *out, size_t outlen)
@@ -204,7 +189,7 @@ static int bounce_build(struct server *srv, const struct store_dmsg *msg,
     for (i = 0; i < n; i++) {
         const struct bounce_rcpt *b = &r[i];
 
-        if (!b->rcpt || !notify_wants(b->rcpt->notify, kind))
+        if (!b->rcpt || !dsn_notify_wants(b->rcpt->notify, kind))
             continue;
         if (b->code == 0 && !b->enh)
             snprintf(status[nd], sizeof status[nd], "%s", kind == DSN_DELAY ? "4.0.0" : "5.0.0");

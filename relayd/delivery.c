@@ -19,6 +19,7 @@
 #include "bounce.h"
 #include "config.h"
 #include "delivery.h"
+#include "retry.h"
 #include "dsn.h"
 #include "log.h"
 #include "resolver.h"
@@ -372,14 +373,8 @@ static void item_release(struct dl_run *run, struct dl_item *it)
 /* Exponential backoff for one recipient, from min_backoff to max_backoff. */
 static int64_t retry_at(const struct config *cfg, int attempts)
 {
-    uint64_t b = cfg->min_backoff;
-    int i;
-
-    for (i = 0; i < attempts && b < cfg->max_backoff; i++)
-        b *= 2;
-    if (b > cfg->max_backoff)
-        b = cfg->max_backoff;
-    return now_unix() + (int64_t)(b / 1000);
+    return now_unix() +
+           (int64_t)(retry_rcpt_delay(attempts, cfg->min_backoff, cfg->max_backoff) / 1000);
 }
 
 static void log_outcome(const struct store_dmsg *m, const struct store_drcpt *r, const char *relay,

@@ -20,6 +20,7 @@
 #include "delivery.h"
 #include "log.h"
 #include "lru.h"
+#include "retry.h"
 #include "sched.h"
 #include "server.h"
 #include "store.h"
@@ -155,9 +156,7 @@ static void run_done(void *arg, const struct delivery_result *r)
     sc->busy--;
     if (r->site_down || (r->deferred > 0 && r->delivered == 0)) {
         /* RFC 5321 §4.5.4.1: back off the site as a whole */
-        st->backoff = st->backoff == 0 ? cfg->min_backoff : st->backoff * 2;
-        if (st->backoff > cfg->max_backoff)
-            st->backoff = cfg->max_backoff;
+        st->backoff = retry_site_backoff(st->backoff, cfg->min_backoff, cfg->max_backoff);
         st->next_try = now + st->backoff;
         store_domain_event(sc->srv->store, st->domain, STORE_EV_ERROR, now_unix(), r->why);
         log_info("%s: delivery deferred (%s); next try in %" PRIu64 "s", st->domain,
@@ -466,10 +465,16 @@ static void scanned(struct store_domain_info *d, size_t n, int status, void *arg
             if (st == NULL)
                 continue;
             st->has_mail = 1;
-            if (life > 0 && d[i].oldest < now - life)
+            switch (retry_due(d[i].oldest, now, life, warn)) {
+            case RETRY_DUE_EXPIRE:
                 maint_start(sc, st, DSN_FAILURE, now - life, 0);
-            else if (warn > 0 && d[i].oldest < now - warn)
+                break;
+            case RETRY_DUE_WARN:
                 maint_start(sc, st, DSN_DELAY, now - warn, d[i].oldest + life);
+                break;
+            default:
+                break;
+            }
         }
     }
     if (d != NULL)
