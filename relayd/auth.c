@@ -3,9 +3,10 @@
  * auth_session is one client's exchange: the session hands it the AUTH
  * argument and each answer to a 334, and gets back the reply to send. Every
  * GNU SASL call for a session, and every secret check, runs on the auth
- * worker (auth_worker.c); replies come back on the loop thread. Also keeps
- * the failures per client address (auth_fail_limit, like Postfix's anvil)
- * and writes the failure line fail2ban's postfix-sasl filter reads.
+ * worker (auth_worker.c); replies come back on the loop thread. Also asks
+ * and feeds the failures per client (auth_fail.c: auth_fail_limit, like
+ * Postfix's anvil) and writes the failure line fail2ban's postfix-sasl
+ * filter reads.
  * Does not read the accounts file (credentials.c) and does no I/O.
  */
 #include "auth.h"
@@ -17,27 +18,16 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth_fail.h"
 #include "auth_worker.h"
 #include "config.h"
 #include "log.h"
 
-/* Client addresses remembered for auth_fail_limit; bounded memory. */
-#define FAIL_BUCKETS 1024
-#define FAIL_MAX     65536
-
-struct fail_entry {
-    struct fail_entry *next;
-    char addr[64];
-    uint64_t since; /* start of the current window (uv_now ms) */
-    unsigned count; /* failures in it */
-};
-
 struct auth {
     uv_loop_t *loop;
     struct auth_worker *worker;
-    Gsasl *gsasl; /* used on the worker thread only, once open */
-    struct fail_entry *fails[FAIL_BUCKETS];
-    size_t nfails;
+    Gsasl *gsasl;            /* used on the worker thread only, once open */
+    struct auth_fail *fails; /* auth_fail_limit */
 };
 
 /* What the exchange is doing between two calls. */
@@ -298,87 +288,6 @@ static void job_free(struct step_job *j)
     free(j);
 }
 
-static struct fail_entry **fail_slot(struct auth *a, const char *addr)
-{
-    unsigned h = 5381;
-    struct fail_entry **pp;
-
-    for (const char *p = addr; *p != '\0'; p++)
-        h = h * 33u + (unsigned char)*p;
-    for (pp = &a->fails[h % FAIL_BUCKETS]; *pp != NULL; pp = &(*pp)->next)
-        if (strcmp((*pp)->addr, addr) == 0)
-            break;
-    return pp;
-}
-
-/* Failures of addr in the current window (0 when the window has passed). */
-static unsigned fail_count(struct auth *a, const struct config *cfg, const char *addr)
-{
-    struct fail_entry *e = *fail_slot(a, addr);
-    uint64_t now = uv_now(a->loop);
-
-    if (e == NULL || now - e->since >= cfg->auth_fail_period)
-        return 0;
-    return e->count;
-}
-
-/* Forget windows that have passed; if that frees nothing, the oldest
- * window of each bucket goes. Bounded memory under a flood of addresses. */
-static void fail_prune(struct auth *a, uint64_t period)
-{
-    uint64_t now = uv_now(a->loop);
-
-    for (size_t b = 0; b < FAIL_BUCKETS; b++) {
-        for (struct fail_entry **pp = &a->fails[b]; *pp != NULL;) {
-            struct fail_entry *e = *pp;
-            if (now - e->since >= period) {
-                *pp = e->next;
-                free(e);
-                a->nfails--;
-            } else {
-                pp = &e->next;
-            }
-        }
-    }
-    for (size_t b = 0; b < FAIL_BUCKETS && a->nfails >= FAIL_MAX; b++) {
-        struct fail_entry **oldest = NULL;
-        for (struct fail_entry **pp = &a->fails[b]; *pp != NULL; pp = &(*pp)->next)
-            if (oldest == NULL || (*pp)->since < (*oldest)->since)
-                oldest = pp;
-        if (oldest != NULL) {
-            struct fail_entry *e = *oldest;
-            *oldest = e->next;
-            free(e);
-            a->nfails--;
-        }
-    }
-}
-
-static void fail_add(struct auth *a, const struct config *cfg, const char *addr)
-{
-    struct fail_entry **pp = fail_slot(a, addr), *e = *pp;
-    uint64_t now = uv_now(a->loop);
-
-    if (e == NULL) {
-        if (a->nfails >= FAIL_MAX) {
-            fail_prune(a, cfg->auth_fail_period);
-            pp = fail_slot(a, addr);
-        }
-        e = calloc(1, sizeof(*e));
-        if (e == NULL)
-            return;
-        snprintf(e->addr, sizeof(e->addr), "%s", addr);
-        e->since = now;
-        *pp = e;
-        a->nfails++;
-    }
-    if (now - e->since >= cfg->auth_fail_period) {
-        e->since = now;
-        e->count = 0;
-    }
-    e->count++;
-}
-
 static void set_reply(struct auth_reply *r, enum auth_status st, int code, const char *enh,
                       const char *text)
 {
@@ -410,7 +319,7 @@ static void failed(struct auth_session *as, struct auth_reply *r, int code, cons
     }
     log_warn("unknown[%s]: SASL %s authentication failed: %s%s%s", as->addr, as->mech, reason,
              user != NULL ? ", sasl_username=" : "", user != NULL ? user : "");
-    fail_add(as->a, as->cfg, as->key);
+    auth_fail_add(as->a->fails, as->key, uv_now(as->a->loop), as->cfg->auth_fail_period);
 }
 
 /* Turn a finished job into the session's reply. */
@@ -601,7 +510,9 @@ int auth_open(uv_loop_t *loop, struct auth **out)
     if (a == NULL)
         return UV_ENOMEM;
     a->loop = loop;
-    if (gsasl_init(&a->gsasl) != GSASL_OK) {
+    a->fails = auth_fail_new();
+    if (a->fails == NULL || gsasl_init(&a->gsasl) != GSASL_OK) {
+        auth_fail_free(a->fails);
         free(a);
         return UV_ENOMEM;
     }
@@ -609,6 +520,7 @@ int auth_open(uv_loop_t *loop, struct auth **out)
     rc = auth_worker_open(loop, &a->worker);
     if (rc != 0) {
         gsasl_done(a->gsasl);
+        auth_fail_free(a->fails);
         free(a);
         return rc;
     }
@@ -622,13 +534,7 @@ void auth_close(struct auth *a)
         return;
     auth_worker_close(a->worker); /* joins the thread: GNU SASL is ours again */
     gsasl_done(a->gsasl);
-    for (size_t b = 0; b < FAIL_BUCKETS; b++) {
-        while (a->fails[b] != NULL) {
-            struct fail_entry *e = a->fails[b];
-            a->fails[b] = e->next;
-            free(e);
-        }
-    }
+    auth_fail_free(a->fails);
     free(a);
 }
 
@@ -696,7 +602,8 @@ int auth_session_start(struct auth_session *as, const char *arg, size_t len)
     /* a new exchange after a failed one: the old GNU SASL session goes */
     finish_gs(as->a, as->cfg, as->gs);
     as->gs = NULL;
-    if (fail_count(as->a, as->cfg, as->key) >= as->cfg->auth_fail_limit) {
+    if (auth_fail_count(as->a->fails, as->key, uv_now(as->a->loop), as->cfg->auth_fail_period) >=
+        as->cfg->auth_fail_limit) {
         /* auth_fail_limit: Postfix's anvil answers 421 and closes, so does this */
         struct auth_reply r;
         set_reply(&r, AUTH_FAILURE, 421, "4.7.0",
