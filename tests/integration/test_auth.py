@@ -235,6 +235,11 @@ def test_reply_codes(relayd_factory, tls_cert, secrets, tmp_path):
     rep = c.expect(cram_response("site1", PW1, ch.texts[0]), 235)
     assert rep.line.startswith("235 2.7.0"), rep
     c.expect("AUTH CRAM-MD5", 503)
+    # an account gains no right to relay (relayd(8) AUTHENTICATION)
+    c.expect("MAIL FROM:<a@b.test>", 250)
+    rep = c.expect("RCPT TO:<someone@elsewhere.test>", 550)
+    assert rep.line.startswith("550 5.7.1"), rep
+    c.expect("RSET", 250)
     # not inside a mail transaction (RFC 4954 §4)
     c2 = r.raw()
     c2.ehlo()
