@@ -384,9 +384,9 @@ def test_slow_hash_checks_do_not_delay_another_clients_250(relayd_factory, tls_c
     answered = r.log_text().count("sasl_username=slow")
     assert answered < 100, "all hundred checks ended before the 250: no proof of anything"
     assert r.queue.message(qid) is not None
-    # the checks go on, and answer in order
-    for t in clients[:3]:
-        assert t.reply(timeout=60).code == 235
+    # the checks go on after the 250 (the thread was not stuck)
+    wait_until(lambda: r.log_text().count("sasl_username=slow") >= answered + 2, 60,
+               what="two more checks")
     for t in clients:
         t.abort()
 
