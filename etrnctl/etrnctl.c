@@ -1,7 +1,7 @@
 /*
  * etrnctl: command dispatch. Parses the global options, picks the command
- * family (etrn_cmd.c for the site side, credentials_cmd.c for a line of
- * relayd's accounts file, ctl_cmd.c for the operator's
+ * family (etrn_cmd.c and atrn_cmd.c for the site side, credentials_cmd.c for
+ * a line of relayd's accounts file, ctl_cmd.c for the operator's
  * control-socket commands) and owns the helpers they share (exit-status
  * order, durations). It does no network or socket I/O itself.
  */
@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "defaults.h"
 #include "etrnctl.h"
 
 static void usage(FILE *fp)
@@ -18,8 +19,11 @@ static void usage(FILE *fp)
     fprintf(fp, "usage: etrnctl [--json] [-q|-v] [-S socket] command [arguments]\n"
                 "       etrnctl RELAY[:PORT] DOMAIN...     (short for: etrn -H RELAY DOMAIN...)\n"
                 "\n"
-                "Site side (RFC 1985 ETRN):\n");
+                "Site side (RFC 1985 ETRN, RFC 2645 ATRN):\n");
     etrn_cmd_usage(fp);
+    atrn_cmd_usage(fp);
+    fprintf(fp, "  pull [options] [DOMAIN...]\n"
+                "      etrn or atrn, as ETRN_MODE in " ETRNCTL_DEFAULTS_FILE " says (default etrn)\n");
     fprintf(fp, "\nAccounts (relayd's credentials file):\n");
     credentials_cmd_usage(fp);
     fprintf(fp, "\nOperator commands (relayd control socket):\n");
@@ -173,6 +177,43 @@ void etrnctl_format_age(double seconds, char *out, size_t outlen)
         snprintf(out, outlen, "%ldd%02ldh", s / 86400, s % 86400 / 3600);
 }
 
+/* ETRN_MODE from the defaults file, for `etrnctl pull`. */
+static void take_mode(void *arg, const char *name, char *value)
+{
+    char **mode = arg;
+
+    if (strcmp(name, "ETRN_MODE") == 0) {
+        free(*mode);
+        *mode = value;
+    } else {
+        free(value);
+    }
+}
+
+/* `etrnctl pull ...`: `etrn ...` or `atrn ...` as ETRN_MODE in the
+ * defaults file says, so one timer unit and one hook serve both ways of
+ * pulling. */
+static int pull(int argc, char **argv, struct etrnctl_opts *o)
+{
+    char *mode = NULL;
+    int st = etrnctl_defaults_read(take_mode, &mode);
+
+    if (st != 0)
+        return st;
+    if (mode == NULL || *mode == '\0' || strcmp(mode, "etrn") == 0) {
+        argv[0] = "etrn";
+        st = etrn_cmd_main(argc, argv, o);
+    } else if (strcmp(mode, "atrn") == 0) {
+        argv[0] = "atrn";
+        st = atrn_cmd_main(argc, argv, o);
+    } else {
+        etrnctl_warn("ETRN_MODE=%s in %s: expected etrn or atrn", mode, ETRNCTL_DEFAULTS_FILE);
+        st = EX_CONFIG;
+    }
+    free(mode);
+    return st;
+}
+
 /* `etrnctl RELAY DOMAIN...`: the Solaris etrn(1M) form. Rewritten as
  * `etrn -H RELAY DOMAIN...` so one code path handles both. */
 static int short_form(int argc, char **argv, struct etrnctl_opts *o)
@@ -238,6 +279,10 @@ int main(int argc, char **argv)
         return etrn_cmd_main(argc, argv, &o);
     if (strcmp(cmd, "credentials") == 0)
         return credentials_cmd_main(argc, argv, &o);
+    if (strcmp(cmd, "atrn") == 0)
+        return atrn_cmd_main(argc, argv, &o);
+    if (strcmp(cmd, "pull") == 0)
+        return pull(argc, argv, &o);
     if (ctl_cmd_known(cmd))
         return ctl_cmd_main(argc, argv, &o);
     if (strcmp(cmd, "help") == 0) {

@@ -68,6 +68,8 @@ void etrnctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * status. */
 int etrn_cmd_main(int argc, char **argv, struct etrnctl_opts *o);
 void etrn_cmd_usage(FILE *fp);
+int atrn_cmd_main(int argc, char **argv, struct etrnctl_opts *o);
+void atrn_cmd_usage(FILE *fp);
 /* credentials_cmd.c: a line for relayd's credentials file */
 int credentials_cmd_main(int argc, char **argv, struct etrnctl_opts *o);
 void credentials_cmd_usage(FILE *fp);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -329,6 +330,9 @@ static int connect_addr(struct smtp_io *io, const struct sockaddr *sa, socklen_t
         return -1;
     }
     io->fd = fd;
+    /* commands and replies are small writes answered at once: no Nagle
+     * delay (it meets the peer's delayed ACK: 40 ms per message) */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     if (connect(fd, sa, salen) == 0)
         return 0;
     if (errno != EINPROGRESS) {

@@ -910,6 +910,50 @@ done:
     return rc;
 }
 
+int smtp_parse_atrn(const char *arg, size_t len, struct smtp_atrn_arg *out)
+{
+    size_t pos = 0;
+    int rc = SMTP_PARSE_OK;
+
+    memset(out, 0, sizeof(*out));
+    while (len > 0 && (arg[len - 1] == ' ' || arg[len - 1] == '\t'))
+        len--;
+    while (pos < len && rc == SMTP_PARSE_OK) {
+        size_t start, end, i;
+        char name[SMTP_DOMAIN_MAX + 1];
+        int dup = 0;
+
+        while (pos < len && (arg[pos] == ' ' || arg[pos] == '\t'))
+            pos++;
+        start = pos;
+        while (pos < len && arg[pos] != ',')
+            pos++;
+        end = pos;
+        while (end > start && (arg[end - 1] == ' ' || arg[end - 1] == '\t'))
+            end--;
+        if (pos < len)
+            pos++; /* the comma */
+        if (end == start || (pos == len && arg[len - 1] == ',') ||
+            addr_domain_normalize(arg + start, end - start, name, sizeof(name)) != 0) {
+            rc = SMTP_PARSE_SYNTAX;
+            break;
+        }
+        for (i = 0; i < out->n; i++)
+            if (strcmp(out->names[i], name) == 0)
+                dup = 1;
+        if (dup)
+            continue;
+        if (out->n == SMTP_ATRN_MAX) {
+            rc = SMTP_PARSE_TOO_LONG;
+            break;
+        }
+        memcpy(out->names[out->n++], name, sizeof(name));
+    }
+    if (rc != SMTP_PARSE_OK)
+        memset(out, 0, sizeof(*out));
+    return rc;
+}
+
 /* ---- replies (RFC 5321 §4.2) ------------------------------------------------------------ */
 
 /*

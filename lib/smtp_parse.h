@@ -140,6 +140,18 @@ struct smtp_etrn_arg {
 /* Parse an ETRN argument; the domain must be a syntactically valid hostname. */
 int smtp_parse_etrn(const char *arg, size_t len, struct smtp_etrn_arg *out);
 
+/* RFC 2645 §4.3 ATRN argument: nothing (every domain of the account), or
+ * domain *("," domain); blanks around the commas are tolerated. Each name
+ * is normalised (lower case, trailing dot removed) and listed once. More
+ * than SMTP_ATRN_MAX names is SMTP_PARSE_TOO_LONG; an empty or invalid name
+ * SMTP_PARSE_SYNTAX. */
+#define SMTP_ATRN_MAX 32
+struct smtp_atrn_arg {
+    size_t n; /* 0: no argument */
+    char names[SMTP_ATRN_MAX][SMTP_DOMAIN_MAX + 1];
+};
+int smtp_parse_atrn(const char *arg, size_t len, struct smtp_atrn_arg *out);
+
 /* One line of a server reply ("250-PIPELINING", "250 ok"), for SMTP clients. */
 struct smtp_reply_line {
     int code;          /* 200..599 */

@@ -555,11 +555,22 @@ static int resolve_route(struct build *b, struct cfg_domain *d)
     size_t hlen;
 
     d->route_mx = 0;
+    d->route_odmr = 0;
     d->route_port = b->cfg->delivery_port;
     free(d->route_host);
     d->route_host = NULL;
     if (r == NULL || strcmp(r, "mx") == 0) {
         d->route_mx = 1;
+        return 0;
+    }
+    if (strcasecmp(r, "odmr") == 0) {
+        /* RFC 2645: only ever fetched by ATRN; never a connection of ours */
+        d->route_odmr = 1;
+        if (d->mode == CFG_MODE_RETRY)
+            return fail(b, d->file, d->line,
+                        "[domain %s] has route = odmr: its mail waits for ATRN, so mode = retry "
+                        "cannot apply",
+                        d->name);
         return 0;
     }
     if (r[0] == '[') {
@@ -724,6 +735,12 @@ static int finish(struct build *b)
     if (cfg->tls_cert != NULL && (check_readable(b, "tls_cert", cfg->tls_cert, cert) < 0 ||
                                   check_readable(b, "tls_key", cfg->tls_key, key) < 0))
         return -1;
+    if (cfg->odmr_require_tls && cfg->tls_cert == NULL) {
+        const struct seen *s = global_seen(b, "odmr_require_tls");
+        return fail(b, s->file, s->line,
+                    "odmr_require_tls = yes needs tls_cert and tls_key: without a certificate "
+                    "no customer could ever authenticate");
+    }
     if (cfg->tls_ca_file != NULL &&
         check_readable(b, "tls_ca_file", cfg->tls_ca_file, global_seen(b, "tls_ca_file")) < 0)
         return -1;
@@ -873,6 +890,7 @@ void config_unref(struct config *cfg)
     free(cfg->path);
     free(cfg->hostname);
     config_free_listen(cfg->listen);
+    config_free_listen(cfg->odmr_listen);
     free(cfg->database);
     free(cfg->tls_cert);
     free(cfg->tls_key);

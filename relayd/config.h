@@ -47,6 +47,7 @@ struct cfg_domain {
     /* delivery (issue 3); every value is resolved at load: a key the section
      * does not set takes the global value */
     int route_mx;                 /* route = mx */
+    int route_odmr;               /* route = odmr: fetched by ATRN only, never delivered to */
     char *route_host;             /* route = host[:port]: the host (no brackets), else NULL */
     unsigned route_port;          /* its port, or delivery_port */
     enum cfg_tls tls;             /* default may */
@@ -141,6 +142,10 @@ struct config {
     unsigned max_queue_messages; /* per domain section, inherited; 0 = no limit */
     uint64_t max_queue_bytes;    /* likewise */
     uint64_t queue_minfree;      /* bytes, or CFG_SIZE_AUTO: see config_queue_minfree */
+    /* ODMR (issue 8, RFC 2645) */
+    struct cfg_listen *odmr_listen; /* where ATRN customers connect (366); NULL/0 = off */
+    size_t nodmr_listen;
+    int odmr_require_tls;        /* refuse AUTH (530) on the ODMR port before STARTTLS */
     /* Mail for destinations that are not relay domains (bounces to senders):
      * mode retry, route mx, tls may, global lifetimes. name is "". */
     struct cfg_domain other;

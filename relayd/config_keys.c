@@ -127,13 +127,19 @@ const struct cfg_key config_global_keys[] = {
     /* Postfix's anvil: smtpd_client_auth_rate_limit */
     {"auth_fail_limit", T_RATE, "5/10m", G(auth_fail_limit), G(auth_fail_period), 1, 1000000, 0,
      "failed AUTH attempts one client address may make per period, then 421: N/duration"},
+    /* ---- ODMR (issue 8) ---- */
+    /* RFC 2645 §3: port 366 (the number: Debian's services file has no name for it). */
+    {"odmr_listen", T_LISTEN, "", G(odmr_listen), G(nodmr_listen), 0, 0, F_OPTIONAL,
+     "where ODMR customers connect for ATRN, e.g. *:366; empty: no ODMR service"},
+    {"odmr_require_tls", T_BOOL, "no", G(odmr_require_tls), 0, 0, 0, 0,
+     "ODMR port: refuse AUTH with 530 until STARTTLS (needs tls_cert)"},
 };
 
 const struct cfg_key config_domain_keys[] = {
     {"mode", T_MODE, "hold", D(mode), 0, 0, 0, 0,
      "hold: deliver on ETRN, ATRN or flush; retry: also retry on a schedule"},
     {"route", T_ROUTE, "mx", D(route), 0, 0, 0, 0,
-     "where mail goes: mx (look up MX records) or host[:port]"},
+     "where mail goes: mx (look up MX records), host[:port], or odmr (ATRN only)"},
     {"subdomains", T_BOOL, "no", D(subdomains), 0, 0, 0, 0,
      "also relay for every subdomain of this domain"},
     {"tls", T_TLS, "may", D(tls), 0, 0, 0, 0,

@@ -193,7 +193,7 @@ int config_parse_port(const char *s, unsigned *port)
     return 0;
 }
 
-/* "mx", "host", "host:port", "192.0.2.1[:port]" or "[2001:db8::1][:port]". */
+/* "mx", "odmr", "host", "host:port", "192.0.2.1[:port]" or "[2001:db8::1][:port]". */
 int config_valid_route(const char *s, char *why, size_t whylen)
 {
     char host[CFG_HOST_MAX + 2];
@@ -203,7 +203,7 @@ int config_valid_route(const char *s, char *why, size_t whylen)
     struct in6_addr a6;
     struct in_addr a4;
 
-    if (strcasecmp(s, "mx") == 0)
+    if (strcasecmp(s, "mx") == 0 || strcasecmp(s, "odmr") == 0)
         return 0;
     if (s[0] == '[') {
         const char *close = strchr(s, ']');
@@ -483,11 +483,11 @@ static int set_listen(void *base, const struct cfg_key *k, const char *value, ch
         snprintf(why, whylen, "out of memory");
         goto done;
     }
-    if (ntok == 0) {
+    if (ntok == 0 && !(k->flags & F_OPTIONAL)) {
         snprintf(why, whylen, "expected at least one addr:port");
         goto done;
     }
-    l = calloc(2 * ntok, sizeof(*l));
+    l = calloc(2 * ntok + 1, sizeof(*l));
     if (l == NULL) {
         snprintf(why, whylen, "out of memory");
         goto done;

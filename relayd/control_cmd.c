@@ -378,7 +378,8 @@ static void write_domain(struct ctl_conn *k, const char *name, const struct stor
 
     jw_begin(&w, k);
     jw_str(&w, "domain", name);
-    jw_str(&w, "mode", cd->mode == CFG_MODE_RETRY ? "retry" : "hold");
+    /* route = odmr: nothing of ours ever delivers it; the site pulls (ATRN) */
+    jw_str(&w, "mode", cd->route_odmr ? "pulled" : cd->mode == CFG_MODE_RETRY ? "retry" : "hold");
     jw_str(&w, "route", cd->route ? cd->route : "mx");
     jw_int(&w, "messages", d ? d->messages : 0);
     jw_int(&w, "bytes", d ? (int64_t)d->bytes : 0);

@@ -8,6 +8,8 @@
  * in batches (writer thread's group commit), and a run reports done only
  * once they are committed. A 5xx is bounced (the DSN committed) before the
  * recipient is removed, so a crash can repeat a delivery, never lose one.
+ * An ATRN turn (RFC 2645) is a next hop whose one connection the customer
+ * opened: never resolved, never reopened, and a pull adds no backoff.
  * It does not decide when to run (sched.c) nor build DSNs (bounce.c).
  */
 #include <inttypes.h>
@@ -75,6 +77,7 @@ struct dl_run {
      * etrnctl queue shows why): the run only walks its queue. */
     int unroutable;
     struct resolver_error route_err;
+    int turn; /* part of an ATRN turn: a 4xx keeps the next attempt */
     struct delivery_result res;
     delivery_done_cb done;
     void *arg;
@@ -118,6 +121,11 @@ struct dl_nexthop {
     unsigned limit;
     struct dl_run *runs; /* FIFO */
     struct dl_conn *conns;
+    /* an ATRN turn: its connection came from the customer (delivery_turn) */
+    int turn;
+    delivery_turn_cb turn_over;
+    void *turn_arg;
+    struct delivery_result turn_total;
 };
 
 struct delivery {
@@ -131,6 +139,7 @@ struct delivery {
 static void run_check(struct dl_run *run);
 static void nh_kick(struct dl_nexthop *nh);
 static void conn_take_work(struct dl_conn *dc);
+static void turn_conn_closed(struct dl_conn *dc);
 
 static int64_t now_unix(void)
 {
@@ -201,7 +210,15 @@ static void nh_maybe_free(struct dl_nexthop *nh)
     free(nh->targets);
     free(nh->failed);
     free(nh->lookup_domain);
-    free(nh);
+    if (nh->turn) {
+        delivery_turn_cb over = nh->turn_over;
+        void *arg = nh->turn_arg;
+        struct delivery_result total = nh->turn_total;
+        free(nh);
+        over(arg, &total);
+    } else {
+        free(nh);
+    }
     delivery_check_stopped(dl);
 }
 
@@ -465,6 +482,13 @@ static void run_finish(struct dl_run *run)
     void *arg = run->arg;
     struct delivery_result res = run->res;
 
+    if (nh->turn) {
+        nh->turn_total.delivered += res.delivered;
+        nh->turn_total.deferred += res.deferred;
+        nh->turn_total.bounced += res.bounced;
+        if (res.why[0] != '\0')
+            memcpy(nh->turn_total.why, res.why, sizeof(res.why));
+    }
     for (pp = &nh->runs; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == run) {
             *pp = run->next;
@@ -1056,6 +1080,7 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
     const struct store_dmsg *m = it.m;
     const struct config *cfg = dc->nh->dl->srv->cfg;
     const char *relay = smtp_client_peer(cl);
+    int turn = run->turn;
     struct bounce_rcpt *br = NULL;
     size_t i, nb = 0;
 
@@ -1090,7 +1115,8 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
             if (br == NULL)
                 br = calloc(msg->nrcpts, sizeof(*br));
             if (br == NULL) {
-                run_add_update(run, r, m->id, STORE_DEFERRED, retry_at(cfg, r->attempts), text);
+                run_add_update(run, r, m->id, STORE_DEFERRED,
+                               turn ? r->next_attempt : retry_at(cfg, r->attempts), text);
                 continue;
             }
             br[nb].rcpt = r;
@@ -1103,7 +1129,10 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
             count(run, r, STATS_BOUNCED);
         } else {
             log_outcome(m, r, relay, rep, "deferred");
-            run_add_update(run, r, m->id, STORE_DEFERRED, retry_at(cfg, r->attempts), text);
+            /* a pull adds no backoff: the next ATRN or ETRN takes it anyway,
+             * and a retry domain keeps the schedule it had */
+            run_add_update(run, r, m->id, STORE_DEFERRED,
+                           turn ? r->next_attempt : retry_at(cfg, r->attempts), text);
             run->res.deferred++;
             count(run, r, STATS_DEFERRED);
             snprintf(run->res.why, sizeof(run->res.why), "%.250s", text);
@@ -1143,6 +1172,10 @@ static void on_closed(struct smtp_client *cl)
     struct dl_nexthop *nh = dc->nh;
 
     dc->cl = NULL;
+    if (nh->turn) {
+        turn_conn_closed(dc);
+        return;
+    }
     /* a connection that never got ready tries the next target itself; a
      * target that could not be reached is skipped by every connection of
      * this run, one whose TLS fell short only by this one (its policy) */
@@ -1229,6 +1262,133 @@ static const struct smtp_client_cbs client_cbs = {
     .on_closed = on_closed,
     .on_body = on_body,
 };
+
+/* ---- ATRN turns (RFC 2645 §4) ---------------------------------------------------- */
+
+/* The customer's connection is gone (QUIT, a drop, a timeout): every run of
+ * the turn ends; what was fetched and not acknowledged stays queued for the
+ * next ATRN or ETRN, and no backoff is recorded (site_down stays 0). */
+static void turn_conn_closed(struct dl_conn *dc)
+{
+    struct dl_nexthop *nh = dc->nh;
+    struct dl_run *r, *next;
+
+    if (dc->setup_failed)
+        log_info("%s: ATRN turn failed: %s", nh->key, dc->setup_why);
+    conn_unlink(dc);
+    conn_free(dc); /* or body_read, when a piece of a body is still being read */
+    for (r = nh->runs; r != NULL; r = next) {
+        next = r->next;
+        run_abort(r, 0, "connection closed");
+    }
+    nh_maybe_free(nh);
+}
+
+int delivery_turn(struct delivery *dl, struct conn *c, const char *peer_name,
+                  char *const *domains, size_t n, delivery_done_cb run_done, void *const *run_args,
+                  delivery_turn_cb over, void *arg, struct delivery_turn **out)
+{
+    const struct config *cfg = dl->srv->cfg;
+    struct dl_nexthop *nh = NULL;
+    struct dl_conn *dc = NULL;
+    struct dl_run **runs = NULL, **pp;
+    struct smtp_client_opts o;
+    size_t i;
+    int rc = -1;
+
+    if (dl->stopping || n == 0)
+        return -1;
+    nh = calloc(1, sizeof(*nh));
+    dc = calloc(1, sizeof(*dc));
+    runs = calloc(n, sizeof(*runs));
+    if (nh == NULL || dc == NULL || runs == NULL ||
+        (nh->lookup_domain = strdup(domains[0])) == NULL)
+        goto done;
+    for (i = 0; i < n; i++) {
+        runs[i] = calloc(1, sizeof(*runs[i]));
+        if (runs[i] == NULL || (runs[i]->domain = strdup(domains[i])) == NULL)
+            goto done;
+    }
+    nh->dl = dl;
+    /* "odmr:..." is never a resolved next hop's key: nh_get cannot find it */
+    nh->resolved = 1; /* nothing to resolve, and no targets: nh_spawn opens nothing */
+    nh->limit = 1;
+    nh->up = 1;
+    nh->turn = 1;
+    nh->turn_over = over;
+    nh->turn_arg = arg;
+    dc->nh = nh;
+    memset(&o, 0, sizeof(o));
+    o.helo_name = cfg->hostname;
+    o.tls = SMTP_TLS_NONE; /* a pull is protected by the account, not the domain's tls */
+    o.peer_name = peer_name;
+    o.command_timeout = cfg->delivery_timeout;
+    o.data_timeout = cfg->delivery_data_timeout;
+    if (smtp_client_attach(dl->srv->loop, c, &o, &client_cbs, dc, &dc->cl) != 0)
+        goto done;
+    snprintf(nh->key, sizeof(nh->key), "%s", smtp_client_peer(dc->cl));
+    nh->conns = dc;
+    nh->nconns = 1;
+    nh->next = dl->hops;
+    dl->hops = nh;
+    for (i = 0, pp = &nh->runs; i < n; i++, pp = &(*pp)->next) {
+        runs[i]->dl = dl;
+        runs[i]->nh = nh;
+        runs[i]->due_before = INT64_MAX;
+        runs[i]->turn = 1;
+        runs[i]->done = run_done;
+        runs[i]->arg = run_args[i];
+        *pp = runs[i];
+    }
+    /* read the queue while the customer greets; each run ends on its own
+     * when its fetch finds nothing */
+    for (i = 0; i < n; i++)
+        run_fetch(runs[i]);
+    for (i = 0; i < n; i++)
+        if (!runs[i]->fetching)
+            run_check(runs[i]);
+    *out = (struct delivery_turn *)nh;
+    nh = NULL;
+    dc = NULL;
+    n = 0;
+    rc = 0;
+done:
+    for (i = 0; i < n && runs != NULL; i++) {
+        if (runs[i] != NULL)
+            free(runs[i]->domain);
+        free(runs[i]);
+    }
+    free(runs);
+    if (nh != NULL)
+        free(nh->lookup_domain);
+    free(nh);
+    free(dc);
+    return rc;
+}
+
+void delivery_turn_stop(struct delivery_turn *t)
+{
+    struct dl_nexthop *nh = (struct dl_nexthop *)t;
+    struct dl_run *r, *next;
+
+    for (r = nh->runs; r != NULL; r = next) {
+        next = r->next;
+        run_abort(r, 0, "shutting down");
+    }
+    if (nh->conns != NULL && nh->conns->cl != NULL && nh->conns->ready && !nh->conns->busy) {
+        nh->conns->ready = 0;
+        smtp_client_quit(nh->conns->cl);
+    }
+}
+
+void delivery_turn_abort(struct delivery_turn *t)
+{
+    struct dl_nexthop *nh = (struct dl_nexthop *)t;
+
+    if (nh->conns != NULL && nh->conns->cl != NULL)
+        smtp_client_abort(nh->conns->cl);
+}
+
 
 /* ---- interface ------------------------------------------------------------------- */
 

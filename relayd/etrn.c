@@ -231,6 +231,23 @@ static void refuse(struct smtpd_session *s, const char *arg, const char *why)
     etrn_log(s, arg, 459, 0, why);
 }
 
+/* route = odmr (RFC 2645): the domain's mail is only collected with ATRN;
+ * no connection of ours could deliver it, so ETRN could never be done. */
+static int collected_by_atrn(const struct config *cfg, const struct smtp_etrn_arg *ea)
+{
+    const struct cfg_queue *cq;
+    const struct cfg_domain *d;
+    size_t i;
+
+    if (ea->kind != SMTP_ETRN_QUEUE)
+        return (d = config_find_domain(cfg, ea->name)) != NULL && d->route_odmr;
+    cq = config_find_queue(cfg, ea->name);
+    for (i = 0; cq != NULL && i < cq->ndomains; i++)
+        if ((d = config_find_domain(cfg, cq->domains[i])) != NULL && d->route_odmr)
+            return 1;
+    return 0;
+}
+
 void etrn_cmd(struct smtpd_session *s, const struct smtp_cmd *cmd)
 {
     struct server *srv = s->srv;
@@ -280,6 +297,13 @@ void etrn_cmd(struct smtpd_session *s, const struct smtp_cmd *cmd)
     }
     if (verdict != ETRN_ACCESS_OK) {
         refuse(s, shown, etrn_access_reason(verdict));
+        return;
+    }
+    if (collected_by_atrn(cfg, &ea)) {
+        smtpd_reply(s, 459, "4.7.1",
+                    "Node <%s> not allowed: its mail is collected with ATRN (RFC 2645), use ATRN",
+                    shown);
+        etrn_log(s, shown, 459, 0, "route = odmr");
         return;
     }
     q = calloc(1, sizeof(*q));

@@ -3,7 +3,8 @@
  * connections globally and per client address so one client cannot take
  * every slot (max_connections, max_connections_per_ip); an IPv6 client is
  * counted by its network (ipv6_prefix_length, lib/ipkey.c). It does not
- * speak SMTP: new connections go straight to smtpd_session_accept().
+ * speak SMTP: new connections go straight to smtpd_session_accept(), those
+ * on an odmr_listen socket as ODMR sessions (RFC 2645).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -27,8 +28,9 @@ struct ip_count {
 
 struct listener {
     struct server *srv;
-    uv_tcp_t *socks; /* one per listen address */
+    uv_tcp_t *socks; /* one per listen address, then one per odmr_listen address */
     size_t nsocks;
+    size_t nsmtp; /* socks[0 .. nsmtp - 1] are the SMTP listeners */
     size_t nopen; /* handles not yet closed */
     int stopped;
     int free_pending;
@@ -105,7 +107,7 @@ static void on_connection(uv_stream_t *stream, int status)
         log_warn("accept failed: %s", uv_strerror(status));
         return;
     }
-    smtpd_session_accept(l->srv, stream);
+    smtpd_session_accept(l->srv, stream, (size_t)((uv_tcp_t *)stream - l->socks) >= l->nsmtp);
 }
 
 static void listener_really_free(struct listener *l)
@@ -143,13 +145,15 @@ int listener_start(struct server *srv, struct listener **out, char *err, size_t 
         return -1;
     }
     l->srv = srv;
-    l->socks = calloc(cfg->nlisten, sizeof(*l->socks));
+    l->socks = calloc(cfg->nlisten + cfg->nodmr_listen, sizeof(*l->socks));
     if (l->socks == NULL) {
         snprintf(err, errlen, "out of memory");
         goto done;
     }
-    for (i = 0; i < cfg->nlisten; i++) {
-        const struct cfg_listen *a = &cfg->listen[i];
+    l->nsmtp = cfg->nlisten;
+    for (i = 0; i < cfg->nlisten + cfg->nodmr_listen; i++) {
+        const struct cfg_listen *a =
+            i < cfg->nlisten ? &cfg->listen[i] : &cfg->odmr_listen[i - cfg->nlisten];
         uv_tcp_t *t = &l->socks[i];
         /* [::]:25 must not swallow 0.0.0.0:25, so both can be listed */
         unsigned flags = a->addr.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;

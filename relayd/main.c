@@ -216,10 +216,13 @@ static void reload_apply(struct relayd_main *m, struct config *ncfg)
         }
         srv->tls_client_verify = v;
     }
-    if (ncfg->nlisten == old->nlisten) {
+    if (ncfg->nlisten == old->nlisten && ncfg->nodmr_listen == old->nodmr_listen) {
         listen_changed = 0;
         for (i = 0; i < ncfg->nlisten; i++)
             if (strcmp(ncfg->listen[i].text, old->listen[i].text) != 0)
+                listen_changed = 1;
+        for (i = 0; i < ncfg->nodmr_listen; i++)
+            if (strcmp(ncfg->odmr_listen[i].text, old->odmr_listen[i].text) != 0)
                 listen_changed = 1;
     } else {
         listen_changed = 1;
@@ -553,6 +556,9 @@ int main(int argc, char **argv)
         for (k = 0; k < srv->cfg->nlisten && n < sizeof(addrs); k++)
             n += (size_t)snprintf(addrs + n, sizeof(addrs) - n, "%s%s", k ? ", " : "",
                                   srv->cfg->listen[k].text);
+        for (k = 0; k < srv->cfg->nodmr_listen && n < sizeof(addrs); k++)
+            n += (size_t)snprintf(addrs + n, sizeof(addrs) - n, ", %s (ODMR)",
+                                  srv->cfg->odmr_listen[k].text);
         log_info("relayd ready: version %s, listening on %s, queue %s", PACKAGE_VERSION, addrs,
                  srv->cfg->database);
     }

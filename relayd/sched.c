@@ -7,7 +7,9 @@
  * gets one probe per interval, not one connection per message. An ETRN for
  * a site being flushed joins the flush. A periodic scan of the queue finds
  * expired mail (bounced) and mail due a delay warning. The SMTP work itself
- * is delivery.c's; the DSNs are bounce.c's.
+ * is delivery.c's; the DSNs are bounce.c's. An ATRN turn (odmr.c) marks
+ * its domains running like a flush, so the two never deliver one domain at
+ * once. A route = odmr domain is never started here: only a turn takes it.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -184,6 +186,8 @@ static void site_start(struct sched *sc, struct site *st, int64_t due_before, co
 
     if (st->running || st->maint || sc->stopping)
         return;
+    if (config_delivery_domain(sc->srv->cfg, st->domain)->route_odmr)
+        return; /* RFC 2645: fetched by ATRN only; no connection of ours, ever */
     rc = malloc(sizeof(*rc));
     if (rc == NULL)
         return;
@@ -244,6 +248,80 @@ int sched_flushing(struct sched *sc, const char *domain)
     struct site *st = site_of(lru_find(&sc->sites, domain));
 
     return st != NULL && st->running;
+}
+
+int sched_busy(struct sched *sc, const char *domain)
+{
+    struct site *st = site_of(lru_find(&sc->sites, domain));
+
+    return st != NULL && (st->running || st->maint);
+}
+
+/* One domain's part of an ATRN turn is committed. Unlike run_done, nothing
+ * here backs the site off: the customer's connection failing says nothing
+ * about the site's own server. */
+static void turn_run_done(void *arg, const struct delivery_result *r)
+{
+    struct run_ctx *rc = arg;
+    struct sched *sc = rc->sc;
+    struct site *st = rc->st;
+
+    free(rc);
+    st->running = 0;
+    sc->busy--;
+    if (r->delivered > 0)
+        store_domain_event(sc->srv->store, st->domain, STORE_EV_DELIVERY, now_unix(), NULL);
+    if (st->again && !sc->stopping) {
+        st->again = 0;
+        site_start(sc, st, INT64_MAX, "ETRN during ATRN");
+        return;
+    }
+    st->again = 0;
+    sched_check_stopped(sc);
+}
+
+int sched_turn(struct sched *sc, struct conn *c, const char *peer_name, char *const *domains,
+               size_t n, delivery_turn_cb over, void *arg, struct delivery_turn **out)
+{
+    struct run_ctx **rcs;
+    size_t i, got = 0;
+
+    if (sc->stopping || n == 0)
+        return -1;
+    for (i = 0; i < n; i++)
+        if (sched_busy(sc, domains[i]))
+            return 1;
+    rcs = calloc(n, sizeof(*rcs));
+    if (rcs == NULL)
+        return -1;
+    /* each site is marked running as soon as it is got: a running site is
+     * never the one site_get forgets to make room for the next */
+    for (got = 0; got < n; got++) {
+        if ((rcs[got] = malloc(sizeof(*rcs[got]))) == NULL ||
+            (rcs[got]->st = site_get(sc, domains[got])) == NULL) {
+            free(rcs[got]);
+            goto fail;
+        }
+        rcs[got]->sc = sc;
+        rcs[got]->st->running = 1;
+        rcs[got]->st->run_due = INT64_MAX; /* an ETRN meanwhile joins the turn */
+        rcs[got]->st->has_mail = 1;
+    }
+    sc->busy += (unsigned)n;
+    if (delivery_turn(sc->dl, c, peer_name, domains, n, turn_run_done, (void *const *)rcs, over,
+                      arg, out) != 0) {
+        sc->busy -= (unsigned)n;
+        goto fail;
+    }
+    free(rcs); /* the run contexts are the runs' now */
+    return 0;
+fail:
+    for (i = 0; i < got; i++) {
+        rcs[i]->st->running = 0;
+        free(rcs[i]);
+    }
+    free(rcs);
+    return -1;
 }
 
 /* ---- timers ---------------------------------------------------------------------- */

@@ -8,8 +8,12 @@
 #ifndef RELAYD_SCHED_H
 #define RELAYD_SCHED_H
 
+#include <stddef.h>
 #include <stdint.h>
 
+#include "delivery.h"
+
+struct conn;
 struct server;
 struct sched;
 
@@ -21,6 +25,17 @@ void sched_flush(struct sched *sc, const char *domain, const char *why);
 void sched_queued(struct sched *sc, const char *domain);
 /* Is a flush of domain running? */
 int sched_flushing(struct sched *sc, const char *domain);
+/* Is domain being delivered (a run, an ATRN turn) or its expired mail being
+ * returned? Then an ATRN for it must wait (RFC 2645 §4.3: 451). */
+int sched_busy(struct sched *sc, const char *domain);
+/* ATRN: deliver the n domains' mail down the customer's connection c (see
+ * delivery_turn). The domains count as running until their part of the
+ * turn is committed, so no ETRN, retry or operator flush delivers them at
+ * the same time, and nothing of the turn backs a domain off. over runs
+ * once the turn is over and c closed. 0; 1 when a domain is busy (nothing
+ * started); -1 on failure (nothing started; c is still the caller's). */
+int sched_turn(struct sched *sc, struct conn *c, const char *peer_name, char *const *domains,
+               size_t n, delivery_turn_cb over, void *arg, struct delivery_turn **out);
 /* Stop starting work; running deliveries end (bounded). cb when all is idle. */
 void sched_stop(struct sched *sc, void (*cb)(struct server *srv));
 void sched_free(struct sched *sc);

@@ -35,6 +35,8 @@ enum smtpd_state {
     SMTPD_ETRN,        /* ETRN is counting the queue; input waits */
     SMTPD_AUTH,        /* an AUTH exchange (RFC 4954): lines are its answers, not
                         * commands; input waits while a step runs (auth_pending) */
+    SMTPD_ATRN,        /* ATRN is counting the queue; input waits (RFC 2645) */
+    SMTPD_TURN,        /* ATRN turned the connection: delivery owns it (odmr.c) */
     SMTPD_CLOSING,     /* QUIT, 421 or error: no more input is read */
     SMTPD_NSTATES
 };
@@ -43,8 +45,8 @@ enum smtpd_state {
 
 /* Counters for the disconnect line, like Postfix's "ehlo=1 mail=1 ...". */
 struct smtpd_counts {
-    unsigned helo, ehlo, starttls, auth, mail, rcpt, data, rset, noop, vrfy, etrn, quit, unknown,
-        commands;
+    unsigned helo, ehlo, starttls, auth, mail, rcpt, data, rset, noop, vrfy, etrn, atrn, quit,
+        unknown, commands;
     unsigned auth_ok, mail_ok, rcpt_ok, data_ok, quit_ok, errors;
 };
 
@@ -95,14 +97,16 @@ struct smtpd_session {
     int closed;                /* conn is closing: no more replies */
     int conn_gone;             /* on_closed ran: the conn is freed */
     int commit_pending;        /* the store holds txn.msg until commit_done */
-    int etrn_pending;          /* an ETRN count holds the session */
+    int etrn_pending;          /* an ETRN or ATRN count holds the session */
     struct auth_session *auth; /* the AUTH exchange, or NULL */
     int auth_pending;          /* a step of it runs on the auth worker */
     /* after a successful AUTH: the account (credentials); "" otherwise.
-     * ETRN (etrn_access = auth) asks credentials_owns() about it. */
+     * ETRN (etrn_access = auth) and ATRN ask credentials_owns() about it. */
     char auth_account[CREDENTIALS_NAME_MAX + 1];
-    struct buf in;  /* unprocessed input (bounded) */
-    char *data_out; /* decoder output scratch, SMTPD_DATA_CHUNK-sized */
+    int odmr;                  /* came to an odmr_listen socket: an ODMR session (RFC 2645) */
+    struct odmr_turn *turn;    /* set from ATRN's 250 until the turn is over */
+    struct buf in;             /* unprocessed input (bounded) */
+    char *data_out;            /* decoder output scratch, SMTPD_DATA_CHUNK-sized */
     struct smtpd_txn txn;
     struct smtpd_counts n;
 };
@@ -145,6 +149,14 @@ void smtpd_auth_line(struct smtpd_session *s, const char *line, size_t len);
 int smtpd_auth_offered(const struct smtpd_session *s, char *mechs, size_t len);
 /* The session ends or TLS starts: drop the exchange and the account. */
 void smtpd_auth_reset(struct smtpd_session *s);
+
+/* smtpd_session.c, for odmr.c */
+/* ATRN's 250 is queued: the connection goes to the turn (RFC 2645 §4).
+ * The session stops reading, replying and timing; what it had read and not
+ * processed is dropped (it was sent in the other role). Returns the conn. */
+struct conn *smtpd_turn_begin(struct smtpd_session *s);
+/* The turn is over and its connection closed: the session ends. */
+void smtpd_turn_over(struct smtpd_session *s);
 
 /* smtpd_cmd.c */
 /* Run one command line (without its line end). */

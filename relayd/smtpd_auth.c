@@ -25,7 +25,10 @@ int smtpd_auth_offered(const struct smtpd_session *s, char *mechs, size_t len)
 {
     char cb[64];
 
-    if (s->srv->auth == NULL || s->cfg->credentials == NULL || !s->cfg->smtpd_auth)
+    /* smtpd_auth governs the SMTP listeners; the ODMR service is AUTH and
+     * ATRN (RFC 2645 §4.1), before TLS unless odmr_require_tls */
+    if (s->srv->auth == NULL || s->cfg->credentials == NULL ||
+        (s->odmr ? s->cfg->odmr_require_tls && !s->tls : !s->cfg->smtpd_auth))
         return 0;
     return auth_mechanisms(s->cfg, s->tls, channel_binding(s, cb, sizeof(cb)), mechs, len) > 0;
 }
@@ -112,7 +115,7 @@ void smtpd_auth_cmd(struct smtpd_session *s, const struct smtp_cmd *cmd)
     if (s->auth == NULL) {
         char cb[64];
         struct auth_peer peer = {
-            .addr = s->addr, .key = s->ipkey, .service = "smtpd", .tls = s->tls};
+            .addr = s->addr, .key = s->ipkey, .service = s->odmr ? "odmr" : "smtpd", .tls = s->tls};
         if (channel_binding(s, cb, sizeof(cb)))
             peer.cb_tls_exporter = cb;
         if (auth_session_new(s->srv->auth, s->cfg, &peer, on_auth, s, &s->auth) != 0) {

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "etrn.h"
 #include "log.h"
+#include "odmr.h"
 #include "policy.h"
 #include "quota.h"
 #include "server.h"
@@ -86,6 +87,10 @@ static void do_helo(struct smtpd_session *s, const struct smtp_cmd *cmd, int esm
     /* RFC 5321 §4.1.4: HELO/EHLO resets any transaction in progress */
     smtpd_txn_reset(s);
     smtpd_enter_state(s, SMTPD_READY);
+    if (esmtp && s->odmr) {
+        odmr_ehlo(s);
+        return;
+    }
     if (!esmtp) {
         smtpd_reply(s, 250, NULL, "%s", s->cfg->hostname);
         return;
@@ -430,7 +435,7 @@ static const struct smtpd_cmd_def cmd_table[] = {
     {SMTP_CMD_ETRN, B(READY), etrn_cmd},
     /* RFC 4954 §4: not during a mail transaction (503) */
     {SMTP_CMD_AUTH, B(READY), smtpd_auth_cmd},
-    {SMTP_CMD_ATRN, ANY, cmd_not_implemented},
+    {SMTP_CMD_ATRN, B(READY), odmr_atrn_cmd},
     {SMTP_CMD_BDAT, ANY, cmd_not_implemented},
 };
 
@@ -466,6 +471,9 @@ void smtpd_cmd_dispatch(struct smtpd_session *s, const char *line, size_t len)
         smtpd_protocol_error(s);
         return;
     }
+    /* the ODMR service takes its own few commands, SMTP none of them */
+    if (!odmr_cmd_check(s, cmd.verb))
+        return;
     if (!(def->legal & SMTPD_STATE_BIT(s->state))) {
         if (cmd.verb == SMTP_CMD_MAIL)
             s->n.mail++;

@@ -20,6 +20,7 @@
 #include "quota.h"
 #include "sched.h"
 #include "log.h"
+#include "odmr.h"
 #include "server.h"
 #include "smtpd.h"
 #include "smtpd_session.h"
@@ -35,7 +36,7 @@ static const char *const state_names[SMTPD_NSTATES] = {
     [SMTPD_GREETED] = "GREETED", [SMTPD_READY] = "READY", [SMTPD_MAIL] = "MAIL",
     [SMTPD_RCPT] = "RCPT",       [SMTPD_DATA] = "DATA",   [SMTPD_COMMIT] = "COMMIT",
     [SMTPD_TLS] = "TLS",         [SMTPD_ETRN] = "ETRN",   [SMTPD_AUTH] = "AUTH",
-    [SMTPD_CLOSING] = "CLOSING",
+    [SMTPD_ATRN] = "ATRN",       [SMTPD_TURN] = "TURN",   [SMTPD_CLOSING] = "CLOSING",
 };
 
 #define B(s) SMTPD_STATE_BIT(SMTPD_##s)
@@ -43,7 +44,7 @@ static const char *const state_names[SMTPD_NSTATES] = {
  * to CLOSING; everything else is listed. */
 static const unsigned state_next[SMTPD_NSTATES] = {
     [SMTPD_GREETED] = B(GREETED) | B(READY) | B(TLS),
-    [SMTPD_READY] = B(READY) | B(MAIL) | B(TLS) | B(ETRN) | B(AUTH),
+    [SMTPD_READY] = B(READY) | B(MAIL) | B(TLS) | B(ETRN) | B(AUTH) | B(ATRN),
     [SMTPD_MAIL] = B(READY) | B(RCPT),
     [SMTPD_RCPT] = B(READY) | B(RCPT) | B(DATA),
     [SMTPD_DATA] = B(READY) | B(COMMIT),
@@ -51,6 +52,8 @@ static const unsigned state_next[SMTPD_NSTATES] = {
     [SMTPD_TLS] = B(GREETED),
     [SMTPD_ETRN] = B(READY),
     [SMTPD_AUTH] = B(READY),
+    [SMTPD_ATRN] = B(READY) | B(TURN),
+    [SMTPD_TURN] = 0,
     [SMTPD_CLOSING] = 0,
 };
 #undef B
@@ -60,6 +63,7 @@ static void spool_resume(void *arg);
 static void process_input(struct smtpd_session *s);
 static void session_maybe_free(struct smtpd_session *s);
 static void on_timeout(uv_timer_t *t);
+static void on_timer_closed(uv_handle_t *h);
 
 static int reading_commands(enum smtpd_state st)
 {
@@ -133,11 +137,12 @@ static void timer_arm(struct smtpd_session *s)
 
     if (!s->timer_open || s->state == SMTPD_CLOSING)
         return;
-    if (s->state == SMTPD_COMMIT || s->state == SMTPD_ETRN ||
-        (s->state == SMTPD_AUTH && s->auth_pending)) {
+    if (s->state == SMTPD_COMMIT || s->state == SMTPD_ETRN || s->state == SMTPD_ATRN ||
+        s->state == SMTPD_TURN || (s->state == SMTPD_AUTH && s->auth_pending)) {
         /* waiting for our own disk or auth worker, not for the client: a
          * reply that is due is not lost to session_timeout, which is
-         * checked again after */
+         * checked again after (RFC 2645 §4.3: the client gives ATRN a long
+         * timeout while the queue is read); a turn is delivery's to time */
         uv_timer_stop(&s->timer);
         return;
     }
@@ -485,7 +490,8 @@ static void update_reading(struct smtpd_session *s)
 
     if (s->closed)
         return;
-    want = s->state != SMTPD_COMMIT && s->state != SMTPD_ETRN && s->state != SMTPD_CLOSING &&
+    want = s->state != SMTPD_COMMIT && s->state != SMTPD_ETRN && s->state != SMTPD_ATRN &&
+           s->state != SMTPD_TURN && s->state != SMTPD_CLOSING &&
            !(s->state == SMTPD_AUTH && s->auth_pending) && s->in.len < SMTPD_IN_PAUSE &&
            !(s->state == SMTPD_DATA && spool_busy(s->txn.spool));
     if (!want && s->state == SMTPD_DATA && spool_busy(s->txn.spool))
@@ -667,6 +673,29 @@ void smtpd_async_done(struct smtpd_session *s)
     process_input(s);
 }
 
+struct conn *smtpd_turn_begin(struct smtpd_session *s)
+{
+    /* RFC 2645 §4: from here on the client is the server; nothing it sent
+     * before our 250 may be read as a reply in the new role */
+    buf_reset(&s->in);
+    s->etrn_pending = 0;
+    smtpd_enter_state(s, SMTPD_TURN);
+    s->closed = 1; /* no more replies of ours */
+    if (s->timer_open) {
+        uv_timer_stop(&s->timer);
+        uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+    }
+    return s->conn;
+}
+
+void smtpd_turn_over(struct smtpd_session *s)
+{
+    s->turn = NULL;
+    s->conn = NULL;
+    s->conn_gone = 1;
+    session_maybe_free(s);
+}
+
 void smtpd_quit(struct smtpd_session *s)
 {
     smtpd_reply(s, 221, "2.0.0", "Bye");
@@ -701,6 +730,7 @@ static void log_disconnect(struct smtpd_session *s)
     ADD("noop", k->noop);
     ADD("vrfy", k->vrfy);
     ADD("etrn", k->etrn);
+    ADD("atrn", k->atrn);
     ADD("quit", k->quit);
     ADD("unknown", k->unknown);
     ADD("commands", k->commands);
@@ -713,7 +743,7 @@ static void session_maybe_free(struct smtpd_session *s)
 {
     struct server *srv = s->srv;
 
-    if (!s->conn_gone || s->timer_open || s->commit_pending || s->etrn_pending)
+    if (!s->conn_gone || s->timer_open || s->commit_pending || s->etrn_pending || s->turn != NULL)
         return;
     if (s->admitted) {
         listener_release(srv->listener, s->ipkey);
@@ -798,7 +828,7 @@ static const struct conn_cbs session_cbs = {
     .on_closed = on_closed,
 };
 
-void smtpd_session_accept(struct server *srv, uv_stream_t *stream)
+void smtpd_session_accept(struct server *srv, uv_stream_t *stream, int odmr)
 {
     struct smtpd_session *s = calloc(1, sizeof(*s));
     enum listener_verdict v;
@@ -809,6 +839,7 @@ void smtpd_session_accept(struct server *srv, uv_stream_t *stream)
         return;
     }
     s->srv = srv;
+    s->odmr = odmr;
     s->cfg = config_ref(srv->cfg);
     snprintf(s->id, sizeof(s->id), "%llx", ++srv->next_session_id);
     buf_init(&s->in, SMTPD_IN_MAX);
@@ -863,7 +894,7 @@ void smtpd_session_accept(struct server *srv, uv_stream_t *stream)
         smtpd_close_421(s, "4.3.0", "Error: out of memory");
         return;
     }
-    log_info("connect from %s", s->peer);
+    log_info("%sconnect from %s", s->odmr ? "ODMR " : "", s->peer);
     smtpd_reply(s, 220, NULL, "%s ESMTP relayd", s->cfg->hostname);
 }
 
@@ -873,9 +904,15 @@ void smtpd_session_shutdown_all(struct server *srv)
 
     for (s = srv->sessions; s != NULL; s = next) {
         next = s->next;
+        if (s->state == SMTPD_TURN) {
+            /* the message being sent ends, then the turn QUITs */
+            odmr_turn_stop(s);
+            continue;
+        }
         if (s->closed)
             continue;
-        if (s->state == SMTPD_DATA || s->state == SMTPD_COMMIT || s->state == SMTPD_ETRN)
+        if (s->state == SMTPD_DATA || s->state == SMTPD_COMMIT || s->state == SMTPD_ETRN ||
+            s->state == SMTPD_ATRN)
             s->close_after_commit = 1;
         else if (s->state == SMTPD_TLS)
             session_close(s);
@@ -886,9 +923,15 @@ void smtpd_session_shutdown_all(struct server *srv)
 
 void smtpd_session_abort_all(struct server *srv)
 {
-    struct smtpd_session *s;
+    struct smtpd_session *s, *next;
 
-    for (s = srv->sessions; s != NULL; s = s->next) {
+    for (s = srv->sessions; s != NULL; s = next) {
+        next = s->next;
+        if (s->state == SMTPD_TURN) {
+            log_warn("shutdown: dropping the ATRN turn with %s", s->peer);
+            odmr_turn_abort(s);
+            continue;
+        }
         if (!s->closed) {
             log_warn("shutdown: dropping session %s in state %s", s->peer, state_names[s->state]);
             s->closed = 1;

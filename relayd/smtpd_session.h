@@ -11,8 +11,9 @@
 struct server;
 
 /* Accept a connection pending on stream and start a session for it (or turn
- * it away with 421 when a limit is reached). */
-void smtpd_session_accept(struct server *srv, uv_stream_t *stream);
+ * it away with 421 when a limit is reached). odmr: it came to an
+ * odmr_listen socket: an ODMR session (RFC 2645: AUTH and ATRN only). */
+void smtpd_session_accept(struct server *srv, uv_stream_t *stream, int odmr);
 
 /* SIGTERM: idle sessions get 421 and are closed; a session inside DATA or
  * waiting for its commit finishes that message first. */

@@ -186,6 +186,27 @@ static void run_matches(const char *s, size_t n)
 }
 
 /* One SMTP command line: split it, then hand the argument to its parser. */
+static void run_atrn(const char *s, size_t n)
+{
+    struct smtp_atrn_arg a;
+    char again[SMTP_DOMAIN_MAX + 1];
+    int rc = smtp_parse_atrn(s, n, &a);
+
+    CHECK(rc == SMTP_PARSE_OK || rc == SMTP_PARSE_SYNTAX || rc == SMTP_PARSE_TOO_LONG);
+    if (rc != SMTP_PARSE_OK) {
+        CHECK(a.n == 0);
+        return;
+    }
+    CHECK(a.n <= SMTP_ATRN_MAX);
+    for (size_t i = 0; i < a.n; i++) {
+        /* each name normalised, none twice */
+        CHECK(addr_domain_normalize(a.names[i], strlen(a.names[i]), again, sizeof(again)) == 0);
+        CHECK(strcmp(again, a.names[i]) == 0);
+        for (size_t j = 0; j < i; j++)
+            CHECK(strcmp(a.names[i], a.names[j]) != 0);
+    }
+}
+
 static void run_command(const char *s, size_t n)
 {
     struct smtp_cmd c;
@@ -210,6 +231,9 @@ static void run_command(const char *s, size_t n)
     case SMTP_CMD_ETRN:
         run_etrn(c.arg, c.arg_len);
         break;
+    case SMTP_CMD_ATRN:
+        run_atrn(c.arg, c.arg_len);
+        break;
     default:
         break;
     }
@@ -222,6 +246,7 @@ static void run_all(const char *s, size_t n)
     run_mail(s, n);
     run_rcpt(s, n);
     run_etrn(s, n);
+    run_atrn(s, n);
     run_reply(s, n);
     run_domain(s, n);
     run_matches(s, n);

@@ -370,6 +370,28 @@ def test_no_domains_does_nothing(site):
     assert any("ETRN_DOMAINS is empty" in m for m in site.messages()), site.log()
 
 
+def test_atrn_mode(site):
+    # ETRN_MODE=atrn: etrnctl atrn, no --wait-local (atrn checks the local
+    # MTA itself), and no domain means every domain of the account
+    site.write_defaults('ETRN_MODE=atrn\nETRN_RELAYS="relay.example.net:366"\n'
+                        'ETRN_WAIT_LOCAL=127.0.0.1:25\nETRN_RETRY=3\n'
+                        'ETRN_OPTIONS="--starttls=verify"\nETRN_USER=acme\n'
+                        'ETRN_PASSWORD_FILE=/etc/etrnctl/acme.password\n')
+    p = site.run_as("ppp", "ppp0")
+    assert p.returncode == 0, p
+    assert [c["args"] for c in site.calls()] == [
+        ["atrn", "-H", "relay.example.net:366", "--retry", "3", "--user", "acme",
+         "--password-file", "/etc/etrnctl/acme.password", "--starttls=verify"]]
+    site.write_defaults('ETRN_MODE=atrn\nETRN_DOMAINS="example.org b.example"\n')
+    p = site.run_as("ppp", "ppp0")
+    assert site.calls()[-1]["args"] == ["atrn", "--retry", "5", "example.org", "b.example"]
+    site.write_defaults('ETRN_MODE=push\nETRN_DOMAINS="example.org"\n')
+    p = site.run_as("ppp", "ppp0")
+    assert p.returncode == 0, p
+    assert len(site.calls()) == 2
+    assert any("ETRN_MODE=push" in m and "expected etrn or atrn" in m for m in site.messages())
+
+
 def test_missing_defaults_file_does_nothing(site):
     args, env = caller("ppp", "ppp0")
     p = site.run(os.path.join(site.root, INSTALL_PATHS["ppp"]), args,

@@ -36,6 +36,11 @@ static int etrn(const char *s, struct smtp_etrn_arg *e)
     return smtp_parse_etrn(s, strlen(s), e);
 }
 
+static int atrn(const char *s, struct smtp_atrn_arg *a)
+{
+    return smtp_parse_atrn(s, strlen(s), a);
+}
+
 static int reply(const char *s, struct smtp_reply_line *r)
 {
     return smtp_parse_reply_line(s, strlen(s), r);
@@ -909,6 +914,44 @@ static void test_strerror(void **state)
     assert_non_null(smtp_parse_strerror(1000));
 }
 
+/* RFC 2645 §4.3: ATRN [domain *("," domain)] */
+static void test_atrn(void **state)
+{
+    static const char *const bad[] = {
+        ",",      "a.org,", ",a.org",      "a.org,,b.org", "a.org b.org", "a..org",
+        "@a.org", "#q",     "a.org;b.org", "[192.0.2.1]",  "-a.org",      "user@a.org",
+    };
+    struct smtp_atrn_arg a;
+    char line[SMTP_ATRN_MAX * 8 + 16];
+    size_t i, n = 0;
+
+    (void)state;
+    assert_int_equal(atrn("", &a), SMTP_PARSE_OK);
+    assert_int_equal(a.n, 0);
+    assert_int_equal(atrn("Example.ORG.", &a), SMTP_PARSE_OK);
+    assert_int_equal(a.n, 1);
+    assert_string_equal(a.names[0], "example.org");
+    assert_int_equal(atrn("a.example, b.example ,c.example", &a), SMTP_PARSE_OK);
+    assert_int_equal(a.n, 3);
+    assert_string_equal(a.names[1], "b.example");
+    assert_string_equal(a.names[2], "c.example");
+    /* the same domain twice is pulled once */
+    assert_int_equal(atrn("a.example,A.example.", &a), SMTP_PARSE_OK);
+    assert_int_equal(a.n, 1);
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (atrn(bad[i], &a) != SMTP_PARSE_SYNTAX)
+            fail_msg("ATRN \"%s\" should be a syntax error", bad[i]);
+        assert_int_equal(a.n, 0);
+    }
+    for (i = 0; i < SMTP_ATRN_MAX; i++)
+        n += (size_t)snprintf(line + n, sizeof(line) - n, "%sd%zu.org", i ? "," : "", i);
+    assert_int_equal(atrn(line, &a), SMTP_PARSE_OK);
+    assert_int_equal(a.n, SMTP_ATRN_MAX);
+    snprintf(line + n, sizeof(line) - n, ",one.more");
+    assert_int_equal(atrn(line, &a), SMTP_PARSE_TOO_LONG);
+    assert_int_equal(a.n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -921,8 +964,9 @@ int main(void)
         cmocka_unit_test(test_path_literals),      cmocka_unit_test(test_length_limits),
         cmocka_unit_test(test_mail_params_good),   cmocka_unit_test(test_mail_params_bad),
         cmocka_unit_test(test_rcpt_params),        cmocka_unit_test(test_etrn_good),
-        cmocka_unit_test(test_etrn_bad),           cmocka_unit_test(test_reply_lines),
-        cmocka_unit_test(test_mailbox_format),     cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_etrn_bad),           cmocka_unit_test(test_atrn),
+        cmocka_unit_test(test_reply_lines),        cmocka_unit_test(test_mailbox_format),
+        cmocka_unit_test(test_strerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
