@@ -777,6 +777,24 @@ static int finish(struct build *b)
         return -1;
     if (sort_domains(b) < 0)
         return -1;
+    /* a notification must not wait in a held queue itself (a loop that
+     * never tells anyone anything) */
+    for (size_t i = 0; i < cfg->ndomains; i++) {
+        const struct cfg_domain *d = &cfg->domains[i], *to;
+        if (d->notify == NULL)
+            continue;
+        to = config_find_domain(cfg, strrchr(d->notify, '@') + 1);
+        if (to != NULL && (to->mode == CFG_MODE_HOLD || to->route_odmr))
+            return fail(b, d->file, d->line,
+                        "[domain %s] notify = %s: %s is held here itself, so the notification "
+                        "would wait beside the mail it announces",
+                        d->name, d->notify, to->name);
+    }
+    if (cfg->notify_command != NULL && access(cfg->notify_command, X_OK) != 0) {
+        const struct seen *s = global_seen(b, "notify_command");
+        return fail(b, s->file, s->line, "notify_command %s: %s", cfg->notify_command,
+                    strerror(errno));
+    }
 
     for (size_t i = 0; i < cfg->nqueues; i++) {
         struct cfg_queue *q = &cfg->queues[i];
@@ -902,6 +920,7 @@ void config_unref(struct config *cfg)
     free(cfg->control_socket_group);
     free(cfg->credentials_file);
     free(cfg->etrn_access);
+    free(cfg->notify_command);
     credentials_free(cfg->credentials);
     for (size_t i = 0; i < cfg->ndomains; i++)
         config_free_domain(&cfg->domains[i]);

@@ -48,6 +48,7 @@ struct cfg_domain {
      * does not set takes the global value */
     int route_mx;                 /* route = mx */
     int route_odmr;               /* route = odmr: fetched by ATRN only, never delivered to */
+    char *notify;                 /* tell this address when mail starts waiting (issue 8), or NULL */
     char *route_host;             /* route = host[:port]: the host (no brackets), else NULL */
     unsigned route_port;          /* its port, or delivery_port */
     enum cfg_tls tls;             /* default may */
@@ -146,6 +147,9 @@ struct config {
     struct cfg_listen *odmr_listen; /* where ATRN customers connect (366); NULL/0 = off */
     size_t nodmr_listen;
     int odmr_require_tls;        /* refuse AUTH (530) on the ODMR port before STARTTLS */
+    /* telling held domains that mail waits (issue 8, notify.c) */
+    char *notify_command;        /* run with RELAYD_DOMAIN etc. in its environment, or NULL */
+    uint64_t notify_interval;    /* ms between reminders while mail waits, default 24h */
     /* Mail for destinations that are not relay domains (bounces to senders):
      * mode retry, route mx, tls may, global lifetimes. name is "". */
     struct cfg_domain other;

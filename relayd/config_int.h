@@ -57,6 +57,7 @@ enum cfg_type {
     T_TLS,          /* enum cfg_tls */
     T_OCTAL,        /* unsigned: file permission bits in octal, 0660 */
     T_GROUP,        /* char *: a group name */
+    T_MAILBOX,      /* char *: an address local@domain, the domain normalised */
 };
 
 #define F_OPTIONAL                                                                                 \

@@ -133,6 +133,10 @@ const struct cfg_key config_global_keys[] = {
      "where ODMR customers connect for ATRN, e.g. *:366; empty: no ODMR service"},
     {"odmr_require_tls", T_BOOL, "no", G(odmr_require_tls), 0, 0, 0, 0,
      "ODMR port: refuse AUTH with 530 until STARTTLS (needs tls_cert)"},
+    {"notify_command", T_PATH, NULL, G(notify_command), 0, 0, 0, F_OPTIONAL,
+     "program run (no shell) when mail starts waiting for a held domain; empty: none"},
+    {"notify_interval", T_DURATION, "24h", G(notify_interval), 0, MS_SECOND, 365 * MS_DAY, 0,
+     "while mail waits, notify again at most this often"},
 };
 
 const struct cfg_key config_domain_keys[] = {
@@ -158,6 +162,8 @@ const struct cfg_key config_domain_keys[] = {
     {"max_queue_bytes", T_SIZE, NULL, D(max_queue_bytes), G(max_queue_bytes), 0, (uint64_t)1 << 50,
      F_INHERIT,
      "bytes queued for this domain and its subdomains at most; 0: no limit; unset: global"},
+    {"notify", T_MAILBOX, NULL, D(notify), 0, 0, 0, F_OPTIONAL,
+     "held domain: mail this address when mail starts waiting (and every notify_interval)"},
     {"etrn_access", T_NETS, NULL, D(etrn_access), D(netrn_access), 0, 0, F_INHERIT,
      "who may ETRN this domain: any, or auth and/or addresses and networks; unset: global"},
     {"recipients", T_PATH, NULL, D(recipients_file), 0, 0, 0, F_OPTIONAL | F_READ,

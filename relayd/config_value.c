@@ -21,8 +21,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "config_int.h"
 #include "recipients.h"
+#include "smtp_parse.h"
 
 static const char *const level_names[] = {
     [LOGL_ERROR] = "error",
@@ -431,6 +433,7 @@ void config_free_domain(struct cfg_domain *d)
     free(d->route);
     free(d->file);
     free(d->route_host);
+    free(d->notify);
     free(d->etrn_access);
     free(d->recipients_file);
     recipients_unref(d->recipients);
@@ -898,6 +901,31 @@ int config_set_value(void *base, const struct cfg_key *k, const char *value, con
         }
         s = config_make_abs(dir, value);
         break;
+    case T_MAILBOX: {
+        /* the SMTP path parser decides what a mailbox is (RFC 5321 §4.1.2) */
+        struct smtp_rcpt_args ra;
+        char norm[SMTP_DOMAIN_MAX + 1], addr[SMTP_PATH_MAX * 2 + 8];
+        char *line = NULL;
+
+        if (asprintf(&line, "TO:<%s>", value) < 0) {
+            snprintf(why, whylen, "out of memory");
+            return -1;
+        }
+        v = (uint64_t)smtp_parse_rcpt(line, strlen(line), &ra);
+        free(line);
+        if (v != SMTP_PARSE_OK || ra.to.domain[0] == '\0' || ra.to.literal ||
+            addr_domain_normalize(ra.to.domain, strlen(ra.to.domain), norm, sizeof(norm)) != 0) {
+            snprintf(why, whylen, "expected an address, local@domain");
+            return -1;
+        }
+        snprintf(ra.to.domain, sizeof(ra.to.domain), "%s", norm);
+        if (smtp_mailbox_format(&ra.to, addr, sizeof(addr)) < 0) {
+            snprintf(why, whylen, "address too long");
+            return -1;
+        }
+        s = strdup(addr);
+        break;
+    }
     case T_USER:
     case T_GROUP:
         if (!valid_user(value)) {
@@ -1041,6 +1069,7 @@ static void print_value(FILE *fp, const void *base, const struct cfg_key *k)
     case T_PATH:
     case T_USER:
     case T_GROUP:
+    case T_MAILBOX:
     case T_ROUTE:
     case T_SERVERS:
         s = *(char *const *)field;
@@ -1158,6 +1187,7 @@ void config_free_value(void *base, const struct cfg_key *k)
     case T_PATH:
     case T_USER:
     case T_GROUP:
+    case T_MAILBOX:
     case T_ROUTE:
     case T_SERVERS:
     case T_ADDRS:

@@ -32,6 +32,7 @@
 #include "sched.h"
 #include "listener.h"
 #include "log.h"
+#include "notify.h"
 #include "queue_lock.h"
 #include "recipients.h"
 #include "server.h"
@@ -364,6 +365,7 @@ static void begin_shutdown(struct relayd_main *m, const char *why)
     notify_systemd("STOPPING=1");
     listener_stop(srv->listener);
     control_close(m->control);
+    notify_close(srv->notify);
     m->control = NULL;
     srv->on_sessions_gone = finish_shutdown;
     smtpd_session_shutdown_all(srv);
@@ -537,7 +539,8 @@ int main(int argc, char **argv)
     if (resolver_open(srv->loop, srv->cfg->dns_servers, srv->me, &srv->resolver, err,
                       sizeof(err)) != 0)
         log_fatal(EX_SOFTWARE, "cannot start the resolver: %s", err);
-    if (etrn_open(srv, &srv->etrn) != 0 || sched_open(srv, &srv->sched) != 0)
+    if (etrn_open(srv, &srv->etrn) != 0 || sched_open(srv, &srv->sched) != 0 ||
+        notify_open(srv, &srv->notify) != 0)
         log_fatal(EX_SOFTWARE, "out of memory");
     if (auth_open(srv->loop, &srv->auth) != 0)
         log_fatal(EX_SOFTWARE, "cannot start the authentication thread");
@@ -571,6 +574,7 @@ int main(int argc, char **argv)
     if (uv_loop_close(srv->loop) != 0)
         log_warn("loop closed with handles still open");
     sched_free(srv->sched);
+    notify_free(srv->notify);
     etrn_free(srv->etrn);
     stats_free(srv->stats);
     me_free(srv->me);

@@ -21,6 +21,7 @@ struct etrn;
 struct stats;
 struct auth;
 struct quota;
+struct notify;
 
 struct server {
     uv_loop_t *loop;
@@ -48,6 +49,7 @@ struct server {
     void (*reload)(struct server *srv); /* what SIGHUP does, for etrnctl reload; may be NULL */
     /* issue 11 */
     struct quota *quota; /* per-section queue quotas and the free-space reserve */
+    struct notify *notify;              /* "mail is waiting" for held domains (issue 8) */
 };
 
 #endif

@@ -20,6 +20,7 @@
 #include "quota.h"
 #include "sched.h"
 #include "log.h"
+#include "notify.h"
 #include "odmr.h"
 #include "server.h"
 #include "smtpd.h"
@@ -356,8 +357,10 @@ static void notify_sched(struct server *srv, const struct store_msg *msg)
         for (j = 0; j < i; j++)
             if (strcmp(msg->rcpts[j].domain, msg->rcpts[i].domain) == 0)
                 break;
-        if (j == i)
+        if (j == i) {
             sched_queued(srv->sched, msg->rcpts[i].domain);
+            notify_queued(srv->notify, msg->rcpts[i].domain);
+        }
     }
 }
 

@@ -468,7 +468,7 @@ static void test_man_page_lists_every_key(void **state)
             fail_msg("relayd.conf.5 has no '%s' entry", want + 1);
         nkeys++;
     }
-    assert_int_equal(nkeys, 48 + 2 * 12 + 1); /* globals, 2 domains, 1 queue */
+    assert_int_equal(nkeys, 50 + 2 * 13 + 1); /* globals, 2 domains, 1 queue */
     assert_non_null(strstr(man, "\n.It Ic include No = "));
     free(man);
     free(t);
