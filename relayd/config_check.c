@@ -266,8 +266,12 @@ static void check_credentials(struct report *r, const struct config *cfg)
         const struct cred_account *a = credentials_at(c, i);
         char mechs[128];
         cred_line_mech_names(a->mechs, mechs, sizeof(mechs));
+        const char *problem = credentials_hash_problem(a);
         fprintf(r->out, "relayd: credentials %s:%d: account %s can use %s\n", cfg->credentials_file,
                 a->line, a->name, mechs);
+        if (problem != NULL)
+            warning(r, "credentials %s:%d: account %s: %s", cfg->credentials_file, a->line, a->name,
+                    problem);
         for (size_t j = 0; j < a->ndomains; j++) {
             if (config_find_domain(cfg, a->domains[j]) == NULL)
                 warning(r, "credentials %s:%d: account %s owns %s, which is not a relay domain",

@@ -3,10 +3,12 @@
  * auth and ATRN: read once per configuration snapshot (so SIGHUP re-reads
  * it), kept sorted by name, and asked which account owns which domain.
  * Each line is split by lib/cred_line.c. Does not check secrets (auth.c and
- * auth_worker.c do) and never logs or prints one.
+ * auth_worker.c do; it only asks libxcrypt whether it knows a hash's
+ * method, for relayd -t) and never logs or prints one.
  */
 #include "credentials.h"
 
+#include <crypt.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -215,6 +217,20 @@ done:
         fclose(fp);
     credentials_free(c);
     return rc;
+}
+
+const char *credentials_hash_problem(const struct cred_account *a)
+{
+    if (a->crypt_hash == NULL)
+        return NULL;
+    switch (crypt_checksalt(a->crypt_hash)) {
+    case CRYPT_SALT_OK:
+        return NULL;
+    case CRYPT_SALT_METHOD_LEGACY:
+        return "a legacy hash method (weak): make a new one with etrnctl credentials";
+    default:
+        return "not a hash libxcrypt knows: PLAIN and LOGIN would answer 454";
+    }
 }
 
 int credentials_others_can_read(const struct credentials *c)

@@ -44,6 +44,12 @@ int credentials_others_can_read(const struct credentials *c);
 
 size_t credentials_count(const struct credentials *c);
 const struct cred_account *credentials_at(const struct credentials *c, size_t i);
+/* What is wrong with the account's crypt(3) hash, for relayd -t: NULL when
+ * it has none or libxcrypt knows it and finds it current; else "not a hash
+ * libxcrypt knows" (PLAIN/LOGIN would answer 454) or "a legacy hash method
+ * (weak)". */
+const char *credentials_hash_problem(const struct cred_account *a);
+
 /* The account called name (exact, case-sensitive), or NULL. c may be NULL. */
 const struct cred_account *credentials_find(const struct credentials *c, const char *name);
 

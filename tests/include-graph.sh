@@ -47,7 +47,7 @@ owned_by 'ares\.h[>"]' 'ares.h' 'lib/dns.c'
 # shared client side, and etrnctl credentials (SCRAM key derivation).
 owned_by 'gsasl\.h[>"]' 'gsasl.h' 'relayd/auth.c\|relayd/auth_worker.c\|lib/sasl_client.c\|etrnctl/credentials_cmd.c'
 # crypt(3) only where hashes are checked or made.
-owned_by 'crypt\.h[>"]' 'crypt.h' 'relayd/auth_worker.c\|etrnctl/credentials_cmd.c'
+owned_by 'crypt\.h[>"]' 'crypt.h' 'relayd/auth_worker.c\|relayd/credentials.c\|etrnctl/credentials_cmd.c'
 
 # The pure parsers must not see libuv, not even through a header they include:
 # ask the preprocessor for the full dependency list.

@@ -77,3 +77,18 @@ def test_check_warns_when_etrn_access_auth_cannot_be_met(tmp_path):
     err = p.stderr.decode()
     assert p.returncode == 0, err
     assert "warning: etrn_access lists auth but smtpd_auth = no" in err, err
+
+
+def test_check_warns_about_unknown_and_legacy_hashes(tmp_path):
+    creds = str(tmp_path / "creds")
+    write_creds(creds, "good:%s:example.org\nbroken:$9$unknown$scheme:example.org\n"
+                "old:$1$abcdefgh$0123456789abcdefghijkl:example.org\n" % YESCRYPT)
+    r = Relayd(str(tmp_path / "r"), credentials=creds)
+    r.port = 2525
+    r.write_config()
+    p = run_relayd(["-t", "-f", r.conf])
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert "account broken: not a hash libxcrypt knows" in err, err
+    assert "account old: a legacy hash method (weak)" in err, err
+    assert "account good:" not in err, err
