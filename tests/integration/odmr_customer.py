@@ -97,11 +97,12 @@ class Customer:
 
     # --- server side, after ATRN's 250 ----------------------------------------
 
-    def serve(self, stop_after=None, stop_how="drop", data_reply="250 2.0.0 stored"):
+    def serve(self, stop_after=None, stop_how="drop", data_reply="250 2.0.0 stored", on_message=None):
         """Greet the relay and take its messages. stop_after=N: after N
         messages were answered, stop at the next end of data ("drop": close
         without a reply; "hang": return without closing). Returns the list of
-        (mail_from, [rcpts], data) answered with data_reply."""
+        (mail_from, [rcpts], data) answered with data_reply. on_message(n) is
+        called before the reply to the n-th message."""
         got = []
         self.send("220 site.test ESMTP customer")
         mail, rcpts = None, []
@@ -133,6 +134,8 @@ class Customer:
                         self.close()
                     return got
                 got.append((mail, rcpts, data))
+                if on_message is not None:
+                    on_message(len(got))
                 self.send(data_reply)
             elif verb == "RSET" or verb == "NOOP":
                 self.send("250 2.0.0 ok")

@@ -382,3 +382,36 @@ def test_pull_runs_atrn_from_the_defaults_file(denv, tmp_path):
                        stderr=subprocess.PIPE, timeout=60,
                        env=dict(os.environ, ETRNCTL_DEFAULTS=str(defaults)))
     assert p.returncode == 78 and b"expected etrn or atrn" in p.stderr, p
+
+
+def test_sigterm_during_a_turn_ends_it_cleanly(denv, tmp_path):
+    # SIGTERM: the message being sent ends, then QUIT; the rest stays queued
+    # and relayd exits 0 (the turn does not hold the shutdown)
+    o = Odmr(denv, tmp_path)
+    with Client(o.r) as c:
+        for i in range(6):
+            c.send("s@sender.test", ["u%d@example.org" % i], message("m%d" % i))
+    cu = o.customer()
+    assert cu.cmd("ATRN example.org").code == 250
+
+    def first(n):
+        if n == 1:
+            o.r.signal(signal.SIGTERM)
+            o.r.wait_log(r"relayd stopping \(SIGTERM\)")
+
+    got = cu.serve(on_message=first)  # returns at the relay's QUIT
+    assert 1 <= len(got) < 6, got
+    assert o.r.wait_exit(30) == 0, o.r.log_tail()
+    o.r.wait_log(r"ATRN turn with .* ended: account=<acme> delivered=%d" % len(got))
+    assert len(queued_rcpts(o.r)) == 6 - len(got)
+
+
+def test_odmr_port_offers_auth_when_smtpd_auth_is_off(denv, tmp_path):
+    # smtpd_auth = no keeps AUTH off the SMTP port only; ODMR is AUTH + ATRN
+    o = Odmr(denv, tmp_path, smtpd_auth="no")
+    s = o.r.raw()
+    r = s.cmd("EHLO client.test")
+    assert not any(l[4:].startswith("AUTH") for l in r.lines), r
+    cu = o.customer()  # asserts the 235
+    assert (cu.cmd("ATRN").code, cu.cmd("QUIT").code) == (453, 221)
+    o.r.wait_log(r"disconnect from .* auth=1 .*atrn=1")
