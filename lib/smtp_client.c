@@ -34,6 +34,10 @@
 #define CL_CHUNK      (64 * 1024)
 #define CL_HIGH_WATER (256 * 1024)
 #define CL_CMD_MAX    (8 * 1024 * 1024) /* one pipelined MAIL+RCPT...+DATA group */
+/* A streamed body is asked for in pieces of this much: one piece per
+ * connection in memory, and few enough questions that the store's reads
+ * (each finds its offset in the blob's page chain anew) stay cheap. */
+#define CL_STREAM_PIECE (256 * 1024)
 
 #define CL_NAME_MAX 256
 
@@ -782,8 +786,8 @@ static void cl_pump_body(struct smtp_client *cl)
             cl_arm(cl, cl->data_timeout);
             return;
         }
-        if (want > CL_CHUNK)
-            want = CL_CHUNK;
+        if (want > (m->body != NULL ? CL_CHUNK : CL_STREAM_PIECE))
+            want = m->body != NULL ? CL_CHUNK : CL_STREAM_PIECE;
         if (m->body != NULL) {
             if (cl_stuff_write(cl, m->body + cl->body_off, want) < 0)
                 return;

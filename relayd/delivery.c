@@ -37,7 +37,7 @@
  * brings envelopes, and bodies only up to INLINE_MAX bytes each and
  * INLINE_TOTAL in all (a run holds at most two fetches); every other body
  * streams from the queue to the socket in pieces of at most the client's
- * 64 KiB, each read in a short read transaction of its own, the next only
+ * 256 KiB, each read in a short read transaction of its own, the next only
  * once the previous one has reached the kernel. A streamed message that
  * is bounced has its head read by bounce.c, never its whole body. */
 #define INLINE_MAX   (64 * 1024)

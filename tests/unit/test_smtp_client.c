@@ -494,7 +494,7 @@ static void on_body(struct smtp_client *cl, struct smtp_client_msg *msg, uint64_
 
     assert_ptr_equal(msg, r->msgs[0]);
     assert_int_equal(r->asking, 0); /* one question at a time */
-    assert_true(max > 0 && max <= 64 * 1024 && offset + max <= msg->body_len);
+    assert_true(max > 0 && max <= 256 * 1024 && offset + max <= msg->body_len);
     r->asking = 1;
     r->asks++;
     r->ask_off = offset;
@@ -1328,7 +1328,7 @@ static void test_streamed_body(void **state)
         assert_int_equal(r.f.body.len, len);
         assert_memory_equal(r.f.body.data, body, len);
         assert_int_equal(r.f.raw.len, len + len / 100);
-        assert_true(r.asks >= (int)(len / (64 * 1024)));
+        assert_true(r.asks >= (int)(len / (256 * 1024)));
         run_done(&r);
     }
     free(body);
