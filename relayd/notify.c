@@ -47,10 +47,12 @@ struct notify {
     int tick_open;
     int closing;
     unsigned children;
+    struct nt_child *running; /* commands still running, for shutdown */
 };
 
 /* One command run. Freed when both handles are closed. */
 struct nt_child {
+    struct nt_child *next, *prev;
     struct notify *n;
     uv_process_t proc;
     uv_timer_t timer;
@@ -125,6 +127,13 @@ static void child_exit(uv_process_t *p, int64_t status, int sig)
 {
     struct nt_child *c = p->data;
 
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        c->n->running = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+
     if (sig != 0)
         log_warn("notify: %s: %s killed by signal %d", c->domain, "notify_command", sig);
     else if (status != 0)
@@ -149,8 +158,8 @@ static void run_command(struct notify *n, const char *path, const char *domain,
     char e_dom[300], e_msgs[64], e_bytes[64], e_oldest[64];
     char *env[] = {e_dom, e_msgs, e_bytes, e_oldest, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
     char *args[] = {(char *)path, NULL};
-    uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE}, {.flags = UV_IGNORE},
-                                     {.flags = UV_IGNORE}};
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_IGNORE}};
     uv_process_options_t o;
     struct nt_child *c;
     int rc;
@@ -192,6 +201,10 @@ static void run_command(struct notify *n, const char *path, const char *domain,
     uv_timer_start(&c->timer, child_timeout, NOTIFY_CMD_TIMEOUT_MS, 0);
     c->open = 2;
     n->children++;
+    c->next = n->running;
+    if (n->running != NULL)
+        n->running->prev = c;
+    n->running = c;
 }
 
 /* ---- the message ------------------------------------------------------------------- */
@@ -415,6 +428,10 @@ void notify_close(struct notify *n)
     if (n == NULL || n->closing)
         return;
     n->closing = 1;
+    /* a command still running would hold the loop (and the exit) for up to
+     * NOTIFY_CMD_TIMEOUT_MS: ask it to end now */
+    for (struct nt_child *c = n->running; c != NULL; c = c->next)
+        (void)uv_process_kill(&c->proc, SIGTERM);
     if (n->tick_open) {
         n->tick_open = 0;
         uv_close((uv_handle_t *)&n->tick, NULL);

@@ -97,3 +97,20 @@ def test_notify_address_in_a_held_domain_is_refused(tmp_path):
                     "[domain example.org]\nnotify = admin@example.net\n" % tmp_path)
     p = run_relayd(["-t", "-f", str(conf)])
     assert p.returncode == 0, p.stderr
+
+
+def test_shutdown_ends_a_running_notify_command(denv, tmp_path):
+    # relayd stopping asks a command still running to end (SIGTERM) instead
+    # of leaving it to the 30 s kill
+    started, termed = tmp_path / "started", tmp_path / "termed"
+    script = tmp_path / "slow.sh"
+    script.write_text("#!/bin/sh\ntrap 'echo term > %s; exit 0' TERM\necho up > %s\n"
+                      "sleep 60 &\nwait\n" % (termed, started))
+    os.chmod(script, 0o755)
+    r = denv.relayd(domains={"example.org": {"mode": "hold"}}, notify_command=str(script))
+    with Client(r) as c:
+        c.send("s@sender.test", ["u@example.org"], message("m"))
+    wait_until(started.exists, 10, what="the command to start")
+    r.signal(__import__("signal").SIGTERM)
+    wait_until(termed.exists, 20, what="the command to get SIGTERM")
+    assert r.wait_exit(30) == 0, r.log_tail()
