@@ -415,3 +415,32 @@ def test_odmr_port_offers_auth_when_smtpd_auth_is_off(denv, tmp_path):
     cu = o.customer()  # asserts the 235
     assert (cu.cmd("ATRN").code, cu.cmd("QUIT").code) == (453, 221)
     o.r.wait_log(r"disconnect from .* auth=1 .*atrn=1")
+
+
+@pytest.mark.time_limit(90)
+def test_etrnctl_atrn_into_postfix(denv, tmp_path):
+    # a real MTA as the site: what Postfix stores is relayd's message byte
+    # for byte (below Postfix's own trace fields), and relayd logs Postfix's
+    # "queued as" as the outcome, passed through by etrnctl
+    pf = denv.postfix("pf.test", users=["user"])
+    o = Odmr(denv, tmp_path, domains={"pf.test": {"route": "odmr"}})
+    with open(o.creds, "w") as f:
+        f.write("%s:{plain}%s:pf.test\n" % (USER, PASSWORD))
+    o.r.reload()
+    o.r.wait_log(r"configuration reloaded")
+    data = message("to-postfix", to="user@pf.test", lines=[".leading dot", "end"]).replace(
+        b"\r\n\r\n", b"\r\nDate: Sun, 22 Nov 2026 05:00:00 +0000\r\n\r\n", 1)
+    with Client(o.r) as c:
+        qid = c.send("s@sender.test", ["user@pf.test"], data)
+    stored = o.r.queue.message(qid)["body"]
+    off = o.r.log_size()
+    rc, out, err = o.atrn("pf.test", deliver_to="127.0.0.1:%d" % pf.port)
+    assert rc == 0 and out[0]["messages"] == 1, (rc, out, err)
+    assert out[0]["transactions"][0]["relay_id"] == qid
+    (box,) = pf.wait_mail("user", 1, 30)
+    assert box.endswith(stored.replace(b"\r\n", b"\n")), box
+    o.r.wait_log(r"%s: to=<user@pf\.test>, relay=odmr:acme\[127\.0\.0\.1\]:\d+, delay=\d+, "
+                 r"dsn=2\.0\.0, status=sent \(250 2\.0\.0 Ok: queued as [0-9A-F]+\)" % qid,
+                 since=off)
+    o.r.wait_log(ENDED_LOG % 1, since=off)
+    assert queued_rcpts(o.r) == []
