@@ -257,6 +257,19 @@ static void check_credentials(struct report *r, const struct config *cfg)
     else if (auth_etrn && !cfg->smtpd_auth)
         warning(r, "etrn_access lists auth but smtpd_auth = no: nobody can authenticate where "
                    "ETRN is taken");
+    /* RFC 2645: ATRN needs an account that owns the domain */
+    if (cfg->nodmr_listen > 0 && c == NULL)
+        warning(r, "odmr_listen is set but credentials is not: every ATRN gets 530");
+    for (size_t i = 0; i < cfg->ndomains; i++) {
+        const struct cfg_domain *d = &cfg->domains[i];
+        int owned = 0;
+        for (size_t k = 0; c != NULL && k < credentials_count(c) && !owned; k++)
+            owned = credentials_owns(cfg, credentials_at(c, k)->name, d->name);
+        if (d->route_odmr && (!owned || cfg->nodmr_listen == 0))
+            warning(r, "[domain %s] has route = odmr but %s: its mail can only wait and expire",
+                    d->name,
+                    cfg->nodmr_listen == 0 ? "odmr_listen is not set" : "no account owns it");
+    }
     if (c == NULL)
         return;
     if (credentials_others_can_read(c))

@@ -444,3 +444,28 @@ def test_etrnctl_atrn_into_postfix(denv, tmp_path):
                  since=off)
     o.r.wait_log(ENDED_LOG % 1, since=off)
     assert queued_rcpts(o.r) == []
+
+
+def test_check_warns_when_odmr_cannot_work(tmp_path):
+    from relayd_fixture import run_relayd
+
+    base = "hostname = relay.test\ndatabase = %s/q.db\ncontrol_socket =\n" % tmp_path
+    conf = tmp_path / "relayd.conf"
+    conf.write_text(base + "odmr_listen = 127.0.0.1:1366\n[domain example.org]\nroute = odmr\n")
+    p = run_relayd(["-t", "-f", str(conf)])
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert "warning: odmr_listen is set but credentials is not: every ATRN gets 530" in err, err
+    assert "[domain example.org] has route = odmr but no account owns it" in err, err
+    creds = tmp_path / "credentials"
+    creds.write_text("acme:{plain}x:example.org\n")
+    os.chmod(creds, 0o600)
+    conf.write_text(base + "credentials = %s\n[domain example.org]\nroute = odmr\n" % creds)
+    p = run_relayd(["-t", "-f", str(conf)])
+    err = p.stderr.decode()
+    assert "[domain example.org] has route = odmr but odmr_listen is not set" in err, err
+    conf.write_text(base + "credentials = %s\nodmr_listen = 127.0.0.1:1366\n"
+                           "[domain example.org]\nroute = odmr\n" % creds)
+    p = run_relayd(["-t", "-f", str(conf)])
+    err = p.stderr.decode()
+    assert p.returncode == 0 and "ATRN" not in err and "route = odmr" not in err, err
