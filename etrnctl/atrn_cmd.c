@@ -799,13 +799,16 @@ static void report(const struct atrn *a, const struct relay_result *res)
     if (a->o->quiet && res->status == 0)
         return;
     fp = res->status == 0 ? stdout : stderr;
-    if (res->code == 250)
-        fprintf(fp, "%s: %llu message%s (%llu bytes) delivered to %s%s%llu refused by it%s%s\n",
-                res->label, (unsigned long long)res->messages, res->messages == 1 ? "" : "s",
-                (unsigned long long)res->bytes, a->deliver_to, res->refused ? ", " : "",
-                (unsigned long long)res->refused, res->status ? "; " : "",
+    if (res->code == 250) {
+        char refused[64] = "";
+        if (res->refused > 0)
+            snprintf(refused, sizeof(refused), ", %llu not taken by it",
+                     (unsigned long long)res->refused);
+        fprintf(fp, "%s: %llu message%s (%llu bytes) delivered to %s%s%s%s\n", res->label,
+                (unsigned long long)res->messages, res->messages == 1 ? "" : "s",
+                (unsigned long long)res->bytes, a->deliver_to, refused, res->status ? "; " : "",
                 res->status ? res->why : "");
-    else
+    } else
         fprintf(fp, "%s: %s (%s)\n", res->label, res->what, res->why);
     if (a->o->verbose)
         for (size_t i = 0; i < res->ntxns; i++)

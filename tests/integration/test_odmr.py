@@ -374,7 +374,8 @@ def test_pull_runs_atrn_from_the_defaults_file(denv, tmp_path):
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
                        env=dict(os.environ, ETRNCTL_DEFAULTS=str(defaults)))
     assert p.returncode == 0, p
-    assert b"1 message (" in p.stdout, p.stdout
+    assert re.fullmatch(rb"127\.0\.0\.1:%d: 1 message \(\d+ bytes\) delivered to %s\n"
+                        % (o.odmr_port, o.site.address.encode()), p.stdout), p.stdout
     o.r.wait_log(ENDED_LOG % 1, since=off)
     assert [subject_of(t.data) for t in o.site.transactions] == ["via-pull"]
     defaults.write_text("ETRN_MODE=smoke-signals\n")
@@ -469,3 +470,37 @@ def test_check_warns_when_odmr_cannot_work(tmp_path):
     p = run_relayd(["-t", "-f", str(conf)])
     err = p.stderr.decode()
     assert p.returncode == 0 and "ATRN" not in err and "route = odmr" not in err, err
+
+
+def test_turn_outcomes_as_the_site_answered(denv, tmp_path):
+    # the local MTA's 2xx/4xx/5xx reach relayd unchanged through etrnctl:
+    # 250 removes, 451 keeps (next attempt unchanged), 554 bounces
+    o = Odmr(denv, tmp_path)
+    answers = {"good": (250, "2.0.0 stored"), "later": (451, "4.3.0 try later"),
+               "bad": (554, "5.7.1 not wanted")}
+    o.site.behaviour.data = lambda t: answers[subject_of(t.data)]
+    qids = {}
+    with Client(o.r) as c:
+        for uid in ("good", "later", "bad"):
+            qids[uid] = c.send("s@sender.test", ["u-%s@example.org" % uid], message(uid))
+    before = {r["address"]: r["next_attempt"] for r in
+              o.r.queue.query("SELECT address, next_attempt FROM recipient")}
+    off = o.r.log_size()
+    args = [etrnctl_binary(), "atrn", "-H", "127.0.0.1:%d" % o.odmr_port, "--user", USER,
+            "--password-file", o.pwfile, "--deliver-to", o.site.address, "example.org"]
+    p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+                       env=dict(os.environ, ETRNCTL_DEFAULTS="/dev/null"))
+    assert p.returncode == 0, p
+    assert re.fullmatch(rb"127\.0\.0\.1:\d+: 1 message \(\d+ bytes\) delivered to [0-9.:]+, "
+                        rb"2 not taken by it\n", p.stdout), p.stdout
+    o.r.wait_log(ENDED_LOG % 1 + r"deferred=1 bounced=1", since=off)
+    o.r.wait_log(r"%s: to=<u-later@example\.org>, relay=odmr:acme.*status=deferred "
+                 r"\(451 4\.3\.0 try later\)" % qids["later"], since=off)
+    o.r.wait_log(r"%s: to=<u-bad@example\.org>, relay=odmr:acme.*status=bounced "
+                 r"\(554 5\.7\.1 not wanted\)" % qids["bad"], since=off)
+    rows = {r["address"]: r for r in
+            o.r.queue.query("SELECT address, next_attempt, last_reply FROM recipient "
+                            "WHERE domain = 'example.org'")}
+    assert list(rows) == ["u-later@example.org"], rows
+    assert rows["u-later@example.org"]["next_attempt"] == before["u-later@example.org"]
+    assert rows["u-later@example.org"]["last_reply"] == "451 4.3.0 try later"
