@@ -29,6 +29,7 @@
 #include "smtp_client.h"
 #include "stats.h"
 #include "store.h"
+#include "tls_policy.h"
 
 #define FETCH_BATCH  100 /* messages per store_fetch */
 #define UPDATE_FLUSH 256 /* outcomes per store_update */
@@ -246,45 +247,37 @@ static size_t nh_work(const struct dl_nexthop *nh)
 /* ---- TLS policy per domain ----------------------------------------------------------
  * Domains whose route names the same host share its connections, but each
  * keeps its own tls policy: a connection carries a run's mail only when
- * what it achieved satisfies that run's domain, whichever domain opened it
- * and in whatever order the runs came. none: any connection; may: TLS, or
- * a connection that tried STARTTLS and went on in clear (RFC 7435 §3);
- * encrypt: TLS; verify: TLS opened as verify, i.e. the certificate chained
- * to tls_ca_file - as it reads now: a reload that reads it again retires
- * the connections verified with the old CAs - and named the host (RFC 3207
- * §4.1). A next hop is one host name, so the name verified is the same for
- * every domain on it. */
+ * what it achieved satisfies that run's domain (tls_policy.c), whichever
+ * domain opened it and in whatever order the runs came. A next hop is one
+ * host name, so the name verified is the same for every domain on it; the
+ * CAs are those of now (tls_ca_file is read again on SIGHUP). */
 
-/* Was dc verified with the CAs of now (tls_ca_file, read again on SIGHUP)? */
-static int verified_now(const struct dl_conn *dc)
+static void conn_tls_state(const struct dl_conn *dc, struct tls_policy_conn *out)
 {
-    return dc->verify_ctx != NULL && dc->verify_ctx == dc->nh->dl->srv->tls_client_verify;
+    out->opened_for = dc->policy;
+    out->ready = dc->ready;
+    out->tls = dc->cl != NULL && smtp_client_tls_active(dc->cl);
+    out->verified_now =
+        dc->verify_ctx != NULL && dc->verify_ctx == dc->nh->dl->srv->tls_client_verify;
+    out->clear_retry = dc->clear_retry;
 }
 
+/* May ready dc carry run's mail? */
 static int conn_serves(const struct dl_conn *dc, const struct dl_run *run)
 {
-    int tls = dc->cl != NULL && smtp_client_tls_active(dc->cl);
+    struct tls_policy_conn t;
 
-    switch (run->tls) {
-    case CFG_TLS_NONE:
-        return 1;
-    case CFG_TLS_MAY:
-        return tls || dc->policy == CFG_TLS_MAY;
-    case CFG_TLS_ENCRYPT:
-        return tls;
-    case CFG_TLS_VERIFY:
-        return tls && dc->policy == CFG_TLS_VERIFY && verified_now(dc);
-    }
-    return 0;
+    conn_tls_state(dc, &t);
+    return tls_policy_satisfied(run->tls, &t);
 }
 
-/* Could dc serve run once it is ready? (Its policy is at least run's.) */
+/* Could dc carry run's mail, now or once it is ready? */
 static int conn_may_serve(const struct dl_conn *dc, const struct dl_run *run)
 {
-    if (dc->ready)
-        return conn_serves(dc, run);
-    return dc->policy >= run->tls && !(dc->clear_retry && run->tls > CFG_TLS_MAY) &&
-           (run->tls != CFG_TLS_VERIFY || verified_now(dc));
+    struct tls_policy_conn t;
+
+    conn_tls_state(dc, &t);
+    return tls_policy_may_satisfy(run->tls, &t);
 }
 
 /* The first run with work that no open or opening connection may serve
@@ -806,13 +799,6 @@ static void nh_down(struct dl_nexthop *nh, const char *why)
     }
 }
 
-static const char *const tls_policy_names[] = {
-    [CFG_TLS_NONE] = "none",
-    [CFG_TLS_MAY] = "may",
-    [CFG_TLS_ENCRYPT] = "encrypt",
-    [CFG_TLS_VERIFY] = "verify",
-};
-
 /* No target gave a connection opened for policy the TLS it needs (RFC 3207
  * §4: a client that requires TLS does not go on without it). The runs that
  * need that much, and that no other connection can serve, give up for now:
@@ -833,7 +819,7 @@ static void nh_tls_down(struct dl_nexthop *nh, enum cfg_tls policy, const char *
         if (dc != NULL)
             continue;
         log_warn("%s: TLS required (tls = %s) but not available from %s: %s", r->domain,
-                 tls_policy_names[r->tls], nh->key, why);
+                 tls_policy_name(r->tls), nh->key, why);
         run_abort(r, 1, why);
     }
 }
@@ -1284,9 +1270,9 @@ static void turn_conn_closed(struct dl_conn *dc)
     nh_maybe_free(nh);
 }
 
-int delivery_turn(struct delivery *dl, struct conn *c, const char *peer_name,
-                  char *const *domains, size_t n, delivery_done_cb run_done, void *const *run_args,
-                  delivery_turn_cb over, void *arg, struct delivery_turn **out)
+int delivery_turn(struct delivery *dl, struct conn *c, const char *peer_name, char *const *domains,
+                  size_t n, delivery_done_cb run_done, void *const *run_args, delivery_turn_cb over,
+                  void *arg, struct delivery_turn **out)
 {
     const struct config *cfg = dl->srv->cfg;
     struct dl_nexthop *nh = NULL;
@@ -1388,7 +1374,6 @@ void delivery_turn_abort(struct delivery_turn *t)
     if (nh->conns != NULL && nh->conns->cl != NULL)
         smtp_client_abort(nh->conns->cl);
 }
-
 
 /* ---- interface ------------------------------------------------------------------- */
 
