@@ -9,6 +9,7 @@
 #include "conn.h"
 #include "log.h"
 #include "smtp_parse.h"
+#include "smtp_reply.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -16,18 +17,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 /* RFC 5321 §4.5.3.2 defaults, used when an option is 0. */
 #define CL_CONNECT_TIMEOUT_MS 30000
 #define CL_COMMAND_TIMEOUT_MS 300000 /* greeting, MAIL, RCPT: 5 min */
 #define CL_DATA_TIMEOUT_MS    600000 /* the final dot: 10 min */
 
-/* Bounds on what a server may send us (a reply is read whole before use). */
-#define CL_LINE_MAX        2048
-#define CL_REPLY_MAX_BYTES (64 * 1024)
-#define CL_REPLY_MAX_LINES 100
-#define CL_IN_PIECE        4096 /* input is fed to the line splitter in pieces this big */
+/* Bounds on what a server may send us (a reply's are in smtp_reply.h). */
+#define CL_LINE_MAX 2048
+#define CL_IN_PIECE 4096 /* input is fed to the line splitter in pieces this big */
 
 /* Body output: stuffed in pieces of CL_CHUNK bytes; more is produced only
  * while less than CL_HIGH_WATER bytes wait in the conn (then on_drain). */
@@ -41,15 +39,12 @@
 
 #define CL_NAME_MAX 256
 
-/* EHLO keywords we act on (RFC 5321 §4.1.1.1, RFC 2920, 1870, 3207, 6152, 3461, 2034). */
-enum {
-    EXT_PIPELINING = 1 << 0,
-    EXT_SIZE = 1 << 1,
-    EXT_STARTTLS = 1 << 2,
-    EXT_8BITMIME = 1 << 3,
-    EXT_DSN = 1 << 4,
-    EXT_ENHANCED = 1 << 5,
-};
+/* EHLO keywords we act on: lib/smtp_reply.h */
+#define EXT_PIPELINING SMTP_EXT_PIPELINING
+#define EXT_SIZE       SMTP_EXT_SIZE
+#define EXT_STARTTLS   SMTP_EXT_STARTTLS
+#define EXT_8BITMIME   SMTP_EXT_8BITMIME
+#define EXT_DSN        SMTP_EXT_DSN
 
 enum cl_state {
     ST_CONNECTING,  /* TCP connect running */
@@ -164,12 +159,8 @@ struct smtp_client {
     unsigned ext;                         /* EXT_* of the current EHLO */
     uint64_t size_limit;                  /* SIZE n, 0 = none announced */
 
-    struct buf in; /* owned: received text not yet split into lines */
-    /* the reply being read */
-    int rp_lines;
-    size_t rp_bytes;
-    unsigned rp_ext;
-    uint64_t rp_size;
+    struct buf in;               /* owned: received text not yet split into lines */
+    struct smtp_reply_reader rp; /* the reply being read, and the last one */
 
     /* the message in flight (borrowed from the caller until on_sent) */
     struct smtp_client_msg *msg;
@@ -368,122 +359,31 @@ static void cl_setup_failed(struct smtp_client *cl, const struct smtp_client_rep
 
 /* ---- reading replies ------------------------------------------------------------------ */
 
-/* Does text start with an RFC 3463 status code of class cls ("5.1.1")?
- * Returns its length or 0. */
-static size_t cl_enh_len(const char *t, size_t len, int cls)
-{
-    size_t i = 0;
-
-    if (len < 5 || t[0] != (char)('0' + cls) || t[1] != '.')
-        return 0;
-    i = 2;
-    for (int part = 0; part < 2; part++) {
-        size_t start = i;
-        while (i < len && i - start < 4 && t[i] >= '0' && t[i] <= '9')
-            i++;
-        if (i == start || i - start > 3)
-            return 0;
-        if (part == 0) {
-            if (i >= len || t[i] != '.')
-                return 0;
-            i++;
-        }
-    }
-    if (i < len && t[i] != ' ')
-        return 0;
-    return i;
-}
-
-/* Copy reply text, bounded, with control characters replaced: it ends up in
- * logs and DSNs. */
-static void cl_copy_text(char *dst, size_t dstlen, const char *src, size_t len)
-{
-    size_t n = len < dstlen - 1 ? len : dstlen - 1;
-
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)src[i];
-        dst[i] = (ch < 0x20 && ch != '\t') || ch == 0x7f ? '?' : (char)ch;
-    }
-    dst[n] = '\0';
-}
-
-/* One EHLO keyword line (RFC 5321 §4.1.1.1: keyword, then parameters). */
-static void cl_ehlo_keyword(struct smtp_client *cl, const char *t, size_t len)
-{
-    size_t kw = 0;
-
-    while (kw < len && t[kw] != ' ')
-        kw++;
-#define KW(s) (kw == sizeof(s) - 1 && strncasecmp(t, s, kw) == 0)
-    if (KW("PIPELINING")) {
-        cl->rp_ext |= EXT_PIPELINING;
-    } else if (KW("STARTTLS")) {
-        cl->rp_ext |= EXT_STARTTLS;
-    } else if (KW("8BITMIME")) {
-        cl->rp_ext |= EXT_8BITMIME;
-    } else if (KW("DSN")) {
-        cl->rp_ext |= EXT_DSN;
-    } else if (KW("ENHANCEDSTATUSCODES")) {
-        cl->rp_ext |= EXT_ENHANCED;
-    } else if (KW("SIZE")) {
-        /* RFC 1870 §4: "SIZE" alone or "SIZE 0" means no fixed limit. */
-        uint64_t n = 0;
-        size_t i = kw;
-        while (i < len && t[i] == ' ')
-            i++;
-        for (; i < len && t[i] >= '0' && t[i] <= '9'; i++) {
-            if (n > (UINT64_MAX - 9) / 10) {
-                n = 0; /* absurd: treat as no limit */
-                break;
-            }
-            n = n * 10 + (uint64_t)(t[i] - '0');
-        }
-        cl->rp_ext |= EXT_SIZE;
-        cl->rp_size = n;
-    }
-#undef KW
-}
-
-/* One reply line (without its line end). A reply is complete at the line
- * whose separator is ' ' (RFC 5321 §4.2.1); its code and text are the last
- * line's. Returns 0, or -1 when the session ended. */
+/* One reply line (without its line end); lib/smtp_reply.c reads the
+ * reply. Returns 0, or -1 when the session ended. */
 static int cl_line(struct smtp_client *cl, const char *line, size_t len)
 {
-    struct smtp_reply_line rl;
     struct smtp_client_reply r;
-    size_t el;
 
-    if (smtp_parse_reply_line(line, len, &rl) != SMTP_PARSE_OK) {
+    switch (smtp_reply_line(&cl->rp, line, len, cl->state == ST_EHLO)) {
+    case SMTP_REPLY_MORE:
+        return 0;
+    case SMTP_REPLY_DONE:
+        break;
+    case SMTP_REPLY_TOO_LONG:
+        cl_fail(cl, FAIL_PROTOCOL, "reply too long", NULL);
+        return -1;
+    default:
         cl_fail(cl, FAIL_PROTOCOL, "malformed reply line", NULL);
         return -1;
     }
-    cl->rp_lines++;
-    cl->rp_bytes += len + 2;
-    if (cl->rp_lines > CL_REPLY_MAX_LINES || cl->rp_bytes > CL_REPLY_MAX_BYTES) {
-        cl_fail(cl, FAIL_PROTOCOL, "reply too long", NULL);
-        return -1;
-    }
-    if (cl->state == ST_EHLO && cl->rp_lines > 1)
-        cl_ehlo_keyword(cl, rl.text, rl.text_len);
-    if (!rl.last)
-        return 0;
-
+    _Static_assert(sizeof(r.enh) == sizeof(cl->rp.enh), "enhanced code sizes differ");
+    _Static_assert(sizeof(r.text) == sizeof(cl->rp.text), "reply text sizes differ");
     memset(&r, 0, sizeof(r));
-    r.code = rl.code;
-    /* RFC 2034 §3: the status code leads the text; taken when it is of the
-     * reply's class, whether or not ENHANCEDSTATUSCODES was announced. */
-    el = cl_enh_len(rl.text, rl.text_len, rl.code / 100);
-    if (el > 0) {
-        cl_copy_text(r.enh, sizeof(r.enh), rl.text, el);
-        while (el < rl.text_len && rl.text[el] == ' ')
-            el++;
-    }
-    cl_copy_text(r.text, sizeof(r.text), rl.text + el, rl.text_len - el);
-    cl->rp_lines = 0;
-    cl->rp_bytes = 0;
+    r.code = cl->rp.code;
+    memcpy(r.enh, cl->rp.enh, sizeof(r.enh));
+    memcpy(r.text, cl->rp.text, sizeof(r.text));
     cl_reply(cl, &r);
-    cl->rp_ext = 0;
-    cl->rp_size = 0;
     return cl->state == ST_CLOSING ? -1 : 0;
 }
 
@@ -834,8 +734,8 @@ static void cl_reply(struct smtp_client *cl, const struct smtp_client_reply *r)
         break;
     case ST_EHLO:
         if (ok) {
-            cl->ext = cl->rp_ext;
-            cl->size_limit = (cl->ext & EXT_SIZE) ? cl->rp_size : 0;
+            cl->ext = cl->rp.ext;
+            cl->size_limit = (cl->ext & EXT_SIZE) ? cl->rp.size : 0;
             cl_after_hello(cl);
         } else if (r->code / 100 == 5) {
             /* RFC 5321 §3.2: a server that does not know EHLO gets HELO. */

@@ -7,7 +7,8 @@
  * bounce.c): nothing here touches SQLite or SMTP, and the loop never waits
  * on the disk.
  *
- * The protocol (brief CONTROL-PROTO.md; etrnctl(8) is its client):
+ * The protocol (brief CONTROL-PROTO.md; etrnctl(8) is its client; the
+ * request line's framing and words are lib/ctl_request.c, fuzzed):
  *
  *   request   COMMAND [key=value ...] LF   words separated by single spaces,
  *             keys and values percent-encoded (%XX) for space, '%', '=',
@@ -42,13 +43,13 @@
 
 #include "buf.h"
 #include "config.h"
+#include "ctl_request.h"
 #include "log.h"
 #include "server.h"
 #include "store.h"
 
-#define CTL_MAX_CONNS   32          /* connections served at once */
-#define CTL_MAX_REQUEST (64 * 1024) /* bytes in a request line, LF excluded */
-#define CTL_TIMEOUT_MS  10000       /* for the request, and for each write */
+#define CTL_MAX_CONNS   32    /* connections served at once */
+#define CTL_TIMEOUT_MS  10000 /* for the request, and for each write */
 #define CTL_BACKLOG     16
 #define CTL_WRITE_CHUNK (64 * 1024)       /* bytes per uv_write */
 #define CTL_OUT_MAX     ((size_t)1 << 31) /* one response record (show of a big body) */
@@ -496,53 +497,6 @@ static void linger(struct ctl_conn *k)
 
 /* ---- request parsing ------------------------------------------------------------ */
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Decode %XX in place. -1 on a bad escape or a NUL byte (values are C
- * strings). */
-static int pct_decode(char *s)
-{
-    char *o = s;
-    int hi, lo;
-
-    for (; *s; s++) {
-        if (*s != '%') {
-            *o++ = *s;
-            continue;
-        }
-        if ((hi = hexval(s[1])) < 0 || (lo = hexval(s[2])) < 0 || (hi == 0 && lo == 0))
-            return -1;
-        *o++ = (char)(hi * 16 + lo);
-        s += 2;
-    }
-    *o = '\0';
-    return 0;
-}
-
-/* Is word one of the space separated words of list? */
-static int in_list(const char *list, const char *word)
-{
-    size_t n = strlen(word);
-
-    for (const char *p = list; *p;) {
-        size_t l = strcspn(p, " ");
-        if (l == n && strncmp(p, word, n) == 0)
-            return 1;
-        p += l;
-        p += *p == ' ';
-    }
-    return 0;
-}
-
 const char *ctl_arg_value(const struct ctl_conn *k, const char *key)
 {
     for (size_t i = 0; i < k->nargs; i++)
@@ -611,20 +565,18 @@ int ctl_take_domain(struct ctl_conn *k, const char *d)
  * run the command, or answer usage / denied. */
 static void dispatch(struct ctl_conn *k, char *line)
 {
-    char *save = NULL, *word, *eq;
+    char *pos = line, *word, *key, *value;
     const char *name;
-    size_t n = 1;
+    size_t n = ctl_request_max_words(line);
 
-    for (char *p = line; *p; p++)
-        n += *p == ' ';
     k->args = calloc(n, sizeof *k->args);
     k->ids = calloc(n, sizeof *k->ids);
     if (!k->args || !k->ids) {
         ctl_finish(k, "internal", "out of memory");
         return;
     }
-    word = strtok_r(line, " ", &save);
-    if (!word || pct_decode(word) < 0) {
+    word = ctl_request_word(&pos);
+    if (!word || ctl_request_decode(word) < 0) {
         ctl_finish(k, "usage", "empty request");
         return;
     }
@@ -642,28 +594,28 @@ static void dispatch(struct ctl_conn *k, char *line)
         ctl_finish(k, "denied", "%s is for root and the relayd user only", k->cmd->name);
         return;
     }
-    while ((word = strtok_r(NULL, " ", &save))) {
-        if (!(eq = strchr(word, '='))) {
+    while ((word = ctl_request_word(&pos))) {
+        enum ctl_request_arg rc = ctl_request_arg(word, &key, &value);
+        if (rc == CTL_REQUEST_ARG_NO_EQUALS) {
             ctl_finish(k, "usage", "expected key=value");
             return;
         }
-        *eq = '\0';
-        if (pct_decode(word) < 0 || pct_decode(eq + 1) < 0) {
+        if (rc != CTL_REQUEST_ARG_OK) {
             ctl_finish(k, "usage", "bad percent-encoding");
             return;
         }
-        if (!in_list(k->cmd->keys, word)) {
-            ctl_finish(k, "usage", "%s takes no %.64s", k->cmd->name, word);
+        if (!ctl_request_in_list(k->cmd->keys, key)) {
+            ctl_finish(k, "usage", "%s takes no %.64s", k->cmd->name, key);
             return;
         }
-        if (strcmp(word, "id") == 0) {
-            k->ids[k->nids++] = eq + 1;
-        } else if (ctl_arg_value(k, word)) {
-            ctl_finish(k, "usage", "%s given twice", word);
+        if (strcmp(key, "id") == 0) {
+            k->ids[k->nids++] = value;
+        } else if (ctl_arg_value(k, key)) {
+            ctl_finish(k, "usage", "%s given twice", key);
             return;
         }
-        k->args[k->nargs].key = word;
-        k->args[k->nargs++].value = eq + 1;
+        k->args[k->nargs].key = key;
+        k->args[k->nargs++].value = value;
     }
     log_debug("control #%llu: uid=%u %s", k->id, (unsigned)k->uid, k->cmd->name);
     k->working = 1;
@@ -678,16 +630,17 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 
     (void)suggested;
     if (!k->req)
-        k->req = malloc(CTL_MAX_REQUEST + 3);
+        k->req = malloc(CTL_REQUEST_MAX + 3);
     /* room for the line, CR, LF; one byte more to see that it is too long */
     b->base = k->req ? k->req + k->reqlen : NULL;
-    b->len = k->req ? CTL_MAX_REQUEST + 2 - k->reqlen : 0;
+    b->len = k->req ? CTL_REQUEST_MAX + 2 - k->reqlen : 0;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     struct ctl_conn *k = s->data;
-    char *nl;
+    enum ctl_request_frame frame;
+    size_t len;
 
     (void)b;
     if (k->closed)
@@ -708,26 +661,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
     if (nread > 0)
         k->reqlen += (size_t)nread;
-    nl = k->req ? memchr(k->req, '\n', k->reqlen) : NULL;
-    if (!nl && nread > 0 && k->reqlen < CTL_MAX_REQUEST + 2)
+    frame = k->req ? ctl_request_frame(k->req, k->reqlen, nread < 0, &len) : CTL_REQUEST_MORE;
+    if (frame == CTL_REQUEST_MORE && nread > 0)
         return; /* more to come */
     k->reading = 0;
     uv_read_stop(s);
-    if (!nl && nread > 0) {
-        ctl_finish(k, "usage", "request longer than %d bytes", CTL_MAX_REQUEST);
-        return;
-    }
-    if (!nl) /* EOF without LF: the request is what came */
-        nl = k->req + k->reqlen;
-    if (memchr(k->req, '\0', (size_t)(nl - k->req))) {
+    if (frame == CTL_REQUEST_NUL) {
         ctl_finish(k, "usage", "NUL byte in the request");
         return;
     }
-    *nl = '\0';
-    if (nl > k->req && nl[-1] == '\r')
-        *--nl = '\0';
-    if ((size_t)(nl - k->req) > CTL_MAX_REQUEST) {
-        ctl_finish(k, "usage", "request longer than %d bytes", CTL_MAX_REQUEST);
+    if (frame != CTL_REQUEST_LINE) {
+        ctl_finish(k, "usage", "request longer than %d bytes", CTL_REQUEST_MAX);
         return;
     }
     dispatch(k, k->req);
