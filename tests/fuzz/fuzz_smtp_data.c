@@ -1,17 +1,20 @@
 /*
- * fuzz_smtp_data: the DATA decoder's part of the fuzz target. Every input is
- * decoded whole, byte by byte and in input-chosen chunks, and the results
- * must agree with each other and with a plain line-by-line model of the rule
- * in lib/smtp_data.c and relayd(8) DATA: only <CRLF>.<CRLF> (or ".<CRLF>" at
- * the start) ends the data; bare CR and bare LF become CRLF; only a line
- * after a real CRLF loses a leading dot. Violations abort(). No I/O, no
- * state between inputs.
+ * fuzz_smtp_data: libFuzzer target for lib/smtp_data (the DATA decoder:
+ * what an SMTP client sends after 354). Every input is decoded whole, byte
+ * by byte and in input-chosen chunks, and the results must agree with each
+ * other and with a plain line-by-line model of the rule in lib/smtp_data.c
+ * and relayd(8) DATA: only <CRLF>.<CRLF> (or ".<CRLF>" at the start) ends
+ * the data; bare CR and bare LF become CRLF; only a line after a real CRLF
+ * loses a leading dot. Violations abort(). No I/O and no state between
+ * inputs; replay.c drives it without libFuzzer.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fuzz_smtp_data.h"
 #include "smtp_data.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Bytes of one input decoded here; DATA is a stream, so a prefix is enough. */
 #define FUZZ_DATA_MAX 4096
@@ -125,8 +128,10 @@ static int only_crlf(const char *s, size_t n)
     return 1;
 }
 
-void fuzz_smtp_data(const char *in, size_t n)
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    const char *in = (const char *)data;
+    size_t n = size;
     static struct decoded a, b, c;
     static char m[SMTP_DATA_OUT_MAX(FUZZ_DATA_MAX)];
     size_t mlen, mconsumed;
@@ -135,7 +140,7 @@ void fuzz_smtp_data(const char *in, size_t n)
     if (n > FUZZ_DATA_MAX)
         n = FUZZ_DATA_MAX;
     if (n == 0)
-        return;
+        return 0;
     decode(in, n, whole, &a);
     decode(in, n, bytewise, &b);
     decode(in, n, chosen, &c);
@@ -163,4 +168,5 @@ void fuzz_smtp_data(const char *in, size_t n)
         CHECK(a.out_len >= mlen && memcmp(a.out, m, mlen) == 0);
         CHECK(a.out_len <= mlen + (n - mconsumed) + 2);
     }
+    return 0;
 }
