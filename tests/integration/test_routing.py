@@ -311,20 +311,25 @@ def test_unusable_dns_answers_defer_with_the_query_named(denv, sdns):
 # --- the wildcard-listen loop, in a network namespace of its own ------------------------------
 
 NETNS_ADDR = "192.0.2.1"  # TEST-NET-1, an interface address inside the namespace only
+NETNS_LATE = "192.0.2.2"  # added to the namespace while relayd runs
 
 
 def wildcard_loop_in_netns(workdir):
     """Runs inside `unshare -n`: lo up with an extra address, relayd on a
     wildcard listen (*:P) delivering to port P, a domain whose MX is that
-    interface address. Prints what happened as key=value lines."""
+    interface address; then an address added while relayd runs, which
+    counts as relayd's own after SIGHUP. Prints what happened as key=value
+    lines."""
     from relayd_fixture import Relayd
 
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     subprocess.run(["ip", "addr", "add", NETNS_ADDR + "/32", "dev", "lo"], check=True)
-    dns = ScriptedDNS({"wild.test": {"MX": [(10, "mx.wild.test")]}, "mx.wild.test": {"A": [NETNS_ADDR]}}).start()
+    dns = ScriptedDNS({"wild.test": {"MX": [(10, "mx.wild.test")]}, "mx.wild.test": {"A": [NETNS_ADDR]},
+                       "late.test": {"MX": [(10, "mx.late.test")]}, "mx.late.test": {"A": [NETNS_LATE]}}).start()
     port = free_port()
-    r = Relayd(workdir, port=port, listen="*:%d" % port, domains={"wild.test": {"mode": "hold", "route": "mx"}},
-               dns_servers=dns.server, delivery_port=str(port), connect_timeout="2s")
+    r = Relayd(workdir, port=port, listen="*:%d" % port, dns_servers=dns.server, delivery_port=str(port),
+               connect_timeout="2s", domains={"wild.test": {"mode": "hold", "route": "mx"},
+                                              "late.test": {"mode": "hold", "route": "mx"}})
     try:
         r.start()
         with Client(r) as c:
@@ -338,6 +343,21 @@ def wildcard_loop_in_netns(workdir):
             print("deferred=no")
         print("queued_lines=%d" % len(re.findall(r"\(queued\)", r.log_text())))
         print("still_queued=%s" % ("yes" if r.queue.message(q) is not None else "no"))
+
+        # an address this host gains after the start is relayd's own from the next SIGHUP
+        with Client(r) as c:
+            q2 = c.send("s@sender.test", ["u@late.test"], message("late"))
+        subprocess.run(["ip", "addr", "add", NETNS_LATE + "/32", "dev", "lo"], check=True)
+        off = r.reload()
+        r.wait_log(r"configuration reloaded", timeout=10, since=off)
+        assert etrn(r, "late.test")[0] == 253
+        try:
+            r.wait_log(r"%s: to=<u@late\.test>, relay=none, .*dsn=4\.4\.6, status=deferred "
+                       r"\(mail for late\.test loops back to myself\)" % q2, timeout=15, since=off)
+            print("late_deferred=yes")
+        except AssertionError:
+            print("late_deferred=no")
+        print("late_queued_lines=%d" % len(re.findall(r"\(queued\)", r.log_text())))
     finally:
         rc = r.stop()
         dns.stop()
@@ -350,7 +370,7 @@ def test_wildcard_listen_mx_at_own_interface_address_defers(tmp_path):
     """The usual `listen = *:25` and an MX that points at one of this host's
     interface addresses (not loopback): relayd must see itself there, defer
     with 4.4.6, and never deliver the message to itself (which loops until
-    the hop limit)."""
+    the hop limit); an interface address added later counts after SIGHUP."""
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.run(
@@ -362,4 +382,7 @@ def test_wildcard_listen_mx_at_own_interface_address_defers(tmp_path):
     assert "deferred=yes" in out, out
     assert "queued_lines=1" in out, "the message came back into relayd:\n" + out
     assert "still_queued=yes" in out, out
+    # the address added later, after SIGHUP (re-read interface addresses)
+    assert "late_deferred=yes" in out, out
+    assert "late_queued_lines=2" in out, "the message came back into relayd:\n" + out
     assert "health=ok" in out, out
