@@ -395,6 +395,11 @@ def test_postfix_bare_250_means_started_count_unknown(denv, etrnctl):
     s.quit()
     wait_until(lambda: re.search(r"to=<u@remote\.test>.*status=deferred", pf.log_text()), 30,
                what="Postfix deferring the message")
+    # and its fast-flush log naming it (written after the deferral's log line:
+    # an ETRN before it would find nothing to flush until the next queue run)
+    flog = os.path.join(pf.queue, "flush", "remote_test")  # Postfix's name for it
+    wait_until(lambda: os.path.exists(flog) and os.path.getsize(flog) > 0, 30,
+               what="Postfix's flush log for remote.test")
 
     site.start()
     res = etrnctl.run("etrn", "-H", "127.0.0.1:%d" % pf.port, "remote.test", "--json")
