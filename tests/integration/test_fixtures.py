@@ -4,7 +4,8 @@
 # replies together, in order) and reports a client that breaks RFC 2920; it
 # records the envelope, the parameters and the dot-unstuffed bytes. dnsmasq
 # serves exactly the records given (and NXDOMAIN for other names under the
-# test domains); the Postfix site takes a message into the user's Maildir.
+# test domains); the Postfix site takes a message into the user's Maildir;
+# test_etrnctl's fake relay answers and records as it is told.
 
 import smtplib
 import socket
@@ -117,3 +118,32 @@ def test_free_port_is_free():
     p = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", p))
+
+
+def test_fake_relay_answers_as_configured():
+    """test_etrnctl's FakeRelay: the greeting, EHLO keywords and ETRN answer it
+    is given, every command and connection recorded."""
+    from test_etrnctl import FakeRelay
+
+    f = FakeRelay(etrn=lambda arg: "253 2.0.0 3 pending messages for node <%s> started" % arg).start()
+    try:
+        c = RawSMTP(f.port, timeout=10)
+        assert c.greeting.line == "220 fake.test ESMTP"
+        assert c.ehlo().lines == ["250-fake.test hello", "250-PIPELINING", "250 ETRN"]
+        assert c.cmd("ETRN a.test").line == "253 2.0.0 3 pending messages for node <a.test> started"
+        assert c.cmd("NOOP").line == "502 5.5.2 not implemented"
+        assert c.cmd("QUIT").line == "221 bye"
+        assert c.at_eof()
+        assert f.etrns() == ["a.test"] and f.conns == 1
+        assert f.commands == ["EHLO client.test", "ETRN a.test", "NOOP", "QUIT"]
+    finally:
+        f.stop()
+    # a relay that turns clients away at the greeting hangs up after it
+    f = FakeRelay(greeting="421 4.3.2 fake.test busy", ehlo=("PIPELINING",)).start()
+    try:
+        c = RawSMTP(f.port, timeout=10)
+        assert c.greeting.line == "421 4.3.2 fake.test busy"
+        assert c.at_eof()
+        assert f.commands == []
+    finally:
+        f.stop()
