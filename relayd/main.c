@@ -55,6 +55,9 @@ struct relayd_main {
     int reloading, reload_again;
     struct config *reload_old; /* the snapshot the new one is compared with */
     int lock_fd;               /* queue_lock: held until exit */
+    /* the certificate and key files srv->tls was read from, as they were
+     * then: a reload reads them again only when they changed */
+    struct stat tls_cert_st, tls_key_st;
 };
 
 static void usage(FILE *fp)
@@ -165,25 +168,54 @@ static struct tls_ctx *load_tls(const struct config *cfg, char *err, size_t errl
     return tls_ctx_new_server(cfg->tls_cert, cfg->tls_key, err, errlen);
 }
 
+/* What stat(2) says of the server certificate and key files (the key may
+ * be in the certificate's file); zeroes for a file that is not there. */
+static void tls_files_stat(const struct config *cfg, struct stat *cert, struct stat *key)
+{
+    memset(cert, 0, sizeof(*cert));
+    memset(key, 0, sizeof(*key));
+    if (cfg->tls_cert == NULL)
+        return;
+    if (stat(cfg->tls_cert, cert) != 0)
+        memset(cert, 0, sizeof(*cert));
+    if (stat(cfg->tls_key != NULL ? cfg->tls_key : cfg->tls_cert, key) != 0)
+        memset(key, 0, sizeof(*key));
+}
+
+static int same_file_state(const struct stat *a, const struct stat *b)
+{
+    return a->st_ino != 0 && a->st_dev == b->st_dev && a->st_ino == b->st_ino &&
+           a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+           a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
 /* The new snapshot is complete (recipients lists attached): swap it in. */
 static void reload_apply(struct relayd_main *m, struct config *ncfg)
 {
     struct server *srv = &m->srv;
     struct config *old = srv->cfg;
+    struct stat cert_st, key_st;
     char err[512];
     size_t i;
     int listen_changed = old->nlisten != 0;
 
-    /* read the files again even under the old names: a certificate is
-     * usually renewed in place (certbot, acme.sh) and then SIGHUP is sent */
-    if (ncfg->tls_cert != NULL || !same_str(ncfg->tls_cert, old->tls_cert) ||
-        !same_str(ncfg->tls_key, old->tls_key)) {
+    /* read the files again when they changed, even under the old names: a
+     * certificate is usually renewed in place (certbot, acme.sh) and then
+     * SIGHUP is sent. Stat before reading: a change in between is seen by
+     * the next reload. Unchanged files keep the context (each replaced one
+     * is kept until exit for the sessions that use it). */
+    tls_files_stat(ncfg, &cert_st, &key_st);
+    if (!same_str(ncfg->tls_cert, old->tls_cert) || !same_str(ncfg->tls_key, old->tls_key) ||
+        (ncfg->tls_cert != NULL && (!same_file_state(&cert_st, &m->tls_cert_st) ||
+                                    !same_file_state(&key_st, &m->tls_key_st)))) {
         struct tls_ctx *t = NULL;
         if (ncfg->tls_cert != NULL && (t = load_tls(ncfg, err, sizeof(err))) == NULL) {
             log_warn("reload failed: TLS: %s; keeping the old configuration", err);
             config_unref(ncfg);
             return;
         }
+        m->tls_cert_st = cert_st;
+        m->tls_key_st = key_st;
         if (srv->tls != NULL) {
             /* sessions in TLS may still use it: keep it until exit */
             struct tls_ctx **r = realloc(srv->tls_retired, (srv->ntls_retired + 1) * sizeof(*r));
@@ -460,6 +492,7 @@ int main(int argc, char **argv)
         config_unref(srv->cfg);
         return 0;
     }
+    tls_files_stat(srv->cfg, &m.tls_cert_st, &m.tls_key_st);
     if (srv->cfg->tls_cert != NULL && (srv->tls = load_tls(srv->cfg, err, sizeof(err))) == NULL) {
         fprintf(stderr, "relayd: %s: TLS: %s\n", m.config_path, err);
         config_unref(srv->cfg);
