@@ -139,7 +139,8 @@ def module_relayd(tmp_path_factory, relayd_path):
 
 # --- delivery, ETRN and bounces (issue 3) ------------------------------------------------
 # delivery_env bundles what those tests start besides relayd: recording sinks
-# (sink.py), dnsmasq (dns.py) and private Postfix instances (postfix_site.py).
+# (sink.py), dnsmasq (dns.py) and private Postfix and Exim instances
+# (postfix_site.py, exim_site.py).
 # It asks for its helpers before relayd_factory, so at teardown every relayd
 # is stopped first and the sites it was talking to after it.
 
@@ -151,6 +152,7 @@ class DeliveryEnv:
         self.sinks = []
         self.dnses = []
         self.postfixes = []
+        self.exims = []
 
     def sink(self, name="sink", host="127.0.0.1", port=0, start=True):
         """A recording SMTP sink (started unless start=False: then only its port
@@ -196,6 +198,14 @@ class DeliveryEnv:
         p.setup()
         return p.start()
 
+    def exim(self, domain, users=("user",)):
+        from exim_site import EximSite
+
+        e = EximSite(domain, users)
+        self.exims.append(e)
+        e.setup()
+        return e.start()
+
     def relayd(self, **kw):
         return self._start_relayd(**kw)
 
@@ -206,6 +216,8 @@ class DeliveryEnv:
             d.stop()
         for p in self.postfixes:
             p.teardown()
+        for e in self.exims:
+            e.teardown()
         # every delivery test also checks that relayd pipelines by the rules
         broken = ["%s: %s" % (s.name, v) for s in self.sinks for v in s.violations()]
         assert not broken, broken

@@ -7,7 +7,8 @@
 # that arrive once on the next ATRN; ATRN racing a running ETRN flush gets
 # 451; TLS negotiated before ATRN carries the turn; route = odmr never makes
 # a connection and refuses ETRN; fetchmail's ODMR client pulls into a sink;
-# etrnctl atrn killed mid-transfer loses nothing.
+# etrnctl atrn killed mid-transfer loses nothing; etrnctl atrn pulls into
+# a private Postfix and a private Exim 4.96 (exim_site.py) as the site's MTA.
 
 import json
 import os
@@ -161,7 +162,7 @@ def test_turn_delivers_exactly_the_requested_domains_byte_exact(denv, tmp_path):
     off = o.r.log_size()
     rc, out, err = o.atrn()
     assert rc == 0, err
-    o.r.wait_log(ENDED_LOG % 2, since=off)
+    o.r.wait_log(ENDED_LOG % 3, since=off)  # recipients
     assert out[0]["messages"] == 2
     assert sorted(subject_of(t.data) for t in o.site.transactions) == ["a1", "a2", "b1", "mixed", "mixed"]
     assert queued_rcpts(o.r) == ["w1@other.test", "w2@other.test"]
@@ -444,6 +445,52 @@ def test_etrnctl_atrn_into_postfix(denv, tmp_path):
                  r"dsn=2\.0\.0, status=sent \(250 2\.0\.0 Ok: queued as [0-9A-F]+\)" % qid,
                  since=off)
     o.r.wait_log(ENDED_LOG % 1, since=off)
+    assert queued_rcpts(o.r) == []
+
+
+def test_etrnctl_atrn_into_exim(denv, tmp_path):
+    # Exim 4.96 (Debian's, private to this test) as the site: each message
+    # Exim stores is relayd's byte for byte below Exim's own Received: line,
+    # a multi-recipient message reaches both users, and relayd logs Exim's
+    # "OK id=" reply, passed through by etrnctl, as the outcome
+    ex = denv.exim("ex.test", users=["user", "other"])
+    assert "Exim version 4.96" in ex.version()
+    o = Odmr(denv, tmp_path, domains={"ex.test": {"route": "odmr"}})
+    with open(o.creds, "w") as f:
+        f.write("%s:{plain}%s:ex.test\n" % (USER, PASSWORD))
+    o.r.reload()
+    o.r.wait_log(r"configuration reloaded")
+    date = b"\r\nDate: Sun, 22 Nov 2026 05:00:00 +0000\r\n\r\n"
+    first = message("to-exim", to="user@ex.test", lines=[".leading dot", "..two", "end"]).replace(
+        b"\r\n\r\n", date, 1)
+    second = message("both", to="user@ex.test, other@ex.test", lines=["x" * 900]).replace(
+        b"\r\n\r\n", date, 1)
+    with Client(o.r) as c:
+        q1 = c.send("s@sender.test", ["user@ex.test"], first)
+        q2 = c.send("s@sender.test", ["user@ex.test", "other@ex.test"], second)
+    stored = {q: o.r.queue.message(q)["body"].replace(b"\r\n", b"\n") for q in (q1, q2)}
+    off = o.r.log_size()
+    rc, out, err = o.atrn("ex.test", deliver_to="127.0.0.1:%d" % ex.port)
+    assert rc == 0 and out[0]["messages"] == 2, (rc, out, err)
+    assert sorted(t["relay_id"] for t in out[0]["transactions"]) == sorted([q1, q2])
+    box = ex.wait_mail("user", 2, 30)
+    (other,) = ex.wait_mail("other", 1, 30)
+
+    def below_exims_received(m):
+        # Exim's one trace field (RFC 5322 §3.6.7; folded over several lines), then relayd's bytes
+        lines = m.split(b"\n")
+        assert lines[0].startswith(b"Received: from ") and b"by mx.ex.test with esmtp" in m, m
+        n = 1
+        while lines[n][:1] in (b" ", b"\t"):
+            n += 1
+        return b"\n".join(lines[n:])
+
+    assert sorted(below_exims_received(m) for m in box) == sorted(stored.values())
+    assert below_exims_received(other) == stored[q2]
+    for q, rcpt in ((q1, "user"), (q2, "user"), (q2, "other")):
+        o.r.wait_log(r"%s: to=<%s@ex\.test>, relay=odmr:acme\[127\.0\.0\.1\]:\d+, delay=\d+, "
+                     r"dsn=2\.0\.0, status=sent \(250 OK id=[0-9A-Za-z-]+\)" % (q, rcpt), since=off)
+    o.r.wait_log(ENDED_LOG % 3, since=off)  # recipients
     assert queued_rcpts(o.r) == []
 
 
