@@ -110,6 +110,36 @@ def tls_cert(tmp_path_factory):
     return cert, key
 
 
+@pytest.fixture(scope="session")
+def tls_ca(tmp_path_factory):
+    """A test CA and a server certificate it signed, valid for IP:127.0.0.1
+    and relay.test (so a client connecting to 127.0.0.1 can verify it), plus
+    a second CA that signed nothing here. Made with the openssl CLI. Returns
+    a dict: ca, cert, key, other_ca (file names)."""
+    d = tmp_path_factory.mktemp("tlsca")
+    f = {k: str(d / (k + ".pem")) for k in ("ca", "ca_key", "cert", "key", "csr", "other_ca",
+                                            "other_ca_key")}
+    ext = d / "ext.cnf"
+    ext.write_text("basicConstraints = critical, CA:FALSE\n"
+                   "keyUsage = critical, digitalSignature\n"
+                   "extendedKeyUsage = serverAuth\n"
+                   "subjectAltName = IP:127.0.0.1, DNS:relay.test\n")
+
+    def openssl(*args):
+        subprocess.run(["openssl"] + list(args), check=True, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca, key, cn in (("ca", "ca_key", "relayd test CA"), ("other_ca", "other_ca_key", "other CA")):
+        openssl("req", "-x509", *ec, "-keyout", f[key], "-out", f[ca], "-days", "2",
+                "-subj", "/CN=" + cn, "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", "-new", *ec, "-keyout", f["key"], "-out", f["csr"], "-subj", "/CN=relay.test")
+    openssl("x509", "-req", "-in", f["csr"], "-CA", f["ca"], "-CAkey", f["ca_key"],
+            "-CAcreateserial", "-out", f["cert"], "-days", "2", "-extfile", str(ext))
+    return f
+
+
 @pytest.fixture
 def public_tmpdir():
     """A temp dir outside pytest's 0700 tree, traversable by an unprivileged user."""

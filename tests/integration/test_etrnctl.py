@@ -708,6 +708,23 @@ def test_starttls(relayd_factory, tls_cert, etrnctl):
     assert res.rc == EX_UNAVAILABLE and "does not offer STARTTLS" in res.err, res
 
 
+def test_starttls_verify_against_a_trusted_ca(relayd_factory, tls_ca, etrnctl):
+    # relayd's certificate is signed by a CA etrnctl is given and names the
+    # relay as etrnctl reaches it (IP:127.0.0.1): verified, ETRN goes through;
+    # the same relay with a CA that did not sign it: TLS failed, exit 76
+    r = relayd_factory(tls_cert=tls_ca["cert"], tls_key=tls_ca["key"],
+                       domains={"example.org": {"mode": "hold", "route": "127.0.0.1:9"}})
+    res = etrnctl.run("etrn", "-v", "--starttls=verify", "--tls-ca", tls_ca["ca"], "-H", relay_arg(r),
+                      "example.org")
+    assert res.rc == 0, res
+    assert re.search(r": TLS TLSv1\.[23] ", res.err) and "nothing waiting" in res.out, res
+    r.wait_log(r"TLS connection established from .*127\.0\.0\.1.*: TLSv1\.[23] with cipher")
+    res = etrnctl.run("etrn", "--starttls=verify", "--tls-ca", tls_ca["other_ca"], "-H", relay_arg(r),
+                      "example.org")
+    assert res.rc == EX_PROTOCOL, res
+    assert "TLS failed" in res.err and "certificate verify failed" in res.err, res
+
+
 # --- operator commands over the control socket ----------------------------------------------
 
 SENDER = "sender@sender.test"

@@ -261,6 +261,24 @@ def test_tls_carries_across_the_turn(denv, tmp_path, tls_cert):
     assert [subject_of(t.data) for t in o.site.transactions] == ["secret2"]
 
 
+def test_etrnctl_atrn_starttls_verify(denv, tmp_path, tls_ca):
+    # --starttls=verify with the CA that signed relayd's certificate (valid
+    # for IP:127.0.0.1, as etrnctl reaches it): the turn runs over TLS; with
+    # a CA that did not sign it: TLS failed, exit 76, nothing delivered
+    o = Odmr(denv, tmp_path, tls_cert=tls_ca["cert"], tls_key=tls_ca["key"], odmr_require_tls="yes")
+    with Client(o.r) as c:
+        c.send("s@sender.test", ["u@example.org"], message("verified"))
+    rc, out, err = o.atrn(extra=["--starttls=verify", "--tls-ca", tls_ca["other_ca"]])
+    assert rc == 76 and out[0]["status"] == 76 and out[0]["result"] == "TLS failed", (rc, out, err)
+    assert "certificate verify failed" in out[0]["reply"], out
+    assert o.site.transactions == [] and queued_rcpts(o.r) == ["u@example.org"]
+    rc, out, err = o.atrn(extra=["--starttls=verify", "--tls-ca", tls_ca["ca"]])
+    assert rc == 0 and out[0]["messages"] == 1, (rc, out, err)
+    assert [subject_of(t.data) for t in o.site.transactions] == ["verified"]
+    o.r.wait_log(r"to=<u@example\.org>, relay=odmr:acme.*status=sent")
+    wait_until(lambda: queued_rcpts(o.r) == [], 20, what="the delivered recipient to leave the queue")
+
+
 def test_route_odmr_never_connects_and_refuses_etrn(denv, tmp_path):
     o = Odmr(denv, tmp_path, domains={"example.org": {"route": "odmr", "probe_interval": "1s"},
                                       "other.test": {"route": "127.0.0.1:%d" % denv.sink("p").port,
