@@ -51,7 +51,8 @@ owned_by 'crypt\.h[>"]' 'crypt.h' 'relayd/auth_worker.c\|relayd/credentials.c\|e
 
 # The pure parsers must not see libuv, not even through a header they include:
 # ask the preprocessor for the full dependency list.
-for f in lib/smtp_parse.c lib/addr.c lib/smtp_data.c lib/buf.c lib/dns_answer.c; do
+for f in lib/smtp_parse.c lib/addr.c lib/smtp_data.c lib/buf.c lib/dns_answer.c lib/ctl_request.c \
+	lib/smtp_reply.c; do
 	if [ ! -f "$f" ]; then
 		notok "$f exists (pure parser)"
 		continue
