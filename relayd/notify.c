@@ -8,8 +8,11 @@
  * the domain's notify address (queued like a bounce; relayd -t refuses an
  * address in a held domain, so it can never wait beside what it announces)
  * and/or notify_command run without a shell (uv_spawn) with RELAYD_DOMAIN,
- * RELAYD_MESSAGES, RELAYD_BYTES and RELAYD_OLDEST in its environment,
- * killed after NOTIFY_CMD_TIMEOUT_MS. It never delivers the waiting mail.
+ * RELAYD_MESSAGES, RELAYD_BYTES, RELAYD_OLDEST (and RELAYD_QUOTA_PERCENT for
+ * a domain with a quota) in its environment, killed after
+ * NOTIFY_CMD_TIMEOUT_MS. The message says when the domain's quota is over
+ * QUOTA_WARN_PERCENT full (issue 11: the site should collect before relayd
+ * starts refusing its mail). It never delivers the waiting mail.
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -22,6 +25,7 @@
 #include "config.h"
 #include "log.h"
 #include "notify.h"
+#include "quota.h"
 #include "sched.h"
 #include "server.h"
 #include "smtp_parse.h"
@@ -152,11 +156,13 @@ static void child_timeout(uv_timer_t *t)
     (void)uv_process_kill(&c->proc, SIGKILL);
 }
 
+/* pct: quota_percent() of the domain's section, -1 without a quota */
 static void run_command(struct notify *n, const char *path, const char *domain,
-                        const struct store_domain_report *r)
+                        const struct store_domain_report *r, int pct)
 {
-    char e_dom[300], e_msgs[64], e_bytes[64], e_oldest[64];
-    char *env[] = {e_dom, e_msgs, e_bytes, e_oldest, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+    char e_dom[300], e_msgs[64], e_bytes[64], e_oldest[64], e_pct[64];
+    char *env[] = {e_dom, e_msgs, e_bytes, e_oldest, "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                   NULL,  NULL};
     char *args[] = {(char *)path, NULL};
     uv_stdio_container_t stdio[3] = {
         {.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_IGNORE}};
@@ -176,6 +182,10 @@ static void run_command(struct notify *n, const char *path, const char *domain,
     snprintf(e_msgs, sizeof(e_msgs), "RELAYD_MESSAGES=%" PRId64, r->messages);
     snprintf(e_bytes, sizeof(e_bytes), "RELAYD_BYTES=%" PRIu64, r->bytes);
     snprintf(e_oldest, sizeof(e_oldest), "RELAYD_OLDEST=%" PRId64, r->oldest);
+    if (pct >= 0) {
+        snprintf(e_pct, sizeof(e_pct), "RELAYD_QUOTA_PERCENT=%d", pct);
+        env[5] = e_pct;
+    }
     snprintf(c->domain, sizeof(c->domain), "%s", domain);
     c->n = n;
     memset(&o, 0, sizeof(o));
@@ -230,7 +240,8 @@ static void mail_committed(struct store_msg *m, int status, void *arg)
 }
 
 static void send_mail(struct notify *n, const char *to, const char *domain,
-                      const struct store_domain_report *r)
+                      const struct store_domain_report *r, const struct cfg_domain *section,
+                      int pct)
 {
     struct server *srv = n->srv;
     const char *host = srv->cfg->hostname;
@@ -265,6 +276,13 @@ static void send_mail(struct notify *n, const char *to, const char *domain,
                       "(see etrnctl(8)), or fetchmail's ETRN or ODMR mode.\r\n",
                       r->messages, r->messages == 1 ? "" : "s", r->bytes, domain,
                       r->messages == 1 ? "is" : "are", host, since);
+    if (pct >= QUOTA_WARN_PERCENT)
+        rc |=
+            buf_appendf(&b,
+                        "\r\n%s is at %d%% of its queue quota here (max_queue_messages = %u,\r\n"
+                        "max_queue_bytes = %" PRIu64 "; 0 is no limit). Once it is full, new\r\n"
+                        "mail for it is refused (452 4.2.2) until the site collects.\r\n",
+                        section->name, pct, section->max_queue_messages, section->max_queue_bytes);
     j->srv = srv;
     snprintf(j->domain, sizeof(j->domain), "%s", domain);
     j->rcpt.address = strdup(to);
@@ -318,15 +336,16 @@ static void reported(struct store_report *r, int status, void *arg)
         d->waiting = 0; /* empty: the next message is news again */
     } else if (!job->reminder || now >= d->last + cfg->notify_interval) {
         const struct cfg_domain *cd = config_find_domain(cfg, d->name);
+        int pct = cd != NULL && n->srv->quota != NULL ? quota_percent(n->srv->quota, cd) : -1;
         d->waiting = 1;
         d->last = now;
         log_info("notify: %s: %" PRId64 " message%s (%" PRIu64 " bytes) waiting%s", d->name,
                  dr->messages, dr->messages == 1 ? "" : "s", dr->bytes,
                  job->reminder ? " (reminder)" : "");
         if (cd != NULL && cd->notify != NULL)
-            send_mail(n, cd->notify, d->name, dr);
+            send_mail(n, cd->notify, d->name, dr, cd, pct);
         if (cfg->notify_command != NULL)
-            run_command(n, cfg->notify_command, d->name, dr);
+            run_command(n, cfg->notify_command, d->name, dr, pct);
     }
     store_report_free(r);
     free(job);

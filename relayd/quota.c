@@ -40,7 +40,7 @@ struct quota {
     uv_fs_t statfs_req;
     int statfs_busy;
     int closing;
-    char *dir;         /* the queue's directory, for statfs */
+    char *dir;        /* the queue's directory, for statfs */
     uint64_t fs_free; /* bytes free to unprivileged users there, at the last statfs */
     /* Disk the queue has taken since that statfs, as estimated from what was
      * committed: a message is written to the WAL and again to the database
@@ -344,6 +344,31 @@ void quota_usage(const struct quota *q, const char *section, int64_t *messages, 
 
     *messages = e ? e->messages : 0;
     *bytes = e ? e->bytes : 0;
+}
+
+int quota_percent(const struct quota *q, const struct cfg_domain *dom)
+{
+    int64_t m, b;
+    uint64_t pct = 0;
+
+    if (dom->max_queue_messages == 0 && dom->max_queue_bytes == 0)
+        return -1;
+    quota_usage(q, dom->name, &m, &b);
+    if (m < 0)
+        m = 0;
+    if (b < 0)
+        b = 0;
+    if (dom->max_queue_messages != 0)
+        pct = (uint64_t)m * 100 / dom->max_queue_messages;
+    /* bytes * 100 would overflow only beyond 2^57 bytes queued: divide first there */
+    if (dom->max_queue_bytes != 0) {
+        uint64_t pb = (uint64_t)b <= UINT64_MAX / 100
+                          ? (uint64_t)b * 100 / dom->max_queue_bytes
+                          : (uint64_t)b / (dom->max_queue_bytes / 100 + 1);
+        if (pb > pct)
+            pct = pb;
+    }
+    return pct > INT32_MAX ? INT32_MAX : (int)pct;
 }
 
 void quota_storage(const struct quota *q, uint64_t *free_bytes, uint64_t *minfree)

@@ -46,6 +46,14 @@ void quota_release(struct quota *q, const char *section, uint64_t size);
 
 /* What the section holds now (queued, without reservations). */
 void quota_usage(const struct quota *q, const char *section, int64_t *messages, int64_t *bytes);
+/* How full the section dom is: the higher of its messages and bytes as a
+ * percentage of max_queue_messages and max_queue_bytes (rounded down; over
+ * 100 when sessions overshot it), or -1 when it has no quota. */
+int quota_percent(const struct quota *q, const struct cfg_domain *dom);
+/* Where a quota counts as nearly full: etrnctl check's WARNING, and the
+ * line in a "mail is waiting" notification (issue 11). */
+#define QUOTA_WARN_PERCENT 80
+
 /* Free bytes as the reserve counts them, and the reserve itself. */
 void quota_storage(const struct quota *q, uint64_t *free_bytes, uint64_t *minfree);
 

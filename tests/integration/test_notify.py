@@ -5,6 +5,8 @@
 # waits, and again after the queue emptied and refilled; notify = ADDRESS
 # queues a message from <> to that address; relayd -t refuses a notify
 # address in a held domain (the notification would wait beside the mail).
+# For a domain with a quota, the command gets RELAYD_QUOTA_PERCENT and the
+# message says when the domain is over 80 % of its quota (issue 11).
 
 import os
 import re
@@ -114,3 +116,51 @@ def test_shutdown_ends_a_running_notify_command(denv, tmp_path):
     r.signal(__import__("signal").SIGTERM)
     wait_until(termed.exists, 20, what="the command to get SIGTERM")
     assert r.wait_exit(30) == 0, r.log_tail()
+
+
+def body_of(data):
+    return data.split(b"\r\n\r\n", 1)[1].decode()
+
+
+def test_notification_says_when_the_quota_is_over_80_percent(denv, tmp_path):
+    # example.org may hold 5 messages: the first announcement (1 of 5, 20 %)
+    # carries the percentage for the command but no warning in the message;
+    # with 5 waiting the reminder says 100 % in both
+    admin = denv.sink("admin")
+    script, out = command(tmp_path)
+    r = denv.relayd(domains={"example.org": {"mode": "hold", "notify": "admin@mobile.test",
+                                             "max_queue_messages": "5",
+                                             "max_queue_bytes": "1000000"},
+                             "quiet.test": {"mode": "hold"},
+                             "mobile.test": {"mode": "retry",
+                                             "route": "127.0.0.1:%d" % admin.port}},
+                    notify_command=script, notify_interval="2s")
+    with Client(r) as c:
+        c.send("s@sender.test", ["u0@example.org"], message("m0"))
+    admin.wait_for(1, 20)
+    wait_until(lambda: len(runs(out)) == 1, 10, what="the command's first run")
+    assert runs(out)[0]["RELAYD_QUOTA_PERCENT"] == "20", runs(out)
+    first = body_of(admin.transactions[0].data)
+    assert "1 message (" in first and "quota" not in first, first
+
+    with Client(r) as c:
+        for i in range(1, 5):
+            c.send("s@sender.test", ["u%d@example.org" % i], message("m%d" % i))
+    wait_until(lambda: any(e["RELAYD_MESSAGES"] == "5" for e in runs(out)), 20,
+               what="a reminder with 5 messages waiting")
+    full = [e for e in runs(out) if e["RELAYD_MESSAGES"] == "5"][0]
+    assert full["RELAYD_QUOTA_PERCENT"] == "100", full
+    wait_until(lambda: any("5 messages (" in body_of(t.data) for t in admin.transactions), 20,
+               what="a notification mail with 5 messages waiting")
+    body = [body_of(t.data) for t in admin.transactions if "5 messages (" in body_of(t.data)][0]
+    assert ("example.org is at 100% of its queue quota here (max_queue_messages = 5,\r\n"
+            "max_queue_bytes = 1000000; 0 is no limit). Once it is full, new\r\n"
+            "mail for it is refused (452 4.2.2) until the site collects.\r\n") in body, body
+
+    # a held domain without a quota: no RELAYD_QUOTA_PERCENT at all
+    with Client(r) as c:
+        c.send("s@sender.test", ["u@quiet.test"], message("q"))
+    wait_until(lambda: any(e["RELAYD_DOMAIN"] == "quiet.test" for e in runs(out)), 10,
+               what="the command's run for quiet.test")
+    quiet = [e for e in runs(out) if e["RELAYD_DOMAIN"] == "quiet.test"][0]
+    assert "RELAYD_QUOTA_PERCENT" not in quiet, quiet
