@@ -189,7 +189,13 @@ static const char *rcpt_status(const struct dsn_info *info, const struct dsn_rcp
 {
     if (r->status && r->status[0])
         return r->status;
-    return info->kind == DSN_DELAY ? "4.0.0" : "5.0.0";
+    return info->kind == DSN_DELAY ? "4.0.0" : info->kind == DSN_RELAYED ? "2.0.0" : "5.0.0";
+}
+
+/* RFC 3464 §2.3.3 action-value of a kind. */
+static const char *kind_action(enum dsn_kind kind)
+{
+    return kind == DSN_DELAY ? "delayed" : kind == DSN_RELAYED ? "relayed" : "failed";
 }
 
 /* Part 1: what a person reads (RFC 6522 §3: the first part). */
@@ -210,6 +216,13 @@ static void part_text(struct w *w, const struct dsn_info *info, const struct dsn
         puts_(w, "to one or more of its recipients, and no further attempts will be\r\n"
                  "made. The reasons are below. The message, or its header, is\r\n"
                  "attached.\r\n\r\n");
+    } else if (info->kind == DSN_RELAYED) {
+        /* RFC 3461 §5.2.2: the next hop takes no DSN request, so this is
+         * the last news the sender gets unless something fails later */
+        putf(w, "Your message of %s was relayed to the recipients\r\n", d);
+        puts_(w, "below. The next mail system does not support delivery status\r\n"
+                 "notifications, so no further success notice will follow; you may\r\n"
+                 "still be told of a failure by systems further on.\r\n\r\n");
     } else {
         puts_(w, "THIS IS A WARNING ONLY. YOU DO NOT NEED TO RESEND YOUR MESSAGE.\r\n\r\n");
         putf(w, "Your message of %s has not yet been delivered\r\n", d);
@@ -238,6 +251,8 @@ static void part_text(struct w *w, const struct dsn_info *info, const struct dsn
             snprintf(line, sizeof line, "<%s>: host %s said: %s", addr, host, diag);
         else if (diag[0])
             snprintf(line, sizeof line, "<%s>: %s", addr, diag);
+        else if (info->kind == DSN_RELAYED)
+            snprintf(line, sizeof line, "<%s>: relayed (status %s)", addr, rcpt_status(info, r));
         else if (host[0])
             snprintf(line, sizeof line, "<%s>: delivery to host %s %s (status %s)", addr, host,
                      info->kind == DSN_DELAY ? "is delayed" : "failed", rcpt_status(info, r));
@@ -285,7 +300,7 @@ static void part_status(struct w *w, const struct dsn_info *info, const struct d
         clean(r->address, t, sizeof t);
         snprintf(v, sizeof v, "rfc822; %s", t);
         put_field(w, "Final-Recipient", v);
-        put_field(w, "Action", info->kind == DSN_DELAY ? "delayed" : "failed");
+        put_field(w, "Action", kind_action(info->kind));
         put_field(w, "Status", rcpt_status(info, r));
         if (r->remote_mta && r->remote_mta[0]) {
             clean(r->remote_mta, t, sizeof t);
@@ -328,7 +343,9 @@ static void part_original(struct w *w, const struct dsn_info *info)
 {
     const char *msg = info->original ? info->original : "";
     size_t len = info->original ? info->original_len : 0;
-    int full = info->return_full && len <= info->max_original;
+    /* RFC 3461 §4.3: RET=FULL asks for the content of a "failed" DSN; a
+     * success report carries the header section only (as Postfix does) */
+    int full = info->return_full && info->kind != DSN_RELAYED && len <= info->max_original;
     size_t i;
     int eight = 0;
 
@@ -342,10 +359,12 @@ static void part_original(struct w *w, const struct dsn_info *info)
     }
     for (i = 0; i < len && !eight; i++)
         eight = (unsigned char)msg[i] >= 0x80;
-    puts_(w, full ? "Content-Description: Undelivered Message\r\n"
-                    "Content-Type: message/rfc822\r\n"
-                  : "Content-Description: Undelivered Message Headers\r\n"
-                    "Content-Type: text/rfc822-headers\r\n");
+    puts_(w, full                        ? "Content-Description: Undelivered Message\r\n"
+                                           "Content-Type: message/rfc822\r\n"
+             : info->kind == DSN_RELAYED ? "Content-Description: Message Headers\r\n"
+                                           "Content-Type: text/rfc822-headers\r\n"
+                                         : "Content-Description: Undelivered Message Headers\r\n"
+                                           "Content-Type: text/rfc822-headers\r\n");
     if (eight)
         puts_(w, "Content-Transfer-Encoding: 8bit\r\n");
     puts_(w, "\r\n");
@@ -431,8 +450,9 @@ int dsn_build(const struct dsn_info *info, const struct dsn_rcpt *rcpts, size_t 
     snprintf(v, sizeof v, "<%s>", t);
     put_field(&w, "To", v);
     put_field(&w, "Subject",
-              info->kind == DSN_DELAY ? "Delayed Mail (still being retried)"
-                                      : "Undelivered Mail Returned to Sender");
+              info->kind == DSN_DELAY     ? "Delayed Mail (still being retried)"
+              : info->kind == DSN_RELAYED ? "Successful Mail Delivery Report"
+                                          : "Undelivered Mail Returned to Sender");
     fmt_date(info->now, d);
     put_field(&w, "Date", d);
     clean(info->reporting_mta, t, sizeof t);
@@ -496,6 +516,8 @@ int dsn_notify_wants(unsigned notify, enum dsn_kind kind)
 {
     if (notify & SMTP_NOTIFY_NEVER)
         return 0;
+    if (kind == DSN_RELAYED)
+        return (notify & SMTP_NOTIFY_SUCCESS) != 0;
     if (notify == 0)
         return 1;
     return kind == DSN_DELAY ? (notify & SMTP_NOTIFY_DELAY) != 0

@@ -1145,6 +1145,11 @@ int smtp_client_tls_active(const struct smtp_client *cl)
     return cl->tls_done;
 }
 
+int smtp_client_offers_dsn(const struct smtp_client *cl)
+{
+    return (cl->ext & EXT_DSN) != 0;
+}
+
 int smtp_client_body(struct smtp_client *cl, const char *data, size_t len)
 {
     int nested;

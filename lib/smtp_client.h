@@ -134,6 +134,10 @@ void *smtp_client_udata(const struct smtp_client *cl);
 /* "mx.example.org[192.0.2.5]:25", for relay= in logs and Remote-MTA in DSNs. */
 const char *smtp_client_peer(const struct smtp_client *cl);
 int smtp_client_tls_active(const struct smtp_client *cl);
+/* Whether the server's last EHLO reply offered DSN (RFC 3461 §4): then the
+ * NOTIFY of each recipient was passed on and the next hop reports success
+ * itself; without it a NOTIFY=SUCCESS earns a "relayed" DSN (§5.2.2). */
+int smtp_client_offers_dsn(const struct smtp_client *cl);
 /* The server's reply to a STARTTLS it refused, when the session went on in
  * clear under SMTP_TLS_MAY; NULL otherwise. */
 const struct smtp_client_reply *smtp_client_starttls_refused(const struct smtp_client *cl);

@@ -39,6 +39,12 @@ struct bounce_job {
     uv_timer_t *timer; /* only when nothing was due: the deferred callback */
 };
 
+/* What the log calls a notification of kind (Postfix's words). */
+static const char *kind_name(enum dsn_kind kind)
+{
+    return kind == DSN_DELAY ? "delay" : kind == DSN_RELAYED ? "delivery status" : "non-delivery";
+}
+
 static void job_free(struct bounce_job *j)
 {
     free(j->rcpt.address);
@@ -89,7 +95,7 @@ static void on_nothing_due(uv_timer_t *t)
 static void on_committed(struct store_msg *m, int status, void *arg)
 {
     struct bounce_job *j = arg;
-    const char *what = j->kind == DSN_DELAY ? "delay" : "non-delivery";
+    const char *what = kind_name(j->kind);
 
     (void)m;
     if (status == STORE_OK) {
@@ -192,7 +198,10 @@ static int bounce_build(struct server *srv, const struct store_dmsg *msg,
         if (!b->rcpt || !dsn_notify_wants(b->rcpt->notify, kind))
             continue;
         if (b->code == 0 && !b->enh)
-            snprintf(status[nd], sizeof status[nd], "%s", kind == DSN_DELAY ? "4.0.0" : "5.0.0");
+            snprintf(status[nd], sizeof status[nd], "%s",
+                     kind == DSN_DELAY     ? "4.0.0"
+                     : kind == DSN_RELAYED ? "2.0.0"
+                                           : "5.0.0");
         else
             dsn_status_from_reply(b->code, b->enh, status[nd]);
         diag_text(b, diag[nd], sizeof diag[nd]);
@@ -206,7 +215,7 @@ static int bounce_build(struct server *srv, const struct store_dmsg *msg,
     }
     if (nd == 0) {
         log_debug("%s: no %s notification: NOTIFY does not ask for one", msg->queue_id,
-                  kind == DSN_DELAY ? "delay" : "non-delivery");
+                  kind_name(kind));
         rc = nothing_due(srv, cb, arg);
         goto done;
     }
@@ -233,8 +242,8 @@ static int bounce_build(struct server *srv, const struct store_dmsg *msg,
     buf_init(&out, info.max_original + BOUNCE_OVERHEAD);
     rc = dsn_build(&info, dr, nd, &out);
     if (rc < 0) {
-        log_warn("%s: cannot build the %s notification: %s", msg->queue_id,
-                 kind == DSN_DELAY ? "delay" : "non-delivery", strerror(-rc));
+        log_warn("%s: cannot build the %s notification: %s", msg->queue_id, kind_name(kind),
+                 strerror(-rc));
         rc = rc == -ENOMEM ? UV_ENOMEM : UV_EINVAL;
         goto done;
     }
@@ -274,8 +283,8 @@ static int bounce_build(struct server *srv, const struct store_dmsg *msg,
         j->m.body_8bit = (unsigned char)j->m.body_mem[i] >= 0x80; /* RFC 6152 */
     rc = store_submit(srv->store, &j->m, on_committed, j);
     if (rc < 0) {
-        log_warn("%s: cannot queue the %s notification: %s", msg->queue_id,
-                 kind == DSN_DELAY ? "delay" : "non-delivery", uv_strerror(rc));
+        log_warn("%s: cannot queue the %s notification: %s", msg->queue_id, kind_name(kind),
+                 uv_strerror(rc));
         goto done;
     }
     j = NULL; /* on_committed frees it */
@@ -334,7 +343,7 @@ static void head_read(const char *data, size_t len, int status, void *arg)
     if (status == STORE_ERR_GONE) {
         /* deleted meanwhile (etrnctl delete): nobody is left to tell */
         log_info("%s: no %s notification: the message has left the queue", m.queue_id,
-                 h->kind == DSN_DELAY ? "delay" : "non-delivery");
+                 kind_name(h->kind));
         head_free(h);
         if (cb)
             cb(cbarg, 0);

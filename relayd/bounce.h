@@ -25,14 +25,13 @@ struct bounce_rcpt {
 };
 
 /* Queue a DSN of kind for rcpts of msg unless none is due (null sender,
- * NOTIFY=NEVER, NOTIFY without FAILURE/DELAY). The DSN is committed before
- * cb(arg, status) runs (cb may be NULL); status 0 also when nothing was
- * due, or when msg left the queue meanwhile. r is read during the call
- * only. msg's body may be in memory (read during the call), or not
- * (msg->body NULL, size > 0: a fetch that left it for store_read_chunk):
- * then its head is read from the queue, at most what bounce_size_limit
- * lets the DSN return or 64 KiB, and msg is borrowed until cb runs. 0, or
- * < 0 and cb never runs. Loop thread. */
+ * NOTIFY=NEVER, NOTIFY without FAILURE/DELAY, or for DSN_RELAYED without SUCCESS). The DSN is
+ * committed before cb(arg, status) runs (cb may be NULL); status 0 also when nothing was due, or
+ * when msg left the queue meanwhile. r is read during the call only. msg's body may be in memory
+ * (read during the call), or not (msg->body NULL, size > 0: a fetch that left it for
+ * store_read_chunk): then its head is read from the queue, at most what bounce_size_limit lets the
+ * DSN return or 64 KiB, and msg is borrowed until cb runs. 0, or < 0 and cb never runs. Loop
+ * thread. */
 int bounce_send(struct server *srv, const struct store_dmsg *msg, const struct bounce_rcpt *r,
                 size_t n, enum dsn_kind kind, void (*cb)(void *arg, int status), void *arg);
 

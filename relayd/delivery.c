@@ -404,13 +404,61 @@ static void count(struct dl_run *run, const struct store_drcpt *r, enum stats_co
         stats_add(run->dl->srv->stats, r->domain != NULL ? r->domain : run->domain, c, 1);
 }
 
-/* What is left of a message after its bounce was queued (or failed). */
+/* A failed recipient whose DSN waits for the "relayed" one of the same
+ * message: the reply is copied, the client's is reused by the next message. */
+struct dl_note {
+    const struct store_drcpt *rcpt;
+    struct smtp_client_reply rep;
+};
+
+/* What is left of a message after its DSN was queued (or failed): the
+ * recipients it reports, and the failures to bounce after a "relayed" DSN
+ * (one DSN per kind, as Postfix sends them). */
 struct dl_bounce {
     struct dl_run *run;
     struct dl_item item;
+    enum dsn_kind kind;
     size_t n;
     const struct store_drcpt **rcpts;
+    struct dl_note *later;
+    size_t nlater;
+    char relay[320];
 };
+
+static void bounce_committed(void *arg, int status);
+
+/* Send the failures kept for after the "relayed" DSN. 0, or < 0 when
+ * none was sent (b unchanged). */
+static int bounce_later(struct dl_bounce *b)
+{
+    struct bounce_rcpt *br = calloc(b->nlater, sizeof(*br));
+    const struct store_drcpt **rcpts = calloc(b->nlater, sizeof(*rcpts));
+    size_t i;
+    int rc = UV_ENOMEM;
+
+    if (br == NULL || rcpts == NULL)
+        goto done;
+    for (i = 0; i < b->nlater; i++) {
+        rcpts[i] = b->later[i].rcpt;
+        br[i].rcpt = b->later[i].rcpt;
+        br[i].code = b->later[i].rep.code;
+        br[i].enh = b->later[i].rep.enh;
+        br[i].text = b->later[i].rep.text;
+        br[i].remote_mta = b->relay;
+    }
+    free(b->rcpts);
+    b->rcpts = rcpts;
+    rcpts = NULL;
+    b->n = b->nlater;
+    b->nlater = 0;
+    b->kind = DSN_FAILURE;
+    /* bounce.c copies br when it reads the head, else reads it in the call */
+    rc = bounce_send(b->run->dl->srv, b->item.m, br, b->n, DSN_FAILURE, bounce_committed, b);
+done:
+    free(br);
+    free(rcpts);
+    return rc;
+}
 
 static void bounce_finish(struct dl_bounce *b, int status)
 {
@@ -418,15 +466,26 @@ static void bounce_finish(struct dl_bounce *b, int status)
     size_t i;
 
     for (i = 0; i < b->n; i++) {
-        if (status == 0)
+        if (b->kind == DSN_RELAYED) /* delivered whatever became of the notice */
+            run_add_update(run, b->rcpts[i], b->item.m->id, STORE_DELIVERED, 0, NULL);
+        else if (status == 0)
             run_add_update(run, b->rcpts[i], b->item.m->id, STORE_FAILED, 0, NULL);
         else /* no DSN on disk: keep the recipient rather than lose the news */
             run_add_update(run, b->rcpts[i], b->item.m->id, STORE_DEFERRED,
                            retry_at(run->dl->srv->cfg, b->rcpts[i]->attempts), "bounce failed");
     }
+    if (b->nlater > 0) {
+        if (bounce_later(b) == 0)
+            return;
+        for (i = 0; i < b->nlater; i++) /* kept, and bounced on a later attempt */
+            run_add_update(run, b->later[i].rcpt, b->item.m->id, STORE_DEFERRED,
+                           retry_at(run->dl->srv->cfg, b->later[i].rcpt->attempts),
+                           "bounce failed");
+    }
     item_release(run, &b->item);
     run->inflight--;
     free(b->rcpts);
+    free(b->later);
     free(b);
     run_flush_updates(run);
     run_check(run);
@@ -441,14 +500,21 @@ static void bounce_committed(void *arg, int status)
     nh_maybe_free(nh);
 }
 
-/* Queue a DSN for the failed recipients of an item and finish the item once
- * it is committed. The item must not be released by the caller. */
-static void bounce_item(struct dl_run *run, struct dl_item *it, struct bounce_rcpt *br, size_t n)
+/* Queue a DSN of kind for the recipients br of an item - failed ones, or
+ * relayed ones (then the failures in later follow in a DSN of their own)
+ * - and finish the item once it is committed. The item must not be
+ * released by the caller. */
+static void bounce_item(struct dl_run *run, struct dl_item *it, struct bounce_rcpt *br, size_t n,
+                        enum dsn_kind kind, const struct bounce_rcpt *later, size_t nlater,
+                        const char *relay)
 {
     struct dl_bounce *b = calloc(1, sizeof(*b));
     size_t i;
 
-    if (b == NULL || (b->rcpts = calloc(n, sizeof(*b->rcpts))) == NULL) {
+    if (b == NULL || (b->rcpts = calloc(n, sizeof(*b->rcpts))) == NULL ||
+        (nlater > 0 && (b->later = calloc(nlater, sizeof(*b->later))) == NULL)) {
+        if (b != NULL)
+            free(b->rcpts);
         free(b);
         item_release(run, it);
         run->inflight--;
@@ -456,12 +522,23 @@ static void bounce_item(struct dl_run *run, struct dl_item *it, struct bounce_rc
     }
     b->run = run;
     b->item = *it;
+    b->kind = kind;
     b->n = n;
     for (i = 0; i < n; i++)
         b->rcpts[i] = br[i].rcpt;
+    for (i = 0; i < nlater; i++) {
+        b->later[i].rcpt = later[i].rcpt;
+        b->later[i].rep.code = later[i].code;
+        snprintf(b->later[i].rep.enh, sizeof(b->later[i].rep.enh), "%s",
+                 later[i].enh != NULL ? later[i].enh : "");
+        snprintf(b->later[i].rep.text, sizeof(b->later[i].rep.text), "%s",
+                 later[i].text != NULL ? later[i].text : "");
+    }
+    b->nlater = nlater;
+    snprintf(b->relay, sizeof(b->relay), "%s", relay != NULL ? relay : "");
     /* a streamed body (it->m->body NULL) has its head read by bounce.c:
      * the item, and so the message, lives until bounce_committed */
-    if (bounce_send(run->dl->srv, it->m, br, n, DSN_FAILURE, bounce_committed, b) != 0)
+    if (bounce_send(run->dl->srv, it->m, br, n, kind, bounce_committed, b) != 0)
         bounce_finish(b, -1);
 }
 
@@ -585,7 +662,7 @@ static void run_bounce_items(struct dl_run *run)
         run->res.bounced += it.m->nrcpts;
         for (i = 0; i < it.m->nrcpts; i++)
             count(run, &it.m->rcpts[i], STATS_BOUNCED);
-        bounce_item(run, &it, br, it.m->nrcpts);
+        bounce_item(run, &it, br, it.m->nrcpts, DSN_FAILURE, NULL, 0, NULL);
         free(br);
     }
 }
@@ -1067,8 +1144,10 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
     const struct config *cfg = dc->nh->dl->srv->cfg;
     const char *relay = smtp_client_peer(cl);
     int turn = run->turn;
-    struct bounce_rcpt *br = NULL;
-    size_t i, nb = 0;
+    struct bounce_rcpt *br = NULL, *rl = NULL;
+    size_t i, nb = 0, nrl = 0;
+    /* RFC 3461 §5.2.2: NOTIFY=SUCCESS could not be passed on */
+    int no_dsn = !smtp_client_offers_dsn(cl);
 
     dc->busy = 0;
     dc->run = NULL;
@@ -1093,9 +1172,24 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
                  rep->text);
         if (rep->code >= 200 && rep->code < 300) {
             log_outcome(m, r, relay, rep, "sent");
-            run_add_update(run, r, m->id, STORE_DELIVERED, 0, NULL);
             run->res.delivered++;
             count(run, r, STATS_DELIVERED);
+            if (no_dsn && dsn_notify_wants(r->notify, DSN_RELAYED)) {
+                if (rl == NULL)
+                    rl = calloc(msg->nrcpts, sizeof(*rl));
+                if (rl != NULL) {
+                    /* marked delivered once the "relayed" DSN is queued:
+                     * the message must still be there to quote */
+                    rl[nrl].rcpt = r;
+                    rl[nrl].code = rep->code;
+                    rl[nrl].enh = rep->enh;
+                    rl[nrl].text = rep->text;
+                    rl[nrl].remote_mta = relay;
+                    nrl++;
+                    continue;
+                }
+            }
+            run_add_update(run, r, m->id, STORE_DELIVERED, 0, NULL);
         } else if (rep->code >= 500 && rep->code < 600) {
             log_outcome(m, r, relay, rep, "bounced");
             if (br == NULL)
@@ -1124,13 +1218,16 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
             snprintf(run->res.why, sizeof(run->res.why), "%.250s", text);
         }
     }
-    if (nb > 0) {
-        bounce_item(run, &it, br, nb);
+    if (nrl > 0) {
+        bounce_item(run, &it, rl, nrl, DSN_RELAYED, br, nb, relay);
+    } else if (nb > 0) {
+        bounce_item(run, &it, br, nb, DSN_FAILURE, NULL, 0, relay);
     } else {
         item_release(run, &it);
         run->inflight--;
     }
     free(br);
+    free(rl);
     /* commit outcomes as they come (the writer batches them with everything
      * else pending), so an ETRN during the flush counts what is still left */
     run_flush_updates(run);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "smtp_parse.h"
 #include "dsn.h"
 
 #define T_NOW     1700000000 /* Tue, 14 Nov 2023 22:13:20 +0000 */
@@ -399,6 +400,54 @@ static void test_delay(void **state)
 }
 
 /* RET=HDRS, or an original over max_original: the header section only. */
+/* RFC 3461 §5.2.2: a "relayed" report says so in every part and returns
+ * the header section only, even when RET=FULL was asked. */
+static void test_relayed(void **state)
+{
+    struct dsn_info info;
+    struct dsn_rcpt r[1] = {
+        {"u@example.org", "rfc822;U@example.org", "2.0.0", "mx.example.org[192.0.2.5]:25",
+         "250 2.0.0 Ok: queued as 4Zx", T_LAST},
+    };
+    struct part blk[8];
+    struct msg m;
+
+    (void)state;
+    info_init(&info, DSN_RELAYED);
+    build(&info, r, 1, &m);
+    assert_field(&m.top, "Subject", "Successful Mail Delivery Report");
+    {
+        char *t = strndup(m.parts[0].body, m.parts[0].blen);
+
+        assert_non_null(strstr(t, "was relayed"));
+        assert_null(strstr(t, "could not be delivered"));
+        free(t);
+    }
+    assert_int_equal(status_blocks(&m.parts[1], blk, 8), 2);
+    assert_field(&blk[1], "Action", "relayed");
+    assert_field(&blk[1], "Status", "2.0.0");
+    assert_field(&blk[1], "Original-Recipient", "rfc822;U@example.org");
+    assert_field(&blk[1], "Remote-MTA", "dns; mx.example.org[192.0.2.5]:25");
+    assert_field(&blk[1], "Diagnostic-Code", "smtp; 250 2.0.0 Ok: queued as 4Zx");
+    assert_no_field(&blk[1], "Will-Retry-Until");
+    assert_field(&m.parts[2], "Content-Type", "text/rfc822-headers");
+    assert_int_equal(m.parts[2].blen, ORIG_HDR_LEN);
+    assert_null(memmem(m.parts[2].body, m.parts[2].blen, "the body", 8));
+    msg_free(&m);
+    /* without a status of its own, the class default of the kind */
+    r[0].status = NULL;
+    build(&info, r, 1, &m);
+    assert_int_equal(status_blocks(&m.parts[1], blk, 8), 2);
+    assert_field(&blk[1], "Status", "2.0.0");
+    msg_free(&m);
+    /* only NOTIFY=SUCCESS asks for it; NEVER wins */
+    assert_false(dsn_notify_wants(0, DSN_RELAYED));
+    assert_false(dsn_notify_wants(SMTP_NOTIFY_FAILURE | SMTP_NOTIFY_DELAY, DSN_RELAYED));
+    assert_true(dsn_notify_wants(SMTP_NOTIFY_SUCCESS, DSN_RELAYED));
+    assert_false(dsn_notify_wants(SMTP_NOTIFY_SUCCESS, DSN_FAILURE));
+    assert_true(dsn_notify_wants(0, DSN_FAILURE));
+}
+
 static void test_headers_only(void **state)
 {
     struct dsn_info info;
@@ -661,6 +710,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_failure),
         cmocka_unit_test(test_delay),
+        cmocka_unit_test(test_relayed),
         cmocka_unit_test(test_headers_only),
         cmocka_unit_test(test_orcpt_and_envid_forms),
         cmocka_unit_test(test_long_and_dirty_text),
