@@ -103,9 +103,15 @@ def exim_binary():
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not os.path.exists(exim):
             debs = os.path.join(cache, "debs")
-            os.makedirs(debs, exist_ok=True)
+            shutil.rmtree(debs, ignore_errors=True)  # what an interrupted run left
+            os.makedirs(debs)
             # apt's sandbox user cannot write here; apt then downloads as root (a warning only)
-            _run(["apt-get", "download", "-q"] + list(PACKAGES), cwd=debs)
+            try:
+                _run(["apt-get", "download", "-q"] + list(PACKAGES), cwd=debs)
+            except AssertionError:
+                # package lists older than the archive name versions it no longer has
+                _run(["apt-get", "update", "-qq"])
+                _run(["apt-get", "download", "-q"] + list(PACKAGES), cwd=debs)
             tmp = root + ".new"
             shutil.rmtree(tmp, ignore_errors=True)
             for name in sorted(os.listdir(debs)):
@@ -136,6 +142,7 @@ class EximSite:
         self.mail = os.path.join(self.dir, "mail")
         self.conf = os.path.join(self.dir, "exim.conf")
         self.proc = None
+        self.stderr = None
 
     def setup(self):
         self.exim = exim_binary()
@@ -165,11 +172,12 @@ class EximSite:
         # -oX: its port; -odi: each message is delivered as soon as received
         script = ('mount --bind "$1/passwd" /etc/passwd && mount --bind "$1/group" /etc/group && '
                   'exec "$2" -C "$1/exim.conf" -bdf -oX "$3" -odi -oP "$1/exim.pid"')
+        self.stderr = open(os.path.join(self.dir, "stderr"), "wb")
         self.proc = subprocess.Popen(
             ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", self.dir,
              self.exim, str(self.port)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(
-                os.path.join(self.dir, "stderr"), "wb"), start_new_session=True)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr,
+            start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -206,6 +214,8 @@ class EximSite:
 
     def teardown(self):
         self.stop()
+        if self.stderr is not None:
+            self.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _read(self, name):
