@@ -33,13 +33,19 @@ static _Atomic int log_to_stderr = 1;
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static char log_ident[LOG_IDENT_MAX] = "relayd";
 static int log_syslog_open; /* under log_mu */
+/* What openlog() was given: syslog(3) reads it on every call, so under
+ * log_mu it is rewritten to "ident/service" before each line. */
+static char log_tag[LOG_IDENT_MAX * 2];
 
 /* vprintf-style helpers, declared so the compiler checks their callers' formats. */
 static size_t format_message(char *line, size_t size, size_t used, const char *prefix,
                              const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
-static void emit_stderr(int sev, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
-static void emit_syslog(int sev, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
-static void log_vemit(int sev, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+static void emit_stderr(const char *service, int sev, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static void emit_syslog(const char *service, int sev, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static void log_vemit(const char *service, int sev, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 static const char *const level_names[] = {
     [LOGL_ERROR] = "error",
@@ -56,9 +62,10 @@ void log_open(const char *ident, int to_stderr)
         log_syslog_open = 0;
     }
     snprintf(log_ident, sizeof(log_ident), "%s", ident ? ident : "relayd");
+    snprintf(log_tag, sizeof(log_tag), "%s", log_ident);
     if (!to_stderr) {
         /* LOG_NDELAY: connect now, before a chroot or privilege drop. */
-        openlog(log_ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+        openlog(log_tag, LOG_PID | LOG_NDELAY, LOG_MAIL);
         log_syslog_open = 1;
     }
     atomic_store(&log_to_stderr, to_stderr ? 1 : 0);
@@ -174,7 +181,7 @@ static size_t format_message(char *line, size_t size, size_t used, const char *p
 
 /* stderr: "YYYY-mm-ddTHH:MM:SS.mmmZ ident[pid]: prefix message\n", one write(2)
  * so lines from concurrent threads never interleave. */
-static void emit_stderr(int sev, const char *fmt, va_list ap)
+static void emit_stderr(const char *service, int sev, const char *fmt, va_list ap)
 {
     char line[LOG_LINE_MAX];
     char ident[LOG_IDENT_MAX];
@@ -190,8 +197,8 @@ static void emit_stderr(int sev, const char *fmt, va_list ap)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     used = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-    n = snprintf(line + used, sizeof(line) - used, ".%03ldZ %s[%ld]: ", ts.tv_nsec / 1000000L,
-                 ident, (long)getpid());
+    n = snprintf(line + used, sizeof(line) - used, ".%03ldZ %s%s%s[%ld]: ", ts.tv_nsec / 1000000L,
+                 ident, service ? "/" : "", service ? service : "", (long)getpid());
     if (n > 0)
         used += (size_t)n;
     /* Leave one byte for the newline that replaces the NUL. */
@@ -209,28 +216,30 @@ static void emit_stderr(int sev, const char *fmt, va_list ap)
     }
 }
 
-static void emit_syslog(int sev, const char *fmt, va_list ap)
+static void emit_syslog(const char *service, int sev, const char *fmt, va_list ap)
 {
     char line[LOG_LINE_MAX];
 
     format_message(line, sizeof(line), 0, sev_prefix(sev), fmt, ap);
     pthread_mutex_lock(&log_mu);
+    snprintf(log_tag, sizeof(log_tag), "%s%s%s", log_ident, service ? "/" : "",
+             service ? service : "");
     syslog(sev_syslog_priority(sev), "%s", line);
     pthread_mutex_unlock(&log_mu);
 }
 
-static void log_vemit(int sev, const char *fmt, va_list ap)
+static void log_vemit(const char *service, int sev, const char *fmt, va_list ap)
 {
     int saved = errno; /* callers may log between a failure and reading errno */
 
     if (atomic_load(&log_to_stderr))
-        emit_stderr(sev, fmt, ap);
+        emit_stderr(service, sev, fmt, ap);
     else
-        emit_syslog(sev, fmt, ap);
+        emit_syslog(service, sev, fmt, ap);
     errno = saved;
 }
 
-void log_emit(enum log_level level, const char *fmt, ...)
+void log_emit(const char *service, enum log_level level, const char *fmt, ...)
 {
     va_list ap;
 
@@ -238,16 +247,16 @@ void log_emit(enum log_level level, const char *fmt, ...)
     if ((int)level > atomic_load_explicit(&log_level_cur, memory_order_relaxed))
         return;
     va_start(ap, fmt);
-    log_vemit((int)level, fmt, ap);
+    log_vemit(service, (int)level, fmt, ap);
     va_end(ap);
 }
 
-void log_fatal(int status, const char *fmt, ...)
+void log_fatal_svc(const char *service, int status, const char *fmt, ...)
 {
     va_list ap;
 
     va_start(ap, fmt);
-    log_vemit(LOG_SEV_FATAL, fmt, ap);
+    log_vemit(service, LOG_SEV_FATAL, fmt, ap);
     va_end(ap);
     exit(status);
 }

@@ -9,6 +9,7 @@
  * filter reads.
  * Does not read the accounts file (credentials.c) and does no I/O.
  */
+#define LOG_SERVICE "smtpd" /* log lines are tagged relayd/smtpd */
 #include "auth.h"
 
 #include <errno.h>

@@ -4,6 +4,7 @@
  * the original sender. It delivers nothing itself (the scheduler does) and
  * never bounces a bounce: its own sender is <> and its recipient NOTIFY=NEVER.
  */
+#define LOG_SERVICE "bounce" /* log lines are tagged relayd/bounce */
 #include "bounce.h"
 
 #include <ctype.h>
@@ -100,6 +101,9 @@ static void on_committed(struct store_msg *m, int status, void *arg)
     (void)m;
     if (status == STORE_OK) {
         log_info("%s: sender %s notification: %s", j->orig_qid, what, j->m.queue_id);
+        /* the notification is a message of its own, logged as one arriving */
+        log_emit("qmgr", LOGL_INFO, "%s: from=<>, size=%llu, nrcpt=1 (queue active)", j->m.queue_id,
+                 (unsigned long long)j->m.size);
         if (j->srv->sched)
             sched_queued(j->srv->sched, j->rcpt.domain);
     } else {

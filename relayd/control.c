@@ -24,6 +24,7 @@
  * that read and `flush`. A domain argument with a leading '.' also means
  * the domains below it.
  */
+#define LOG_SERVICE "control" /* log lines are tagged relayd/control */
 #include "control.h"
 #include "control_int.h"
 

@@ -7,6 +7,7 @@
  * owns the socket, the connections, the framing and the permission check.
  * Nothing here touches SQLite or SMTP, and the loop never waits on the disk.
  */
+#define LOG_SERVICE "control" /* log lines are tagged relayd/control */
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -765,8 +766,10 @@ static void on_bounce_read(struct store_batch *b, int status, void *arg)
         br[i].code = 0;
         br[i].enh = "5.0.0"; /* RFC 3463 X.0.0: other undefined status */
         br[i].text = CTL_BOUNCE_TEXT;
-        log_info("%s: to=<%s>, relay=none, delay=%" PRId64 ", dsn=5.0.0, status=bounced (%s)",
-                 m->queue_id, m->rcpts[i].address, ctl_now_unix() - m->arrival, CTL_BOUNCE_TEXT);
+        log_info("%s: to=<%s>, relay=none, delay=%" PRId64 ", delays=0/%" PRId64
+                 "/0/0, dsn=5.0.0, status=bounced (%s)",
+                 m->queue_id, m->rcpts[i].address, ctl_now_unix() - m->arrival,
+                 ctl_now_unix() - m->arrival, CTL_BOUNCE_TEXT);
     }
     rc = bounce_send(k->c->srv, m, br, m->nrcpts, DSN_FAILURE, on_bounce_queued, k);
     free(br);

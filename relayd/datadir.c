@@ -5,6 +5,7 @@
  * through a name that user could have planted: one open with O_NOFOLLOW,
  * then fstat/fchown on that descriptor, and nothing else by path.
  */
+#define LOG_SERVICE "master" /* log lines are tagged relayd/master */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>

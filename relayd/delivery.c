@@ -12,6 +12,7 @@
  * opened: never resolved, never reopened, and a pull adds no backoff.
  * It does not decide when to run (sched.c) nor build DSNs (bounce.c).
  */
+#define LOG_SERVICE "smtp" /* log lines are tagged relayd/smtp */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +102,11 @@ struct dl_conn {
     int orphan;           /* closed while body_reading: body_read frees it */
     int gone;             /* the message in flight left the queue mid-transfer */
     char setup_why[700];
+    /* for delays=a/b/c/d (ms, uv_now): when it was opened, when it was
+     * ready to send, when the message in flight was handed over; setup is
+     * charged to the first message only, as Postfix does */
+    uint64_t t_open, t_ready, t_send;
+    int setup_charged;
     struct dl_run *run;
     struct dl_item item;
     struct smtp_client_msg msg;
@@ -387,14 +393,42 @@ static int64_t retry_at(const struct config *cfg, int attempts)
            (int64_t)(retry_rcpt_delay(attempts, cfg->min_backoff, cfg->max_backoff) / 1000);
 }
 
-static void log_outcome(const struct store_dmsg *m, const struct store_drcpt *r, const char *relay,
+/* Seconds with one decimal under 10 and whole above, as Postfix prints
+ * delay= and each part of delays=. */
+static void fmt_secs(double s, char *out, size_t len)
+{
+    if (s < 0)
+        s = 0;
+    if (s < 10)
+        snprintf(out, len, "%.2g", s < 0.01 ? 0 : s);
+    else
+        snprintf(out, len, "%.0f", s);
+}
+
+/* One line per recipient and attempt, in Postfix's shape (pflogsumm reads
+ * it): delay is since arrival; delays are a = before the queue (0: the
+ * message is stored before the client gets its 250), b = waiting in the
+ * queue, c = connection setup (DNS, greeting, EHLO, TLS; only for the
+ * first message of a connection), d = the transaction. */
+static void log_outcome(const struct dl_conn *dc, const struct store_dmsg *m,
+                        const struct store_drcpt *r, const char *relay,
                         const struct smtp_client_reply *rep, const char *status)
 {
-    char dsn[16];
+    uint64_t now = uv_now(dc->nh->dl->srv->loop);
+    double total = (double)(now_unix() - m->arrival);
+    double c = dc->setup_charged ? 0 : (double)(dc->t_ready - dc->t_open) / 1000.0;
+    double d = (double)(now - dc->t_send) / 1000.0;
+    double b = total - c - d;
+    char dsn[16], sb[16], sc[16], sd[16], st[16];
 
     dsn_status_from_reply(rep->code, rep->enh, dsn);
-    log_info("%s: to=<%s>, relay=%s, delay=%" PRId64 ", dsn=%s, status=%s (%d %s%s%s)", m->queue_id,
-             r->address, relay, now_unix() - m->arrival, dsn, status, rep->code, rep->enh,
+    fmt_secs(b, sb, sizeof(sb));
+    fmt_secs(c, sc, sizeof(sc));
+    fmt_secs(d, sd, sizeof(sd));
+    fmt_secs(total, st, sizeof(st));
+    log_emit("smtp", LOGL_INFO,
+             "%s: to=<%s>, relay=%s, delay=%s, delays=0/%s/%s/%s, dsn=%s, status=%s (%d %s%s%s)",
+             m->queue_id, r->address, relay, st, sb, sc, sd, dsn, status, rep->code, rep->enh,
              rep->enh[0] ? " " : "", rep->text);
 }
 
@@ -594,9 +628,50 @@ static void run_check(struct dl_run *run)
 }
 
 /* Drop what was fetched and not started: it stays queued for a later run. */
+/* What is left of the run's batch is deferred, each recipient logged as
+ * Postfix logs a deferral (relay=none) and given reply as its last reason,
+ * so the queue and the log both say why mail waits. */
+static void run_defer_rest(struct dl_run *run, const char *enh, const char *reply, const char *why)
+{
+    const struct config *cfg = run->dl->srv->cfg;
+
+    while (run->head < run->nitems) {
+        struct dl_item it = run->items[run->head++];
+        char st[16];
+        fmt_secs((double)(now_unix() - it.m->arrival), st, sizeof(st));
+        for (size_t i = 0; i < it.m->nrcpts; i++) {
+            const struct store_drcpt *r = &it.m->rcpts[i];
+            log_emit("smtp", LOGL_INFO,
+                     "%s: to=<%s>, relay=none, delay=%s, delays=0/%s/0/0, dsn=%s, "
+                     "status=deferred (%s)",
+                     it.m->queue_id, r->address, st, st, enh, why);
+            run_add_update(run, r, it.m->id, STORE_DEFERRED, retry_at(cfg, r->attempts), reply);
+            count(run, r, STATS_DEFERRED);
+        }
+        run->res.deferred += it.m->nrcpts;
+        item_release(run, &it);
+    }
+    run_flush_updates(run);
+}
+
+/* The attempt reached no server: the recipients it covered (the fetched
+ * batch) are deferred with the connection's reason. */
+static void run_defer_unreachable(struct dl_run *run, const char *why)
+{
+    char dsn[16] = "4.4.1", text[400];
+
+    /* a reason that carries its own enhanced code keeps it */
+    if (why[0] == '4' && why[1] == '.' && strcspn(why, " ") < sizeof(dsn))
+        snprintf(dsn, sizeof(dsn), "%.*s", (int)strcspn(why, " "), why);
+    snprintf(text, sizeof(text), "%.390s", why);
+    run_defer_rest(run, dsn, text, text);
+}
+
 static void run_abort(struct dl_run *run, int site_down, const char *why)
 {
     run->exhausted = 1;
+    if (site_down)
+        run_defer_unreachable(run, why);
     while (run->head < run->nitems)
         item_release(run, &run->items[run->head++]);
     if (site_down) {
@@ -612,23 +687,10 @@ static void run_abort(struct dl_run *run, int site_down, const char *why)
 static void run_defer_items(struct dl_run *run)
 {
     const struct resolver_error *e = &run->route_err;
-    const struct config *cfg = run->dl->srv->cfg;
     char text[sizeof(e->why) + 32];
 
     snprintf(text, sizeof(text), "%d %s %s", e->code, e->enh, e->why);
-    while (run->head < run->nitems) {
-        struct dl_item it = run->items[run->head++];
-        for (size_t i = 0; i < it.m->nrcpts; i++) {
-            const struct store_drcpt *r = &it.m->rcpts[i];
-            log_info("%s: to=<%s>, relay=none, delay=%" PRId64 ", dsn=%s, status=deferred (%s)",
-                     it.m->queue_id, r->address, now_unix() - it.m->arrival, e->enh, e->why);
-            run_add_update(run, r, it.m->id, STORE_DEFERRED, retry_at(cfg, r->attempts), text);
-            count(run, r, STATS_DEFERRED);
-        }
-        run->res.deferred += it.m->nrcpts;
-        item_release(run, &it);
-    }
-    run_flush_updates(run);
+    run_defer_rest(run, e->enh, text, e->why);
 }
 
 static void run_bounce_items(struct dl_run *run)
@@ -655,9 +717,10 @@ static void run_bounce_items(struct dl_run *run)
             br[i].code = e->code;
             br[i].enh = e->enh;
             br[i].text = e->why;
-            log_info("%s: to=<%s>, relay=none, delay=%" PRId64 ", dsn=%s, status=bounced (%s)",
-                     it.m->queue_id, it.m->rcpts[i].address, now_unix() - it.m->arrival, e->enh,
-                     e->why);
+            log_info("%s: to=<%s>, relay=none, delay=%" PRId64 ", delays=0/%" PRId64
+                     "/0/0, dsn=%s, status=bounced (%s)",
+                     it.m->queue_id, it.m->rcpts[i].address, now_unix() - it.m->arrival,
+                     now_unix() - it.m->arrival, e->enh, e->why);
         }
         run->res.bounced += it.m->nrcpts;
         for (i = 0; i < it.m->nrcpts; i++)
@@ -801,6 +864,7 @@ static int conn_start(struct dl_conn *dc)
     struct smtp_client_opts o;
 
     memset(&o, 0, sizeof(o));
+    dc->t_open = uv_now(srv->loop);
     o.helo_name = srv->cfg->hostname;
     o.tls = dc->clear_retry ? SMTP_TLS_NONE : (enum smtp_client_tls)dc->policy;
     o.tls_ctx = dc->policy == CFG_TLS_VERIFY ? srv->tls_client_verify : srv->tls_client;
@@ -1042,6 +1106,7 @@ static void conn_send(struct dl_conn *dc, struct dl_run *run, struct dl_item it)
     dc->busy = 1;
     dc->gone = 0;
     dc->waiting = 0;
+    dc->t_send = uv_now(dc->nh->dl->srv->loop);
     if (smtp_client_send(dc->cl, &dc->msg) != 0) {
         /* the client refused: the message stays queued for the next run */
         dc->busy = 0;
@@ -1126,6 +1191,7 @@ static void on_ready(struct smtp_client *cl, int status, const struct smtp_clien
                  dc->nh->key, smtp_client_peer(cl), refused->code, refused->enh,
                  refused->enh[0] ? " " : "", refused->text);
     dc->ready = 1;
+    dc->t_ready = uv_now(dc->nh->dl->srv->loop);
     dc->nh->up = 1;
     conn_take_work(dc);
     /* the site answers: open the rest of max_site_connections for the work
@@ -1171,7 +1237,7 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
         snprintf(text, sizeof(text), "%d %s%s%s", rep->code, rep->enh, rep->enh[0] ? " " : "",
                  rep->text);
         if (rep->code >= 200 && rep->code < 300) {
-            log_outcome(m, r, relay, rep, "sent");
+            log_outcome(dc, m, r, relay, rep, "sent");
             run->res.delivered++;
             count(run, r, STATS_DELIVERED);
             if (no_dsn && dsn_notify_wants(r->notify, DSN_RELAYED)) {
@@ -1191,7 +1257,7 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
             }
             run_add_update(run, r, m->id, STORE_DELIVERED, 0, NULL);
         } else if (rep->code >= 500 && rep->code < 600) {
-            log_outcome(m, r, relay, rep, "bounced");
+            log_outcome(dc, m, r, relay, rep, "bounced");
             if (br == NULL)
                 br = calloc(msg->nrcpts, sizeof(*br));
             if (br == NULL) {
@@ -1208,7 +1274,7 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
             run->res.bounced++;
             count(run, r, STATS_BOUNCED);
         } else {
-            log_outcome(m, r, relay, rep, "deferred");
+            log_outcome(dc, m, r, relay, rep, "deferred");
             /* a pull adds no backoff: the next ATRN or ETRN takes it anyway,
              * and a retry domain keeps the schedule it had */
             run_add_update(run, r, m->id, STORE_DEFERRED,
@@ -1218,6 +1284,7 @@ static void on_sent(struct smtp_client *cl, struct smtp_client_msg *msg, int sta
             snprintf(run->res.why, sizeof(run->res.why), "%.250s", text);
         }
     }
+    dc->setup_charged = 1;
     if (nrl > 0) {
         bounce_item(run, &it, rl, nrl, DSN_RELAYED, br, nb, relay);
     } else if (nb > 0) {

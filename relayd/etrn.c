@@ -8,6 +8,7 @@
  * joins a flush already running. It never delivers anything itself, and the
  * mail always goes to the domain's own destination, never to the asker.
  */
+#define LOG_SERVICE "smtpd" /* log lines are tagged relayd/smtpd */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,6 +6,7 @@
  * speak SMTP: new connections go straight to smtpd_session_accept(), those
  * on an odmr_listen socket as ODMR sessions (RFC 2645).
  */
+#define LOG_SERVICE "smtpd" /* log lines are tagged relayd/smtpd */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,6 +7,7 @@
  * messages in DATA finish (bounded) and commits before exiting 0.
  * It does no protocol work itself.
  */
+#define LOG_SERVICE "master" /* log lines are tagged relayd/master */
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>

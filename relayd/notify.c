@@ -14,6 +14,7 @@
  * QUOTA_WARN_PERCENT full (issue 11: the site should collect before relayd
  * starts refusing its mail). It never delivers the waiting mail.
  */
+#define LOG_SERVICE "qmgr" /* log lines are tagged relayd/qmgr */
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>

@@ -8,6 +8,7 @@
  * delivery's client. This file never delivers, never connects anywhere and
  * never touches the queue but to count it.
  */
+#define LOG_SERVICE "odmr" /* log lines are tagged relayd/odmr */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>

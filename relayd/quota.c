@@ -7,6 +7,7 @@
  * snapshot still find their section. Nothing here touches the disk on the
  * loop: statfs runs on libuv's threadpool.
  */
+#define LOG_SERVICE "qmgr" /* log lines are tagged relayd/qmgr */
 #include "quota.h"
 
 #include <inttypes.h>

@@ -13,6 +13,7 @@
  * The hash is SipHash-2-4 under a random key per table, so a list that a
  * customer supplies cannot be crafted to collide into quadratic loading.
  */
+#define LOG_SERVICE "smtpd" /* log lines are tagged relayd/smtpd */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>

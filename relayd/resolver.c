@@ -6,6 +6,7 @@
  * gets its own order. Asks lib/dns only; never blocks, never connects,
  * never touches the queue.
  */
+#define LOG_SERVICE "smtp" /* log lines are tagged relayd/smtp */
 #include <ctype.h>
 #include <inttypes.h>
 #include <stdarg.h>

@@ -11,6 +11,7 @@
  * its domains running like a flush, so the two never deliver one domain at
  * once. A route = odmr domain is never started here: only a turn takes it.
  */
+#define LOG_SERVICE "qmgr" /* log lines are tagged relayd/qmgr */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@ struct site {
     int running;
     int64_t run_due;   /* due_before of the running run */
     int again;         /* run again (all mail) when this run ends */
+    int asked;         /* an ETRN came while this run was going: the site says it is up */
     int has_mail;      /* as far as we know something is queued */
     int maint;         /* an expiry or warning pass is running */
     uint64_t backoff;  /* ms; 0 = the site is fine */
@@ -156,13 +158,24 @@ static void run_done(void *arg, const struct delivery_result *r)
     free(rc);
     st->running = 0;
     sc->busy--;
+    /* RFC 1985: an ETRN says the site is up now. One that came while this
+     * run found the site down (the run had given up and was writing its
+     * deferrals) gets a run of its own, not a silent merge into a failure. */
+    if (r->site_down && st->asked)
+        st->again = 1;
+    st->asked = 0;
     if (r->site_down || (r->deferred > 0 && r->delivered == 0)) {
         /* RFC 5321 §4.5.4.1: back off the site as a whole */
         st->backoff = retry_site_backoff(st->backoff, cfg->min_backoff, cfg->max_backoff);
         st->next_try = now + st->backoff;
         store_domain_event(sc->srv->store, st->domain, STORE_EV_ERROR, now_unix(), r->why);
-        log_info("%s: delivery deferred (%s); next try in %" PRIu64 "s", st->domain,
-                 r->why[0] ? r->why : "temporary failure", st->backoff / 1000);
+        /* a hold domain is not retried on a schedule: say what it waits for */
+        if (config_delivery_domain(cfg, st->domain)->mode == CFG_MODE_RETRY)
+            log_info("%s: delivery deferred (%s); next try in %" PRIu64 "s", st->domain,
+                     r->why[0] ? r->why : "temporary failure", st->backoff / 1000);
+        else
+            log_info("%s: delivery deferred (%s); waiting for ETRN", st->domain,
+                     r->why[0] ? r->why : "temporary failure");
     } else {
         st->backoff = 0;
         st->next_try = 0;
@@ -215,6 +228,7 @@ void sched_flush(struct sched *sc, const char *domain, const char *why)
          * followed by one that takes everything */
         if (st->run_due != INT64_MAX)
             st->again = 1;
+        st->asked = 1;
         return;
     }
     if (st->maint) {
@@ -438,8 +452,9 @@ static void maint_next(struct maint *mt)
                                                       : "the site has not collected its mail yet");
             n++;
             /* a bounce (sender <>) is never bounced: it is dropped */
-            log_info("%s: to=<%s>, relay=none, delay=%" PRId64 ", dsn=4.4.7, status=%s (%s)",
-                     m->queue_id, r->address, now_unix() - m->arrival,
+            log_info("%s: to=<%s>, relay=none, delay=%" PRId64 ", delays=0/%" PRId64
+                     "/0/0, dsn=4.4.7, status=%s (%s)",
+                     m->queue_id, r->address, now_unix() - m->arrival, now_unix() - m->arrival,
                      mt->kind == DSN_DELAY ? (null_sender ? "delayed" : "delayed, warning sent")
                      : null_sender         ? "expired, dropped"
                                            : "expired, returned to sender",

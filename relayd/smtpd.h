@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "header_scan.h"
 #include "credentials.h"
 #include "ipkey.h"
 #include "smtp_data.h"
@@ -57,6 +58,8 @@ struct smtpd_txn {
     struct spool *spool; /* the body while it is being read */
     struct smtp_data_dec dec;
     uint64_t body_bytes; /* decoded bytes of the client's message */
+    struct header_scan msgid; /* its Message-ID, for the log (as Postfix's cleanup) */
+    int client_logged;        /* "QUEUEID: client=" was logged (first RCPT) */
     int too_big;         /* over max_message_size: discard, answer 552 */
     int write_error;     /* spool write failed (< 0): 452 if the disk is full, else 451 */
     int protocol_8bit;
@@ -98,6 +101,7 @@ struct smtpd_session {
     int conn_gone;             /* on_closed ran: the conn is freed */
     int commit_pending;        /* the store holds txn.msg until commit_done */
     int etrn_pending;          /* an ETRN or ATRN count holds the session */
+    const char *last_verb;     /* the last command's name (static), for logs */
     struct auth_session *auth; /* the AUTH exchange, or NULL */
     int auth_pending;          /* a step of it runs on the auth worker */
     /* after a successful AUTH: the account (credentials); "" otherwise.

@@ -5,6 +5,7 @@
  * failure log line) is auth.c's; this file only carries lines between it
  * and the client and records the account on success.
  */
+#define LOG_SERVICE "smtpd" /* log lines are tagged relayd/smtpd */
 #include <stdio.h>
 #include <string.h>
 

@@ -5,6 +5,7 @@
  * policy, build the transaction and reply. They do no I/O of their own
  * beyond queueing replies; reading, DATA and commits are smtpd_session.c's.
  */
+#define LOG_SERVICE "smtpd" /* log lines are tagged relayd/smtpd */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -323,6 +324,15 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_cmd *cmd)
     }
     t->msg.nrcpts++;
     s->n.rcpt_ok++;
+    if (!t->client_logged) {
+        /* Postfix's smtpd logs this when the queue file is made: the line
+         * that ties a queue id to its client (and pflogsumm counts) */
+        t->client_logged = 1;
+        if (s->auth_account[0])
+            log_info("%s: client=%s, sasl_username=%s", t->msg.queue_id, s->peer, s->auth_account);
+        else
+            log_info("%s: client=%s", t->msg.queue_id, s->peer);
+    }
     smtpd_enter_state(s, SMTPD_RCPT);
     smtpd_reply(s, 250, "2.1.5", "Ok");
 }
@@ -448,6 +458,8 @@ void smtpd_cmd_dispatch(struct smtpd_session *s, const char *line, size_t len)
 
     s->n.commands++;
     rc = smtp_cmd_parse(line, len, &cmd);
+    /* for "too many errors after CMD" (Postfix's words; fail2ban reads them) */
+    s->last_verb = rc == SMTP_PARSE_OK ? smtp_verb_name(cmd.verb) : "UNKNOWN";
     if (rc == SMTP_PARSE_BAD_CHAR) {
         smtpd_reply(s, 500, "5.5.2", "Error: bad character in command");
         smtpd_protocol_error(s);

@@ -7,6 +7,7 @@
  * must not block: disk work goes through spool (thread pool) and store
  * (its own thread).
  */
+#define LOG_SERVICE "smtpd" /* log lines are tagged relayd/smtpd */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -211,7 +212,10 @@ void smtpd_protocol_error(struct smtpd_session *s)
 {
     s->n.errors++;
     if (s->n.errors >= s->cfg->max_errors && !s->closed) {
-        log_warn("too many errors from %s", s->peer);
+        /* Postfix logs this at info, in these words: fail2ban's postfix
+         * filter (mode errors/more) matches them */
+        log_info("too many errors after %s from %s", s->last_verb ? s->last_verb : "CONNECT",
+                 s->peer);
         smtpd_close_421(s, "4.7.0", "Error: too many errors");
     }
 }
@@ -324,6 +328,7 @@ int smtpd_data_begin(struct smtpd_session *s)
     }
     smtp_data_init(&t->dec);
     t->body_bytes = 0;
+    header_scan_init(&t->msgid, "Message-ID");
     smtpd_enter_state(s, SMTPD_DATA);
     smtpd_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
     return 0;
@@ -364,6 +369,22 @@ static void notify_sched(struct server *srv, const struct store_msg *msg)
     }
 }
 
+/* Mail for a hold domain waits for its site to ask: logged once, at
+ * arrival, as Postfix's ETRN relay logs its "deferred transport", so the
+ * log tools count it as deferred (and it is never given a retry time). */
+static void log_waiting(const struct smtpd_session *s, const struct store_msg *msg)
+{
+    for (size_t i = 0; i < msg->nrcpts; i++) {
+        const struct cfg_domain *d = config_delivery_domain(s->cfg, msg->rcpts[i].domain);
+        if (d->mode != CFG_MODE_HOLD)
+            continue;
+        log_emit("qmgr", LOGL_INFO,
+                 "%s: to=<%s>, relay=none, delay=0, delays=0/0/0/0, dsn=4.0.0, "
+                 "status=deferred (waiting for %s)",
+                 msg->queue_id, msg->rcpts[i].address, d->route_odmr ? "ATRN" : "ETRN");
+    }
+}
+
 static void commit_done(struct store_msg *msg, int status, void *arg)
 {
     struct smtpd_session *s = arg;
@@ -371,8 +392,14 @@ static void commit_done(struct store_msg *msg, int status, void *arg)
     s->commit_pending = 0;
     if (status == STORE_OK) {
         s->n.data_ok++;
-        log_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queued)", msg->queue_id, msg->sender,
-                 (unsigned long long)msg->size, msg->nrcpts);
+        /* Postfix's shape: cleanup names the message, qmgr takes it in */
+        {
+            const char *mid = header_scan_value(&s->txn.msgid);
+            log_emit("cleanup", LOGL_INFO, "%s: message-id=%s", msg->queue_id, mid ? mid : "<>");
+        }
+        log_emit("qmgr", LOGL_INFO, "%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)",
+                 msg->queue_id, msg->sender, (unsigned long long)msg->size, msg->nrcpts);
+        log_waiting(s, msg);
         if (!s->closed)
             smtpd_reply(s, 250, "2.0.0", "Ok: queued as %s", msg->queue_id);
         notify_sched(s->srv, msg);
@@ -475,6 +502,7 @@ static int data_consume(struct smtpd_session *s)
     deadline_data(s, used);
     if (out_len > 0 && !t->too_big) {
         t->body_bytes += out_len;
+        header_scan_feed(&t->msgid, s->data_out, out_len);
         if (t->body_bytes > s->cfg->max_message_size)
             t->too_big = 1; /* keep reading to the end, store nothing more */
         else if (!t->write_error)
@@ -854,7 +882,10 @@ void smtpd_session_accept(struct server *srv, uv_stream_t *stream, int odmr)
         return;
     }
     snprintf(s->addr, sizeof(s->addr), "%s", conn_peer_addr(s->conn));
-    snprintf(s->peer, sizeof(s->peer), "[%s]:%d", s->addr, conn_peer_port(s->conn));
+    /* host[addr]:port as Postfix logs it with smtpd_client_port_logging (no
+     * reverse lookup here: unknown), so pflogsumm and fail2ban's postfix
+     * filters read relayd's lines, and a session is told from another */
+    snprintf(s->peer, sizeof(s->peer), "unknown[%s]:%d", s->addr, conn_peer_port(s->conn));
     s->next = srv->sessions;
     if (srv->sessions != NULL)
         srv->sessions->prev = s;

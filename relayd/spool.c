@@ -6,6 +6,7 @@
  * SPOOL_MEM_MAX plus one read in RAM. No fsync here: the store copies the
  * file into SQLite and that commit is what makes the message durable.
  */
+#define LOG_SERVICE "cleanup" /* log lines are tagged relayd/cleanup */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -7,6 +7,7 @@
  * include sqlite3.h. It parses no SMTP, decides no policy and never makes
  * the loop thread wait for an fsync or a delivery query.
  */
+#define LOG_SERVICE "qmgr" /* log lines are tagged relayd/qmgr */
 #include "store.h"
 #include "store_int.h"
 
@@ -726,6 +727,7 @@ static void store_thread_main(void *arg)
         batch_run(st, batch, n);
         batch_unlink(batch);
         store_usage_after_batch(st);
+        store_removed_after_batch(st);
 
         uv_mutex_lock(&st->mu);
         nupd = upd_ok = upd_failed = 0;
@@ -1211,6 +1213,7 @@ fail:
 static void store_free(struct store *st)
 {
     store_usage_close(st);
+    store_removed_close(st);
     for (int i = 0; i < SS_COUNT; i++)
         sqlite3_finalize(st->stmt[i]);
     for (int i = 0; i < RS_COUNT; i++)
@@ -1294,7 +1297,7 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
         goto fail;
     }
     sync_ok = 1;
-    if (store_usage_open(st, err, errlen) < 0)
+    if (store_usage_open(st, err, errlen) < 0 || store_removed_open(st, err, errlen) < 0)
         goto fail;
     rc = uv_async_init(loop, st->async, on_async);
     if (rc != 0) {

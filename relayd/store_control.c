@@ -6,6 +6,7 @@
  * connection or thread of its own (store.c) and knows nothing of the
  * control protocol.
  */
+#define LOG_SERVICE "qmgr" /* log lines are tagged relayd/qmgr */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

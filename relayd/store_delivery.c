@@ -8,6 +8,7 @@
  * (store_domain_event). Runs on the store's threads; owns no connection or
  * thread of its own (store.c) and knows nothing of SMTP.
  */
+#define LOG_SERVICE "qmgr" /* log lines are tagged relayd/qmgr */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

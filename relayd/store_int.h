@@ -159,6 +159,8 @@ struct store {
     int closing;
     struct store_stats stats;
     struct store_usage_state *usage; /* store_usage.c */
+    sqlite3_stmt *removed_sel;       /* store_removed.c: the write connection's */
+    sqlite3_stmt *removed_del;
 
     /* The store thread's only. */
     int wal_frames;      /* WAL size after the last commit */
@@ -205,6 +207,11 @@ int store_usage_open(struct store *st, char *err, size_t errlen);
 void store_usage_close(struct store *st);
 void store_usage_after_batch(struct store *st); /* store thread */
 void store_usage_publish(struct store *st);     /* loop thread */
+
+/* store_removed.c: "QUEUEID: removed" after the commit that removed it */
+int store_removed_open(struct store *st, char *err, size_t errlen);
+void store_removed_close(struct store *st);
+void store_removed_after_batch(struct store *st); /* store thread */
 
 /* store_control.c: the writer and reader jobs of the operators */
 void store_report_clear(struct store_report *r);

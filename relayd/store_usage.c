@@ -9,6 +9,7 @@
  * the bytes of the database's free pages, which the reserve counts as free.
  * Nothing here decides a quota: that is quota.c's.
  */
+#define LOG_SERVICE "qmgr" /* log lines are tagged relayd/qmgr */
 #include "store.h"
 #include "store_int.h"
 

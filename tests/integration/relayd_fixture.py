@@ -339,6 +339,10 @@ class Relayd:
         self.sent_signals = []  # signals we sent to the current process
         self.exits = []  # (returncode, signals we had sent) of every finished process
         self.log_start = 0  # log offset where the current process started
+        # how relayd is started: a command prefix (e.g. a private /dev/log in a
+        # mount namespace, syslog_capture.py) and whether it logs to stderr (-d)
+        self.launcher = []
+        self.stderr_log = True
         self.clients = []
         self.queue = Queue(self.db)
 
@@ -417,7 +421,7 @@ class Relayd:
             log = open(self.logfile, "ab")
             try:
                 self.proc = subprocess.Popen(
-                    [relayd_binary(), "-d", "-f", self.conf],
+                    self.launcher + [relayd_binary()] + (["-d"] if self.stderr_log else []) + ["-f", self.conf],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,

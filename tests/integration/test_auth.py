@@ -318,12 +318,12 @@ def test_fail2ban_postfix_sasl_filter_matches(relayd_factory, tls_cert, secrets,
     lines = [l for l in r.log_text().splitlines() if "authentication failed:" in l]
     assert len(lines) == 3, lines
     for l in lines:
-        assert re.search(r"relayd\[\d+\]: warning: unknown\[127\.0\.0\.1\]: SASL [-A-Z0-9]+ authentication failed: ", l), l
+        assert re.search(r"relayd/smtpd\[\d+\]: warning: unknown\[127\.0\.0\.1\]: SASL [-A-Z0-9]+ authentication failed: ", l), l
     log = tmp_path / "mail.log"
     log.write_text("\n".join(lines) + "\n")
     # Debian's filter as shipped, with only the daemon name overridden
     # (relayd(8) gives this jail): PLAIN and CRAM-MD5 match
-    p = subprocess.run(["fail2ban-regex", "--out", "ip", str(log), "postfix[mode=auth, _daemon=relayd]"],
+    p = subprocess.run(["fail2ban-regex", "--out", "ip", str(log), "postfix[mode=auth, _daemon=relayd/(?:smtpd|odmr)]"],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
     out = p.stdout.decode()
     assert out.split() == ["127.0.0.1"] * 2, out
@@ -332,7 +332,7 @@ def test_fail2ban_postfix_sasl_filter_matches(relayd_factory, tls_cert, secrets,
     fdir.mkdir()
     os.symlink("/etc/fail2ban/filter.d/common.conf", str(fdir / "common.conf"))
     filt = fdir / "relayd-sasl.conf"
-    filt.write_text("[INCLUDES]\nbefore = common.conf\n[Definition]\n_daemon = relayd\n"
+    filt.write_text("[INCLUDES]\nbefore = common.conf\n[Definition]\n_daemon = relayd/(?:smtpd|odmr)\n"
                     "failregex = ^%(__prefix_line)swarning: [-._\\w]+\\[<HOST>\\]: SASL [-\\w]+ authentication failed:\n")
     p = subprocess.run(["fail2ban-regex", "--out", "ip", str(log), str(filt)],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)

@@ -70,7 +70,7 @@ def test_5xx_bounces_with_a_dsn(denv):
     assert etrn(r, "example.org") == (253, "2.0.0 2 pending messages for node <example.org> started")
     (t,) = site.wait_for(1, 15)
     assert t.rcpt_addrs == ["ok@example.org"] and subject_of(t.data) == "partly"
-    r.wait_log(r"%s: to=<nobody@example\.org>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, delay=\d+, dsn=5\.1\.1, "
+    r.wait_log(r"%s: to=<nobody@example\.org>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, delay=[\d.]+, delays=[\d./]+, dsn=5\.1\.1, "
                r"status=bounced \(550 5\.1\.1 <nobody@example\.org>: no such user here\)" % (q1, site.port),
                since=off, timeout=10)
     r.wait_log(r"%s: sender non-delivery notification: [0-9A-Z]{14}" % q1, since=off, timeout=10)
@@ -142,7 +142,7 @@ def test_null_mx_bounces(denv):
         q = c.send(SENDER, ["u@nullmx.test"], message("nowhere"))
     assert etrn(r, "nullmx.test")[0] == 253
     # RFC 7505 §4.2: 556 5.1.10
-    r.wait_log(r"%s: to=<u@nullmx\.test>, relay=none, delay=\d+, dsn=5\.1\.10, status=bounced \(.*null MX" % q,
+    r.wait_log(r"%s: to=<u@nullmx\.test>, relay=none, delay=[\d.]+, delays=[\d./]+, dsn=5\.1\.10, status=bounced \(.*null MX" % q,
                timeout=15)
     (b,) = back.wait_for(1, 20)
     rr = check_dsn_envelope(b).recipient("u@nullmx.test")
@@ -175,7 +175,7 @@ def test_relay_as_best_mx_defers_never_loops_never_bounces(denv):
     # it went neither to the worse MX nor back into relayd itself
     assert sites["127.0.0.2"].conns == 0
     after = r.log_text()[off:]
-    assert not re.search(r"from=<%s>, size=\d+, nrcpt=\d+ \(queued\)" % re.escape(SENDER), after), \
+    assert not re.search(r"from=<%s>, size=\d+, nrcpt=\d+ \(queue active\)" % re.escape(SENDER), after), \
         "the message came back into relayd:\n" + after
 
 
@@ -196,12 +196,12 @@ def test_expiry_returns_mail_with_4_4_7(denv):
         assert d.recipient(a)["Action"].strip() == "failed", d.recipient(a).items()
     assert b"Subject: expires" in b.data
     for q, a in ((q1, "u@exp\\.test"), (q2, "never@exp\\.test")):
-        m = r.wait_log(r"^(\S+) relayd\[\d+\]: %s: to=<%s>, relay=none, delay=\d+, dsn=4\.4\.7, status=expired, "
+        m = r.wait_log(r"^(\S+) relayd/\w+\[\d+\]: %s: to=<%s>, relay=none, delay=[\d.]+, delays=[\d./]+, dsn=4\.4\.7, status=expired, "
                        r"returned to sender" % (q, a), timeout=10)
         # not before queue_lifetime (3 s) from the arrival, on relayd's clock
         assert log_time(m.group(1)) >= arrival + 3, (m.group(0), arrival)
     # the null sender's message (a bounce) is dropped, not returned (to nobody)
-    r.wait_log(r"%s: to=<null@exp\.test>, relay=none, delay=\d+, dsn=4\.4\.7, status=expired, dropped" % q3,
+    r.wait_log(r"%s: to=<null@exp\.test>, relay=none, delay=[\d.]+, delays=[\d./]+, dsn=4\.4\.7, status=expired, dropped" % q3,
                timeout=10)
     wait_until(lambda: all(r.queue.message(q) is None for q in (q1, q2, q3)), 10,
                what="expired messages to leave the queue")

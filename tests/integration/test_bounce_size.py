@@ -91,7 +91,7 @@ def test_undeliverable_dsn_is_dropped_after_its_lifetime(denv):
                    timeout=15)
     dsn = m.group(1)
     # the DSN expires: dropped, with a line saying so, and nothing bounced for it
-    r.wait_log(r"%s: to=<%s>, relay=none, delay=\d+, dsn=4\.4\.7, status=expired, dropped"
+    r.wait_log(r"%s: to=<%s>, relay=none, delay=[\d.]+, delays=[\d./]+, dsn=4\.4\.7, status=expired, dropped"
                % (dsn, re.escape(SENDER)), since=off, timeout=30)
     r.wait_log(r"%s: sender non-delivery notification: none, dropped \(the sender is <>: "
                r"a bounce is never bounced\)" % dsn, since=off, timeout=10)

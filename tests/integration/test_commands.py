@@ -131,4 +131,4 @@ def test_null_sender_and_dsn_params_stored(relayd):
     assert m["envid"] == "env-42", m
     assert str(m["dsn_ret"]).upper() in ("HDRS", "2"), m["dsn_ret"]  # enum smtp_ret
     assert str(m["recipients"][0]["notify"]).upper() in ("NEVER", "1"), m["recipients"]  # SMTP_NOTIFY_NEVER
-    relayd.wait_log(re.escape(qid) + r": from=<>, size=\d+, nrcpt=1 \(queued\)")
+    relayd.wait_log(re.escape(qid) + r": from=<>, size=\d+, nrcpt=1 \(queue active\)")

@@ -77,7 +77,7 @@ def test_retry_domain_delivers_on_its_own_when_the_site_comes_up(denv):
     wait_until(lambda: r.queue.count() == 0, 10, what="the queue to empty")
     # each message went once: one status=sent line per message, and as many
     # transactions as lines (a second copy would be a transaction more)
-    sent = r.log_lines(r"^\S+ relayd\[\d+\]: (\w+): to=<u\d+@retry\.test>, .*status=sent ", since=off)
+    sent = r.log_lines(r"^\S+ relayd/\w+\[\d+\]: (\w+): to=<u\d+@retry\.test>, .*status=sent ", since=off)
     assert len(sent) == 21 and len({m.group(1) for m in sent}) == 21, [m.group(0) for m in sent]
     assert site.count() == 21
 
@@ -95,7 +95,7 @@ def test_site_answers_4xx(denv, where):
     reply = "451 4.3.0 mailbox busy, try later" if where == "rcpt" else "452 4.3.1 insufficient system storage"
     assert etrn(r, "example.org")[0] == 253
     for a in ("a@example.org", "b@example.org"):
-        r.wait_log(r"%s: to=<%s>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, delay=\d+, dsn=4\.3\.\d, "
+        r.wait_log(r"%s: to=<%s>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, delay=[\d.]+, delays=[\d./]+, dsn=4\.3\.\d, "
                    r"status=deferred \(%s\)" % (qid, a, site.port, re.escape(reply)), timeout=15)
 
     def deferred():
@@ -137,7 +137,7 @@ def test_site_drops_the_connection_in_the_middle_of_data(denv):
     assert etrn(r, "example.org")[0] == 253
     site.wait_event("dropped in DATA", 15)
     # the delivery is given up as temporary and the run ends: the message is still queued
-    r.wait_log(r"%s: to=<u@example\.org>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, delay=\d+, dsn=4\.4\.2, "
+    r.wait_log(r"%s: to=<u@example\.org>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, delay=[\d.]+, delays=[\d./]+, dsn=4\.4\.2, "
                r"status=deferred \(421 4\.4\.2 lost connection with .* while sending end of data" % (qid, site.port),
                timeout=15, since=off)
     # the run is over (nothing more happens until the next ETRN) and its
@@ -174,8 +174,8 @@ def test_site_never_answers(denv, hang):
     # given up after the timeout (not never), and the run is over
     r.wait_log(r"example\.org: delivery deferred \(", timeout=60, since=off)
     # ...and not before it: relayd's own clock, from the ETRN to the deferral
-    (etrn_line,) = r.log_lines(r"^(\S+) relayd\[\d+\]: ETRN from .*arg=<example\.org>", since=off)
-    (deferred,) = r.log_lines(r"^(\S+) relayd\[\d+\]: example\.org: delivery deferred", since=off)
+    (etrn_line,) = r.log_lines(r"^(\S+) relayd/smtpd\[\d+\]: ETRN from .*arg=<example\.org>", since=off)
+    (deferred,) = r.log_lines(r"^(\S+) relayd/qmgr\[\d+\]: example\.org: delivery deferred", since=off)
     waited = log_time(deferred.group(1)) - log_time(etrn_line.group(1))
     assert waited >= 1.9, "gave up after %.3fs with delivery_timeout = 2s" % waited
     assert r.queue.message(qid) is not None
@@ -204,7 +204,7 @@ def test_postfix_as_the_site(denv):
     off = r.log_size()
     assert etrn(r, "pf.test") == (253, "2.0.0 1 pending messages for node <pf.test> started")
     (box,) = pf.wait_mail("user", 1, 30)
-    r.wait_log(r"%s: to=<user@pf\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, delay=\d+, dsn=2\.0\.0, "
+    r.wait_log(r"%s: to=<user@pf\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, delay=[\d.]+, delays=[\d./]+, dsn=2\.0\.0, "
                r"status=sent \(250 2\.0\.0 Ok: queued as [0-9A-F]+\)" % (qid, pf.port), timeout=10, since=off)
     # (the 253 with count 1 and the delivery line after the ETRN: held until asked)
     # Maildir keeps LF line ends; Postfix adds its own trace fields above ours

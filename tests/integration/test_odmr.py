@@ -26,8 +26,8 @@ from test_etrnctl import etrnctl_binary
 
 EX_TEMPFAIL, EX_NOPERM = 75, 77
 USER, PASSWORD = "acme", "s3cret pass"
-ENDED_LOG = r"ATRN turn with \[127\.0\.0\.1\]:\d+ ended: account=<acme> delivered=%d "
-TURN_LOG = r"ATRN from \[127\.0\.0\.1\]:\d+: account=<%s> arg=<%s> result=%d"
+ENDED_LOG = r"ATRN turn with unknown\[127\.0\.0\.1\]:\d+ ended: account=<acme> delivered=%d "
+TURN_LOG = r"ATRN from unknown\[127\.0\.0\.1\]:\d+: account=<%s> arg=<%s> result=%d"
 
 
 class Odmr:
@@ -154,7 +154,7 @@ def test_turn_delivers_exactly_the_requested_domains_byte_exact(denv, tmp_path):
         sorted(sent[u][0] for u in ("a1", "a2", "mixed"))
     assert all(x["stored"] and x["local_reply"].startswith("250 ") for x in out[0]["transactions"])
     assert queued_rcpts(o.r) == ["w1@other.test", "w2@other.test", "x1@b.example", "x2@b.example"]
-    o.r.wait_log(r"%s: to=<u1@example.org>, relay=odmr:acme\[127\.0\.0\.1\]:\d+, delay=\d+, "
+    o.r.wait_log(r"%s: to=<u1@example.org>, relay=odmr:acme\[127\.0\.0\.1\]:\d+, delay=[\d.]+, delays=[\d./]+, "
                  r"dsn=2\.0\.0, status=sent \(250 " % sent["a1"][0])
     assert o.pushed.count() == 0
 
@@ -297,7 +297,12 @@ def test_route_odmr_never_connects_and_refuses_etrn(denv, tmp_path):
         c.send("s@sender.test", ["w@other.test"], message("pushed"))
     o.r.wait_log(r"to=<w@other\.test>, relay=.*status=sent")
     log = o.r.log_text()
-    assert not re.search(r"example\.org: (site unreachable|delivery deferred)|to=<u@example\.org>", log), log
+    # its arrival is logged as waiting for ATRN, and nothing else
+    assert re.search(r"to=<u@example\.org>, relay=none, delay=0, delays=0/0/0/0, dsn=4\.0\.0, "
+                     r"status=deferred \(waiting for ATRN\)", log), log
+    assert not re.search(r"example\.org: (site unreachable|delivery deferred)|"
+                         r"to=<u@example\.org>(?!, relay=none, delay=0, delays=0/0/0/0, dsn=4\.0\.0, "
+                         r"status=deferred \(waiting for ATRN\))", log), log
     assert queued_rcpts(o.r) == ["u@example.org"]
     p = subprocess.run([etrnctl_binary(), "-S", o.r.keys["control_socket"], "--json", "domains"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
@@ -459,7 +464,7 @@ def test_etrnctl_atrn_into_postfix(denv, tmp_path):
     assert out[0]["transactions"][0]["relay_id"] == qid
     (box,) = pf.wait_mail("user", 1, 30)
     assert box.endswith(stored.replace(b"\r\n", b"\n")), box
-    o.r.wait_log(r"%s: to=<user@pf\.test>, relay=odmr:acme\[127\.0\.0\.1\]:\d+, delay=\d+, "
+    o.r.wait_log(r"%s: to=<user@pf\.test>, relay=odmr:acme\[127\.0\.0\.1\]:\d+, delay=[\d.]+, delays=[\d./]+, "
                  r"dsn=2\.0\.0, status=sent \(250 2\.0\.0 Ok: queued as [0-9A-F]+\)" % qid,
                  since=off)
     o.r.wait_log(ENDED_LOG % 1, since=off)
@@ -506,7 +511,7 @@ def test_etrnctl_atrn_into_exim(denv, tmp_path):
     assert sorted(below_exims_received(m) for m in box) == sorted(stored.values())
     assert below_exims_received(other) == stored[q2]
     for q, rcpt in ((q1, "user"), (q2, "user"), (q2, "other")):
-        o.r.wait_log(r"%s: to=<%s@ex\.test>, relay=odmr:acme\[127\.0\.0\.1\]:\d+, delay=\d+, "
+        o.r.wait_log(r"%s: to=<%s@ex\.test>, relay=odmr:acme\[127\.0\.0\.1\]:\d+, delay=[\d.]+, delays=[\d./]+, "
                      r"dsn=2\.0\.0, status=sent \(250 OK id=[0-9A-Za-z-]+\)" % (q, rcpt), since=off)
     o.r.wait_log(ENDED_LOG % 3, since=off)  # recipients
     assert queued_rcpts(o.r) == []

@@ -76,7 +76,7 @@ def test_refusal_is_logged(module_relayd):
     c.expect("MAIL FROM:<a@b.test>", 250)
     rep = c.expect("RCPT TO:<u@evil.test>", 550)
     assert rep.line.startswith("550 5.7.1 <u@evil.test>: Relay access denied"), rep
-    r.wait_log(r"NOQUEUE: reject: RCPT from \[127\.0\.0\.1\]:\d+: 550 5\.7\.1 <u@evil\.test>: "
+    r.wait_log(r"NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.1\]:\d+: 550 5\.7\.1 <u@evil\.test>: "
                r"Relay access denied.*; from=<a@b\.test> to=<u@evil\.test> proto=ESMTP helo=<client\.test>")
 
 

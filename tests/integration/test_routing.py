@@ -141,11 +141,11 @@ def test_mx_host_that_is_relayd_itself_defers_4_4_6(denv, sdns):
     with Client(r) as c:
         for dom in cases:
             qids[dom] = c.send("s@sender.test", ["u@" + dom], message(dom))
-    queued_before = len(re.findall(r"\(queued\)", r.log_text()))
+    queued_before = len(re.findall(r"\(queue active\)", r.log_text()))
     for dom in cases:
         assert etrn(r, dom)[0] == 253
     for dom, q in qids.items():
-        r.wait_log(r"%s: to=<u@%s>, relay=none, delay=\d+, dsn=4\.4\.6, status=deferred "
+        r.wait_log(r"%s: to=<u@%s>, relay=none, delay=[\d.]+, delays=[\d./]+, dsn=4\.4\.6, status=deferred "
                    r"\(mail for %s loops back to myself\)" % (q, re.escape(dom), re.escape(dom)), timeout=15)
     for dom, q in qids.items():
         rows = wait_until(lambda: [x for x in rcpt_rows(r, dom) if "4.4.6" in (x["last_reply"] or "")], 10,
@@ -164,7 +164,7 @@ def test_mx_host_that_is_relayd_itself_defers_4_4_6(denv, sdns):
 
     wait_until(domains_say_why, 10, what="etrnctl domains to show each loop")
     # nothing came back into relayd, and no DSN went out
-    assert len(re.findall(r"\(queued\)", r.log_text())) == queued_before, r.log_tail()
+    assert len(re.findall(r"\(queue active\)", r.log_text())) == queued_before, r.log_tail()
     assert back.conns == 0
 
 
@@ -296,7 +296,7 @@ def test_unusable_dns_answers_defer_with_the_query_named(denv, sdns):
         assert etrn(r, dom)[0] == 253
     for dom, (_, why) in BROKEN.items():
         for u in ("u", "v"):
-            r.wait_log(r"%s: to=<%s@%s>, relay=none, delay=\d+, dsn=4\.4\.3, status=deferred \(%s\)" % (
+            r.wait_log(r"%s: to=<%s@%s>, relay=none, delay=[\d.]+, delays=[\d./]+, dsn=4\.4\.3, status=deferred \(%s\)" % (
                 qids[dom], u, re.escape(dom), re.escape(why)), timeout=20)
         rows = wait_until(lambda: [x for x in rcpt_rows(r, dom) if x["attempts"] == 1], 10,
                           what="both recipients of %s deferred in the queue" % dom)
@@ -341,7 +341,7 @@ def wildcard_loop_in_netns(workdir):
             print("deferred=yes")
         except AssertionError:
             print("deferred=no")
-        print("queued_lines=%d" % len(re.findall(r"\(queued\)", r.log_text())))
+        print("queued_lines=%d" % len(re.findall(r"\(queue active\)", r.log_text())))
         print("still_queued=%s" % ("yes" if r.queue.message(q) is not None else "no"))
 
         # an address this host gains after the start is relayd's own from the next SIGHUP
@@ -357,7 +357,7 @@ def wildcard_loop_in_netns(workdir):
             print("late_deferred=yes")
         except AssertionError:
             print("late_deferred=no")
-        print("late_queued_lines=%d" % len(re.findall(r"\(queued\)", r.log_text())))
+        print("late_queued_lines=%d" % len(re.findall(r"\(queue active\)", r.log_text())))
     finally:
         rc = r.stop()
         dns.stop()

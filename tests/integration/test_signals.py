@@ -153,7 +153,7 @@ def test_sigterm_data_session_bounded_by_shutdown_timeout(relayd_factory):
     # the session that never finishes is dropped by the shutdown_timeout (not
     # by data_timeout, 5m by default, nor by the client going away)
     r.wait_log(r"shutdown: sessions still busy after shutdown_timeout; closing them", timeout=30, since=off)
-    r.wait_log(r"shutdown: dropping session \[127\.0\.0\.1\]:%d in state DATA" % c.sock.getsockname()[1],
+    r.wait_log(r"shutdown: dropping session unknown\[127\.0\.0\.1\]:%d in state DATA" % c.sock.getsockname()[1],
                timeout=30, since=off)
     rc = r.wait_exit(30)
     assert rc == 0, (rc, r.log_tail())

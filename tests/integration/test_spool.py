@@ -44,7 +44,7 @@ def test_spool_file_removed_when_the_client_goes_away(relayd):
     c = half_sent(relayd)
     port = c.sock.getsockname()[1]
     c.abort()
-    relayd.wait_log(r"lost connection after DATA \(\d+ bytes\) from \[127\.0\.0\.1\]:%d" % port, timeout=30)
+    relayd.wait_log(r"lost connection after DATA \(\d+ bytes\) from unknown\[127\.0\.0\.1\]:%d" % port, timeout=30)
     wait_until(lambda: spool_files(relayd) == [], 30, what="the spool file to be removed")
     assert relayd.queue.count() == 0
 
