@@ -16,7 +16,12 @@ run | test) ;;
     ;;
 esac
 
-sh tools/install-deps.sh "$what"
+# run needs what builds and runs relayd; test also the peers the tests talk to
+if [ "$what" = run ]; then
+    sh tools/install-deps.sh build
+else
+    sh tools/install-deps.sh test
+fi
 [ -x configure ] || autoreconf -fi >/dev/null
 
 if [ "$what" = run ]; then
