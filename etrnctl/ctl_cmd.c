@@ -291,9 +291,9 @@ int ctl_no_args(struct ctx *cx, int argc, char **argv, void (*usage)(FILE *))
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
 
-static const char *const commands[] = {"queue", "summary", "domains", "show",   "flush",
-                                       "hold",  "release", "delete",  "bounce", "requeue",
-                                       "stats", "reload",  "check",   "mailq",  "qshape"};
+static const char *const commands[] = {
+    "queue",  "summary", "domains", "show",   "flush", "hold",  "release", "delete",
+    "bounce", "requeue", "stats",   "reload", "check", "mailq", "qshape",  "backup"};
 
 int ctl_cmd_known(const char *name)
 {
@@ -322,7 +322,8 @@ void ctl_cmd_usage(FILE *fp)
         "  stats [--prometheus]         counters since relayd started\n"
         "  reload                       reread relayd.conf\n"
         "  check [--warn-age T] [--crit-age T] [--warn-count N] [--crit-count N]\n"
-        "                               Nagios-style health check\n");
+        "                               Nagios-style health check\n"
+        "  backup [--force] FILE        an online copy of the queue (root, relayd's user)\n");
 }
 
 int ctl_cmd_main(int argc, char **argv, struct etrnctl_opts *o)
@@ -346,6 +347,8 @@ int ctl_cmd_main(int argc, char **argv, struct etrnctl_opts *o)
         return ctl_reload(&cx, argc, argv);
     if (strcmp(cmd, "check") == 0)
         return ctl_check(&cx, argc, argv);
+    if (strcmp(cmd, "backup") == 0)
+        return ctl_backup(&cx, argc, argv);
     {
         int st = ctl_ids_command(&cx, cmd, argc, argv);
         if (st >= 0)

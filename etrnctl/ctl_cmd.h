@@ -94,4 +94,7 @@ int ctl_stats(struct ctx *cx, int argc, char **argv);
 int ctl_reload(struct ctx *cx, int argc, char **argv);
 int ctl_check(struct ctx *cx, int argc, char **argv);
 
+/* ctl_backup.c: an online copy of the queue */
+int ctl_backup(struct ctx *cx, int argc, char **argv);
+
 #endif

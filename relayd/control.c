@@ -405,6 +405,7 @@ void ctl_conn_maybe_free(struct ctl_conn *k)
     buf_free(&k->out);
     buf_free(&k->wout);
     store_batch_free(k->batch);
+    store_backup_free(k->backup);
     free(k->req);
     free(k->args);
     free(k->ids);

@@ -929,6 +929,7 @@ static const struct ctl_cmd commands[] = {
     {"bounce", 1, "id", cmd_bounce},
     {"requeue", 1, "id domain all", cmd_requeue},
     {"reload", 1, "", cmd_reload},
+    {"backup", 1, "", ctl_cmd_backup},
 };
 
 const struct ctl_cmd *ctl_cmd_find(const char *name)

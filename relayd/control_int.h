@@ -102,6 +102,9 @@ struct ctl_conn {
     struct jw sw;              /* show: the record, open while its body streams */
     int64_t show_id;           /* show: the message, and how much of its body is out */
     uint64_t show_off;
+    struct store_backup *backup; /* backup: the copy being made or sent, */
+    uint64_t backup_size;        /* its size, */
+    uint64_t backup_off;         /* and how much of it is out */
 };
 
 /* control.c: connections and their end */
@@ -134,6 +137,9 @@ void jw_str_open(struct jw *w, const char *key);
  * while more follows; returns the bytes of s written. */
 size_t jw_str_part(struct jw *w, const char *s, size_t len, int more);
 void jw_str_close(struct jw *w);
+
+/* control_backup.c: etrnctl backup */
+void ctl_cmd_backup(struct ctl_conn *k);
 
 /* control_cmd.c: the command called name, or NULL */
 const struct ctl_cmd *ctl_cmd_find(const char *name);

@@ -391,4 +391,25 @@ void store_usage_walk(struct store *st, store_usage_cb cb, void *arg);
  * the last commit. Any thread. */
 uint64_t store_free_bytes(struct store *st);
 
+/* An online copy of the whole queue (etrnctl backup, relayd(8) BACKUP):
+ * store_backup.c copies it with SQLite's backup API from its own read
+ * connection, one snapshot, in steps on the thread pool while intake and
+ * delivery go on, into a private file beside the queue that is unlinked
+ * once complete. done runs once on the loop thread: STORE_OK with the
+ * copy's size (then read it with store_backup_read), or STORE_ERR_IO and
+ * why. store_backup_free may come at any time (it cancels a copy in
+ * progress; done is not called after it) and must come once. */
+struct store_backup;
+typedef void (*store_backup_done_cb)(struct store_backup *b, int status, uint64_t size,
+                                     const char *why, void *arg);
+int store_backup_start(struct store *st, store_backup_done_cb done, void *arg,
+                       struct store_backup **out);
+/* Read at most max (<= 1 MiB) bytes of the complete copy from offset; cb
+ * gets them (fewer at the end, 0 past it) or STORE_ERR_IO, on the loop
+ * thread. One read at a time. 0 or < 0 (cb not called). */
+typedef void (*store_backup_read_cb)(const char *data, size_t len, int status, void *arg);
+int store_backup_read(struct store_backup *b, uint64_t offset, size_t max, store_backup_read_cb cb,
+                      void *arg);
+void store_backup_free(struct store_backup *b);
+
 #endif
