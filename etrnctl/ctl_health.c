@@ -203,7 +203,7 @@ enum { NAGIOS_OK = 0, NAGIOS_WARNING = 1, NAGIOS_CRITICAL = 2, NAGIOS_UNKNOWN = 
 static void usage_check(FILE *fp)
 {
     fprintf(fp, "usage: etrnctl check [--warn-age T] [--crit-age T] [--warn-count N] "
-                "[--crit-count N]\n");
+                "[--crit-count N] [--deep]\n");
 }
 
 /* Nagios plugin: one status line, perfdata after '|', exit 0 OK, 1
@@ -211,16 +211,17 @@ static void usage_check(FILE *fp)
  * command line or a refused request is UNKNOWN. */
 int ctl_check(struct ctx *cx, int argc, char **argv)
 {
-    enum { O_WA = ETRNCTL_OPT_FIRST_LOCAL, O_CA, O_WC, O_CC };
+    enum { O_WA = ETRNCTL_OPT_FIRST_LOCAL, O_CA, O_WC, O_CC, O_DEEP };
     static const struct option longopts[] = {ETRNCTL_GLOBAL_LONGOPTS,
                                              {"warn-age", required_argument, NULL, O_WA},
                                              {"crit-age", required_argument, NULL, O_CA},
                                              {"warn-count", required_argument, NULL, O_WC},
                                              {"crit-count", required_argument, NULL, O_CC},
+                                             {"deep", no_argument, NULL, O_DEEP},
                                              {NULL, 0, NULL, 0}};
     static const char *const names[] = {"OK", "WARNING", "CRITICAL", "UNKNOWN"};
     double warn_age = -1, crit_age = -1;
-    int warn_count = -1, crit_count = -1, c, st, status = NAGIOS_OK;
+    int warn_count = -1, crit_count = -1, c, st, status = NAGIOS_OK, deep = 0;
     int64_t msgs = 0, oldest = -1, total = -1;
     const char *oldest_dom = "";
     double worst_pct = 0;
@@ -245,6 +246,9 @@ int ctl_check(struct ctx *cx, int argc, char **argv)
         case O_CC:
             bad = etrnctl_parse_uint(optarg, &crit_count);
             break;
+        case O_DEEP:
+            deep = 1;
+            break;
         default:
             bad = 1;
         }
@@ -263,6 +267,10 @@ int ctl_check(struct ctx *cx, int argc, char **argv)
     st = ctl_simple_call(cx, "domains", ctl_keep_cb);
     if (st == 0)
         st = ctl_simple_call(cx, "stats", ctl_keep_cb); /* its totals count each message once */
+    /* --deep: relayd reads the whole queue file (PRAGMA quick_check) and
+     * answers when it is done; damage also stops relayd (exit 70). */
+    if (st == 0 && deep)
+        st = ctl_simple_call(cx, "integrity", ctl_keep_cb);
     if (st != 0) {
         status = st == EX_UNAVAILABLE ? NAGIOS_CRITICAL : NAGIOS_UNKNOWN;
         snprintf(why, sizeof(why), "%s",
@@ -286,6 +294,12 @@ int ctl_check(struct ctx *cx, int argc, char **argv)
     }
     if (total >= 0)
         msgs = total;
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *r = json_object_array_get_idx(cx->all, i);
+        const char *integ = ctl_jstr0(r, "integrity");
+        if (strcmp(integ, "damaged") == 0)
+            snprintf(worst, sizeof(worst), "queue damaged: %s", ctl_jstr0(r, "detail"));
+    }
     /* Storage (issue 11): a domain's quota or the free-space reserve is
      * WARNING from 80 % used, CRITICAL at 100 %. */
     for (size_t i = 0; i < n; i++) {
@@ -312,7 +326,8 @@ int ctl_check(struct ctx *cx, int argc, char **argv)
         if (a < 0)
             a = 0;
         if ((crit_age >= 0 && oldest >= 0 && a >= crit_age) ||
-            (crit_count >= 0 && msgs >= crit_count) || worst_pct >= 100)
+            (crit_count >= 0 && msgs >= crit_count) || worst_pct >= 100 ||
+            strncmp(worst, "queue damaged", 13) == 0)
             status = NAGIOS_CRITICAL;
         else if ((warn_age >= 0 && oldest >= 0 && a >= warn_age) ||
                  (warn_count >= 0 && msgs >= warn_count) || worst_pct >= 80)

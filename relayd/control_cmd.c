@@ -1,6 +1,6 @@
 /*
  * control_cmd: the commands of the operators' socket (etrnctl queue, show,
- * summary, domains, stats, flush, hold, release, delete, requeue, bounce,
+ * summary, domains, stats, integrity, flush, hold, release, delete, requeue, bounce,
  * reload) and the table that names them and says which are for root and
  * relayd's user only. Each command reads its arguments, asks store.c,
  * sched.c or bounce.c, and writes JSON records through control.c, which
@@ -897,6 +897,42 @@ static void cmd_stats(struct ctl_conn *k)
     start_report(k, "", 0, on_stats); /* "": the queue's totals only */
 }
 
+/* ---- integrity (etrnctl check --deep, issue 9) ----------------------------------- */
+
+static void on_integrity(int status, const char *detail, void *arg)
+{
+    struct ctl_conn *k = arg;
+    struct server *srv;
+    struct jw w;
+
+    if (!ctl_back(k))
+        return;
+    srv = k->c->srv;
+    if (status == STORE_ERR_IO) {
+        ctl_finish(k, "internal", "the integrity check did not run: %s", detail);
+        return;
+    }
+    jw_begin(&w, k);
+    jw_str(&w, "integrity", status == STORE_OK ? "ok" : "damaged");
+    jw_str(&w, "detail", detail);
+    jw_end(&w);
+    ctl_finish(k, NULL, NULL);
+    /* As at start-up: relayd does not go on with a damaged queue. */
+    if (status == STORE_CHECK_DAMAGED && srv->queue_damaged)
+        srv->queue_damaged(srv, detail);
+}
+
+static void cmd_integrity(struct ctl_conn *k)
+{
+    struct store *st = k->c->srv->store;
+    int rc = st ? store_check_start(st, on_integrity, k) : UV_ECANCELED;
+
+    if (rc == 0)
+        k->busy++;
+    else
+        ctl_finish(k, "internal", "cannot check the queue: %s", uv_strerror(rc));
+}
+
 static void cmd_reload(struct ctl_conn *k)
 {
     struct server *srv = k->c->srv;
@@ -930,6 +966,7 @@ static const struct ctl_cmd commands[] = {
     {"requeue", 1, "id domain all", cmd_requeue},
     {"reload", 1, "", cmd_reload},
     {"backup", 1, "", ctl_cmd_backup},
+    {"integrity", 0, "", cmd_integrity},
 };
 
 const struct ctl_cmd *ctl_cmd_find(const char *name)

@@ -59,6 +59,7 @@ struct relayd_main {
     /* the certificate and key files srv->tls was read from, as they were
      * then: a reload reads them again only when they changed */
     struct stat tls_cert_st, tls_key_st;
+    int exit_status;           /* 0, or EX_SOFTWARE once the queue was found damaged */
 };
 
 static void usage(FILE *fp)
@@ -412,6 +413,32 @@ static void begin_shutdown(struct relayd_main *m, const char *why)
     uv_timer_start(&m->shutdown_timer, on_shutdown_timeout, srv->cfg->shutdown_timeout, 0);
 }
 
+/* The integrity check (store_check_start) found the queue damaged, in the
+ * background after ready or by `etrnctl check --deep`: as at start-up, relayd
+ * does not go on with a damaged queue. It stops as on SIGTERM (what is in
+ * flight finishes or is kept) and exits 70. */
+static void queue_damaged(struct server *srv, const char *detail)
+{
+    struct relayd_main *m = (struct relayd_main *)srv;
+
+    log_error("queue %s is damaged (quick_check: %s); stopping", srv->cfg->database, detail);
+    m->exit_status = EX_SOFTWARE;
+    begin_shutdown(m, "queue damaged");
+}
+
+/* The check started once relayd is ready. */
+static void on_start_check(int status, const char *detail, void *arg)
+{
+    struct relayd_main *m = arg;
+
+    if (status == STORE_OK)
+        log_info("queue %s: integrity check ok", m->srv.cfg->database);
+    else if (status == STORE_CHECK_DAMAGED)
+        queue_damaged(&m->srv, detail);
+    else if (!m->srv.stopping)
+        log_warn("queue %s: integrity check did not run: %s", m->srv.cfg->database, detail);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct relayd_main *m = h->data;
@@ -600,6 +627,12 @@ int main(int argc, char **argv)
                  srv->cfg->database);
     }
     notify_systemd("READY=1");
+    srv->queue_damaged = queue_damaged;
+    /* The whole-file check after ready (issue 9); the header and the schema
+     * were checked by store_open. */
+    if ((rc = store_check_start(srv->store, on_start_check, &m)) != 0)
+        log_warn("queue %s: cannot start the integrity check: %s", srv->cfg->database,
+                 uv_strerror(rc));
 
     uv_run(srv->loop, UV_RUN_DEFAULT);
 
@@ -622,5 +655,5 @@ int main(int argc, char **argv)
     /* the queue is closed and committed: another relayd may have it now */
     close(m.lock_fd);
     log_info("relayd stopped");
-    return 0;
+    return m.exit_status;
 }

@@ -49,7 +49,9 @@ struct server {
     void (*reload)(struct server *srv); /* what SIGHUP does, for etrnctl reload; may be NULL */
     /* issue 11 */
     struct quota *quota; /* per-section queue quotas and the free-space reserve */
-    struct notify *notify;              /* "mail is waiting" for held domains (issue 8) */
+    /* issue 9: the integrity check found the queue damaged: stop, exit 70 */
+    void (*queue_damaged)(struct server *srv, const char *detail);
+    struct notify *notify; /* "mail is waiting" for held domains (issue 8) */
 };
 
 #endif

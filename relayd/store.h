@@ -20,9 +20,10 @@ struct store;
 
 enum store_status {
     STORE_OK = 0,
-    STORE_ERR_FULL = -1, /* disk or database full: 452 4.3.1 */
-    STORE_ERR_IO = -2,   /* any other failure: 451 4.3.0 */
-    STORE_ERR_GONE = -3  /* store_read_chunk: the message is no longer in the queue */
+    STORE_ERR_FULL = -1,     /* disk or database full: 452 4.3.1 */
+    STORE_ERR_IO = -2,       /* any other failure: 451 4.3.0 */
+    STORE_ERR_GONE = -3,     /* store_read_chunk: the message is no longer in the queue */
+    STORE_CHECK_DAMAGED = -4 /* store_check_start: the queue file is damaged */
 };
 
 struct store_rcpt {
@@ -78,6 +79,15 @@ void store_new_queue_id(struct store *st, char out[STORE_QID_LEN + 1]);
  * also from inside a store_submit_cb. The async handle is released when the
  * loop next runs; after that the store holds nothing on the loop. */
 void store_close(struct store *st);
+
+/* The whole-file integrity check (PRAGMA quick_check) on a connection and a
+ * pool thread of its own; relayd runs it once after ready, and
+ * `etrnctl check --deep` on demand (issue 9). cb runs on the loop thread
+ * with STORE_OK (detail "ok"), STORE_CHECK_DAMAGED (detail: what SQLite
+ * found, one line) or STORE_ERR_IO (the check could not run, or store_close
+ * stopped it). 0 or a negative libuv error (then cb never runs). */
+typedef void (*store_check_cb)(int status, const char *detail, void *arg);
+int store_check_start(struct store *st, store_check_cb cb, void *arg);
 
 /* Group commit takes everything pending into one transaction, but at most
  * STORE_BATCH_MAX_MSGS messages or (past the first message) about

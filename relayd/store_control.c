@@ -504,77 +504,221 @@ static int report_state(struct store *st, struct store_req *r, size_t nmail, siz
     return rc;
 }
 
+/* The id from which on every message arrived after t: the smallest id whose
+ * message has arrival > t, or hi + 1 when there is none. A binary search
+ * over the ids in [lo, hi], one primary-key seek per step, that relies on
+ * ids growing with arrival (store.c hands them out in commit order); gaps
+ * left by delivered messages are stepped over by the seek. Reader thread. */
+static int age_cutoff(struct store *st, int64_t lo, int64_t hi, int64_t t, int64_t *out)
+{
+    sqlite3_stmt *s = store_rstmt_get(st, RS_ID_AT);
+    int64_t end = hi + 1, mid, id;
+    int rc = SQLITE_OK;
+
+    if (!s)
+        return sqlite3_errcode(st->xdb);
+    while (lo < end) {
+        mid = lo + (end - lo) / 2;
+        sqlite3_bind_int64(s, 1, mid);
+        rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW) {
+            store_rdone(st, s);
+            if (rc != SQLITE_DONE)
+                return rc;
+            end = mid; /* nothing from mid on */
+            continue;
+        }
+        id = sqlite3_column_int64(s, 0);
+        if (sqlite3_column_int64(s, 1) > t)
+            end = mid; /* no message in [mid, id) */
+        else
+            lo = id + 1;
+        store_rdone(st, s);
+    }
+    *out = end;
+    return SQLITE_OK;
+}
+
+/* schema 005's domain_age: messages per domain and 5-minute arrival slot.
+ * Every STORE_AGE_LIMIT is a multiple of it. */
+#define AGE_SLOT 300
+
+/* The slot of time t (floor division, as SQLite's arrival / 300 for the
+ * times after 1970 that it is given). */
+static int64_t age_slot(int64_t t)
+{
+    return t >= 0 ? t / AGE_SLOT : (t - AGE_SLOT + 1) / AGE_SLOT;
+}
+
 /*
- * store_report: one row per (domain, message) from the recipients in scope,
- * in domain order, summed up per domain here (so a message counts once per
- * domain however many recipients it has there); then domain_state; then
- * the totals of the whole queue. Reader thread.
+ * The age buckets of every domain in the report (issue 9). A message is
+ * younger than a bucket's limit L when it arrived after now - L. Whole
+ * 5-minute slots after that instant are summed from domain_age (at most
+ * 257 rows per domain); the slot the instant falls in is counted message by
+ * message on the domain's index, between the message ids where that slot's
+ * part after the instant begins and ends (found once for the whole queue by
+ * age_cutoff). The oldest bucket is the domain's messages (schema 004) less
+ * the younger ones. So a report costs the domains, their recent slots and
+ * at most five minutes of mail per bucket, not the queue. Reader thread.
+ */
+static int report_ages(struct store *st, struct store_req *r, size_t n)
+{
+    enum { NB = STORE_AGE_BUCKETS - 1 }; /* the limits */
+    struct store_report *rep = r->report;
+    sqlite3_stmt *ids = store_rstmt_get(st, RS_ID_RANGE), *slots, *cnt;
+    int64_t edge[NB], slot[NB], plo[NB], phi[NB], young[NB], minid, maxid, sl, v;
+    int rc, b;
+    char *rev;
+
+    if (!ids)
+        return sqlite3_errcode(st->xdb);
+    rc = sqlite3_step(ids);
+    minid = rc == SQLITE_ROW ? sqlite3_column_int64(ids, 0) : 0;
+    maxid = rc == SQLITE_ROW ? sqlite3_column_int64(ids, 1) : 0;
+    store_rdone(st, ids);
+    if (rc != SQLITE_ROW)
+        return rc == SQLITE_DONE ? SQLITE_OK : rc;
+    for (b = 0; b < NB; b++) {
+        edge[b] = r->now - STORE_AGE_LIMIT(b); /* younger: arrival > edge */
+        slot[b] = age_slot(edge[b]);
+        /* the part of slot[b] after edge[b]: ids [plo, phi) */
+        if ((rc = age_cutoff(st, minid, maxid, edge[b], &plo[b])) != SQLITE_OK ||
+            (rc = age_cutoff(st, minid, maxid, slot[b] * AGE_SLOT + AGE_SLOT - 1, &phi[b])) !=
+                SQLITE_OK)
+            return rc;
+    }
+    if (!(slots = store_rstmt_get(st, RS_AGE_SLOTS)) || !(cnt = store_rstmt_get(st, RS_AGE_COUNT)))
+        return sqlite3_errcode(st->xdb);
+    for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+        struct store_domain_report *e = &rep->d[i];
+
+        memset(young, 0, sizeof young);
+        store_bind_str(slots, 1, e->domain);
+        sqlite3_bind_int64(slots, 2, slot[NB - 1]);
+        while ((rc = sqlite3_step(slots)) == SQLITE_ROW) {
+            sl = sqlite3_column_int64(slots, 0);
+            v = sqlite3_column_int64(slots, 1);
+            for (b = 0; b < NB; b++)
+                if (sl > slot[b])
+                    young[b] += v;
+        }
+        store_rdone(st, slots);
+        if (rc != SQLITE_DONE)
+            return rc;
+        rc = SQLITE_OK;
+        if (!(rev = store_domain_reversed(e->domain, "")))
+            return SQLITE_NOMEM;
+        for (b = 0; b < NB && rc == SQLITE_OK; b++) {
+            if (plo[b] >= phi[b])
+                continue;
+            store_bind_str(cnt, 1, rev);
+            sqlite3_bind_int64(cnt, 2, plo[b]);
+            sqlite3_bind_int64(cnt, 3, phi[b]);
+            if ((rc = sqlite3_step(cnt)) == SQLITE_ROW) {
+                young[b] += sqlite3_column_int64(cnt, 0);
+                rc = SQLITE_OK;
+            }
+            store_rdone(st, cnt);
+        }
+        free(rev);
+        e->ages[0] = young[0];
+        for (b = 1; b < NB; b++)
+            e->ages[b] = young[b] - young[b - 1];
+        e->ages[NB] = e->messages - young[NB - 1];
+    }
+    return rc;
+}
+
+/* One int64 from reader statement which bound to text param; *out stays
+ * as it is when the result is NULL. Reader thread. */
+static int rone(struct store *st, enum store_rstmt which, const char *param, int64_t *out)
+{
+    sqlite3_stmt *s = store_rstmt_get(st, which);
+    int rc;
+
+    if (!s)
+        return sqlite3_errcode(st->xdb);
+    store_bind_str(s, 1, param);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
+        *out = sqlite3_column_int64(s, 0);
+    store_rdone(st, s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* The earliest arrival of each domain's mail: that of its message with the
+ * smallest id, among its queued and among its held recipients (two index
+ * seeks), since ids grow with arrival (as the scheduler's expiry assumes,
+ * store.c RS_SCAN_OLDEST). When domain_age has an earlier 5-minute slot for
+ * the domain than that message's - the clock went back - its messages are
+ * read to find the earliest. Reader thread. */
+static int report_oldest(struct store *st, struct store_req *r, size_t n)
+{
+    struct store_domain_report *e;
+    int64_t first;
+    char *rev;
+    int rc = SQLITE_OK;
+
+    for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+        e = &r->report->d[i];
+        first = INT64_MAX;
+        if (!(rev = store_domain_reversed(e->domain, "")))
+            return SQLITE_NOMEM;
+        if ((rc = rone(st, RS_OLDEST, rev, &e->oldest)) == SQLITE_OK &&
+            (rc = rone(st, RS_AGE_FIRST, e->domain, &first)) == SQLITE_OK &&
+            first < age_slot(e->oldest))
+            rc = rone(st, RS_OLDEST_SCAN, rev, &e->oldest);
+        free(rev);
+    }
+    return rc;
+}
+
+/*
+ * store_report: the domains in scope with mail, from domain_usage (kept by
+ * schema 004/005's triggers in the transactions that change the queue), so
+ * a report costs the number of domains, not of messages (issue 9); their
+ * oldest arrival and age buckets (above); then domain_state; then the
+ * totals of the whole queue from queue_totals (005). Reader thread.
  */
 int store_job_report(struct store *st, struct store_req *r)
 {
     struct store_report *rep = r->report;
-    struct store_domain_report *e = NULL;
+    struct store_domain_report *e;
     sqlite3_stmt *s = NULL;
-    char sql[512], *rev = NULL, *lo = NULL, *hi = NULL;
     const unsigned char *name;
-    size_t cap = 0, nmail;
-    int64_t arrival, age;
-    int rc = SQLITE_NOMEM, i;
+    size_t cap = 0, nmail = 0;
+    int rc = SQLITE_OK;
 
-    if (r->domain && !r->domain[0]) {
-        nmail = 0;
+    if (r->domain && !r->domain[0])
         goto totals; /* "": the totals only */
-    }
-
-    snprintf(sql, sizeof sql,
-             "SELECT r.domain, max(r.state = 0), max(r.state = 1), count(*), m.arrival, m.size"
-             " FROM recipient AS r CROSS JOIN message AS m ON m.id = r.message_id%s"
-             " GROUP BY r.domain, r.message_id ORDER BY r.domain",
-             !r->domain      ? ""
-             : r->subdomains ? " WHERE r.rdomain = ?1 OR (r.rdomain >= ?2 AND r.rdomain < ?3)"
-                             : " WHERE r.rdomain = ?1");
-    if (r->domain && (!(rev = store_domain_reversed(r->domain, "")) ||
-                      !(lo = store_domain_reversed(r->domain, ".")) ||
-                      !(hi = store_domain_reversed(r->domain, "/"))))
-        goto done;
-    if ((rc = rprep(st, sql, &s)) != SQLITE_OK)
-        goto done;
-    store_bind_str(s, 1, rev);
-    store_bind_str(s, 2, lo);
-    store_bind_str(s, 3, hi);
+    if (!(s = store_rstmt_get(st, RS_USAGE)))
+        return sqlite3_errcode(st->xdb);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         name = sqlite3_column_text(s, 0);
-        if (!name)
+        if (!name || (r->domain && !domain_in((const char *)name, r->domain, r->subdomains)))
             continue;
-        if (!e || strcmp(e->domain, (const char *)name) != 0) {
-            if ((rc = store_grow((void **)&rep->d, &cap, rep->n, sizeof *rep->d)) != SQLITE_OK)
-                break;
-            e = &rep->d[rep->n++];
-            memset(e, 0, sizeof *e);
-            if (!(e->domain = strdup((const char *)name))) {
-                rc = SQLITE_NOMEM;
-                break;
-            }
+        if ((rc = store_grow((void **)&rep->d, &cap, rep->n, sizeof *rep->d)) != SQLITE_OK)
+            break;
+        e = &rep->d[rep->n];
+        memset(e, 0, sizeof *e);
+        if (!(e->domain = strdup((const char *)name))) {
+            rc = SQLITE_NOMEM;
+            break;
         }
-        arrival = sqlite3_column_int64(s, 4);
-        e->messages++;
-        e->queued_messages += sqlite3_column_int(s, 1) != 0;
-        e->held_messages += sqlite3_column_int(s, 2) != 0;
-        e->recipients += sqlite3_column_int64(s, 3);
-        e->bytes += (uint64_t)sqlite3_column_int64(s, 5);
-        if (e->oldest == 0 || arrival < e->oldest)
-            e->oldest = arrival;
-        age = r->now - arrival;
-        for (i = 0; i < STORE_AGE_BUCKETS - 1 && age >= STORE_AGE_LIMIT(i); i++)
-            ;
-        e->ages[i]++;
+        rep->n++;
+        e->messages = sqlite3_column_int64(s, 1);
+        e->recipients = sqlite3_column_int64(s, 2);
+        e->bytes = (uint64_t)sqlite3_column_int64(s, 3);
+        e->queued_messages = sqlite3_column_int64(s, 4);
+        e->held_messages = sqlite3_column_int64(s, 5);
     }
+    store_rdone(st, s);
     if (rc != SQLITE_DONE)
         goto done;
-    rfinal(st, s);
-    s = NULL;
     nmail = rep->n;
-    if ((rc = report_state(st, r, nmail, &cap)) != SQLITE_OK)
+    if ((rc = report_oldest(st, r, nmail)) != SQLITE_OK ||
+        (rc = report_ages(st, r, nmail)) != SQLITE_OK ||
+        (rc = report_state(st, r, nmail, &cap)) != SQLITE_OK)
         goto done;
     if (rep->n > nmail)
         qsort(rep->d, rep->n, sizeof *rep->d, cmp_report);
@@ -594,10 +738,6 @@ totals : {
     store_rdone(st, t);
 }
 done:
-    rfinal(st, s);
-    free(rev);
-    free(lo);
-    free(hi);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 

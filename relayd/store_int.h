@@ -64,6 +64,14 @@ enum store_rstmt {
     RS_STATE,
     RS_TOTALS,
     RS_MSG_EXISTS,
+    RS_USAGE,
+    RS_OLDEST,
+    RS_ID_RANGE,
+    RS_ID_AT,
+    RS_AGE_COUNT,
+    RS_AGE_SLOTS,
+    RS_AGE_FIRST,
+    RS_OLDEST_SCAN,
     RS_COUNT
 };
 
@@ -171,10 +179,18 @@ struct store {
     uint64_t r_steps;
     uint64_t r_fullscan;
 
-    /* The loop thread's only: the last queue id handed out. */
+    /* The loop thread's only: the last queue id handed out; the integrity
+     * checks running (store_check.c). */
     uint64_t qid_us;
     unsigned qid_seq;
+    struct store_check *checks;
 };
+
+/* store.c: how long a connection waits for a lock */
+#define STORE_BUSY_TIMEOUT_MS 5000
+
+/* store_check.c */
+void store_check_cancel_all(struct store *st);
 
 /* store.c: errors, statements, results, requests */
 void store_dmsg_clear(struct store_dmsg *m);
