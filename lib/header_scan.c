@@ -74,7 +74,8 @@ void header_scan_feed(struct header_scan *h, const char *p, size_t n)
         case HS_NAME:
             if (c == ':') {
                 h->name[h->nlen] = '\0';
-                if (strcasecmp(h->name, h->want) == 0) {
+                /* by length: a NUL inside the name must not end it early */
+                if (h->nlen == strlen(h->want) && strncasecmp(h->name, h->want, h->nlen) == 0) {
                     h->vlen = 0;
                     h->state = HS_VALUE;
                 } else {

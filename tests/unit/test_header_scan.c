@@ -93,12 +93,32 @@ static void test_bounded(void **state)
     expect(msg, "<9@x>");
 }
 
+/* A NUL inside a field name (found by fuzz_header_scan): the name is
+ * "Message-ID\0x", not Message-ID, so its value is not the Message-ID. */
+static void test_nul_in_name(void **state)
+{
+    static const char msg[] = "Message-ID\0x: <no@x>\r\nMessage-ID: <10@x>\r\n\r\n";
+    struct header_scan h;
+    const char *v;
+
+    (void)state;
+    for (size_t step = 1; step <= sizeof(msg) - 1; step++) {
+        header_scan_init(&h, "Message-ID");
+        for (size_t i = 0; i < sizeof(msg) - 1; i += step)
+            header_scan_feed(&h, msg + i, sizeof(msg) - 1 - i < step ? sizeof(msg) - 1 - i : step);
+        v = header_scan_value(&h);
+        assert_non_null(v);
+        assert_string_equal(v, "<10@x>");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_found),
         cmocka_unit_test(test_not_found),
         cmocka_unit_test(test_bounded),
+        cmocka_unit_test(test_nul_in_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
