@@ -309,9 +309,10 @@ void ctl_cmd_usage(FILE *fp)
         fp,
         "  queue [DOMAIN] [--domain D] [--sender S] [--recipient R] [--older-than T]\n"
         "        [--held] [--limit N] [--ids-only | --count]   list messages (mailq)\n"
-        "  summary                      messages per domain and age (qshape)\n"
+        "  summary [--senders]          messages per domain (or sender domain) and age (qshape)\n"
         "  domains                      per domain: mode, route, queue, last ETRN/delivery/error\n"
-        "  show [--raw] QUEUEID         envelope and message (escaped on a terminal)\n"
+        "  show [--raw] [--headers] [--body] QUEUEID\n"
+        "                               envelope and message (escaped on a terminal)\n"
         "  flush DOMAIN | --id QUEUEID | --all\n"
         "                               start delivery now (as an ETRN would)\n"
         "  hold QUEUEID... | - | ALL | --domain D | --held      keep from delivery\n"

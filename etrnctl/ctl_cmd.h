@@ -48,6 +48,7 @@ struct ctx {
     time_t now;
     struct table *table;       /* domains: rows collected while records arrive */
     const struct idcmd *idcmd; /* hold/release/...: which counter to add up */
+    int content_only;          /* show --headers/--body: no envelope lines */
 };
 
 /* ctl_cmd.c: plumbing */

@@ -191,7 +191,7 @@ int ctl_queue(struct ctx *cx, int argc, char **argv)
 
 static void usage_summary(FILE *fp)
 {
-    fprintf(fp, "usage: etrnctl summary [--json]\n");
+    fprintf(fp, "usage: etrnctl summary [--json] [--senders]\n");
 }
 
 static void bucket_label(int64_t limit, char *out, size_t outlen)
@@ -212,12 +212,33 @@ int ctl_summary(struct ctx *cx, int argc, char **argv)
     int64_t tot_msgs = 0, tot_bytes = 0, tot_ages[TABLE_MAX_COLS] = {0};
     char cells[TABLE_MAX_COLS][32];
     const char *row[TABLE_MAX_COLS];
-    int st = ctl_no_args(cx, argc, argv, usage_summary);
+    enum { O_SENDERS = ETRNCTL_OPT_FIRST_LOCAL };
+    static const struct option longopts[] = {
+        ETRNCTL_GLOBAL_LONGOPTS, {"senders", no_argument, NULL, O_SENDERS}, {NULL, 0, NULL, 0}};
+    struct ctl_client_req req;
+    int st = 0, senders = 0, c;
 
-    if (st != 0)
-        return st;
+    while ((c = getopt_long(argc, argv, ETRNCTL_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
+        if (c == O_SENDERS) {
+            senders = 1;
+        } else if (!etrnctl_global_opt(c, optarg, cx->o, usage_summary)) {
+            usage_summary(stderr);
+            return EX_USAGE;
+        }
+    }
+    if (optind < argc)
+        return ctl_usage_error(usage_summary, "unexpected argument: %s", argv[optind]);
     cx->all = json_object_new_array();
-    st = ctl_simple_call(cx, "summary", ctl_keep_cb);
+    /* --senders: qshape -s, the same table by the envelope sender's domain */
+    if (ctl_client_req_init(&req, "summary") != 0 ||
+        (senders && ctl_client_req_add(&req, "senders", "1") != 0)) {
+        ctl_client_req_free(&req);
+        etrnctl_warn("out of memory");
+        st = EX_SOFTWARE;
+        goto done;
+    }
+    st = ctl_call(cx, &req, ctl_keep_cb);
+    ctl_client_req_free(&req);
     if (st != 0 || cx->o->json)
         goto done;
     n = json_object_array_length(cx->all);
@@ -231,8 +252,8 @@ int ctl_summary(struct ctx *cx, int argc, char **argv)
     if (nb + 3 > TABLE_MAX_COLS)
         nb = TABLE_MAX_COLS - 3;
     ctl_table_init(&t, nb + 3);
-    for (size_t c = 1; c < nb + 3; c++)
-        t.right[c] = 1;
+    for (size_t col = 1; col < nb + 3; col++)
+        t.right[col] = 1;
     t.shrink[0] = 1;
     /* header: minutes, like qshape; the last bucket is "older than the last limit" */
     row[0] = "";
@@ -268,6 +289,8 @@ int ctl_summary(struct ctx *cx, int argc, char **argv)
         if (rec != NULL && !json_object_object_get_ex(rec, "ages", &ages))
             ages = NULL;
         row[0] = rec ? ctl_jstr0(rec, "domain") : "TOTAL";
+        if (rec && senders && !row[0][0])
+            row[0] = "MAILER-DAEMON"; /* the null sender, as qshape names it */
         ctl_fmt_i64(rec ? ctl_jint(rec, "messages") : tot_msgs, m, sizeof(m));
         ctl_fmt_i64(rec ? ctl_jint(rec, "bytes") : tot_bytes, by, sizeof(by));
         row[1] = m;
@@ -389,7 +412,7 @@ enum { SHOW_PLAIN = 0, SHOW_ESCAPED };
 
 static void usage_show(FILE *fp)
 {
-    fprintf(fp, "usage: etrnctl show [--json] [--raw] QUEUEID\n");
+    fprintf(fp, "usage: etrnctl show [--json] [--raw] [--headers] [--body] QUEUEID\n");
 }
 
 /* Write the body: with SHOW_ESCAPED made safe for a terminal (lib/termsafe:
@@ -427,6 +450,8 @@ static int show_cb(void *arg, struct json_object *rec, const char *raw)
         fputc('\n', stdout);
         return 0;
     }
+    if (cx->content_only) /* --headers, --body: the content only, as postcat -h, -b */
+        goto content;
     ctl_fmt_time(ctl_jint(rec, "arrival_time"), when, sizeof(when));
     printf("queue_id: %s\n", ctl_jstr0(rec, "queue_id"));
     printf("queue: %s\n", ctl_jstr0(rec, "queue_name"));
@@ -467,6 +492,7 @@ static int show_cb(void *arg, struct json_object *rec, const char *raw)
         }
     }
     fputc('\n', stdout);
+content:
     if (json_object_object_get_ex(rec, "body", &body) &&
         json_object_is_type(body, json_type_string))
         show_body(cx, json_object_get_string(body), (size_t)json_object_get_string_len(body));
@@ -475,16 +501,24 @@ static int show_cb(void *arg, struct json_object *rec, const char *raw)
 
 int ctl_show(struct ctx *cx, int argc, char **argv)
 {
-    enum { O_RAW = ETRNCTL_OPT_FIRST_LOCAL };
-    static const struct option longopts[] = {
-        ETRNCTL_GLOBAL_LONGOPTS, {"raw", no_argument, NULL, O_RAW}, {NULL, 0, NULL, 0}};
+    enum { O_RAW = ETRNCTL_OPT_FIRST_LOCAL, O_HEADERS, O_BODY };
+    static const struct option longopts[] = {ETRNCTL_GLOBAL_LONGOPTS,
+                                             {"raw", no_argument, NULL, O_RAW},
+                                             {"headers", no_argument, NULL, O_HEADERS},
+                                             {"body", no_argument, NULL, O_BODY},
+                                             {NULL, 0, NULL, 0}};
     struct ctl_client_req req;
-    int st = 0, raw = 0;
+    int st = 0, raw = 0, headers = 0, bodyonly = 0;
+    const char *part;
     int c;
 
     while ((c = getopt_long(argc, argv, ETRNCTL_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
         if (c == O_RAW) {
             raw = 1;
+        } else if (c == O_HEADERS) {
+            headers = 1;
+        } else if (c == O_BODY) {
+            bodyonly = 1;
         } else if (!etrnctl_global_opt(c, optarg, cx->o, usage_show)) {
             usage_show(stderr);
             return EX_USAGE;
@@ -496,8 +530,13 @@ int ctl_show(struct ctx *cx, int argc, char **argv)
         return ctl_usage_error(usage_show, "%s", "show takes exactly one queue id");
     if (!ctl_valid_id(argv[optind]))
         return ctl_usage_error(usage_show, "not a queue id: %s", argv[optind]);
+    /* both: the whole message without the envelope (postcat -hb); relayd
+     * sends only the part asked for */
+    part = headers && !bodyonly ? "header" : bodyonly && !headers ? "body" : "all";
+    cx->content_only = headers || bodyonly;
     if (ctl_client_req_init(&req, "show") != 0 ||
-        ctl_client_req_add(&req, "id", argv[optind]) != 0) {
+        ctl_client_req_add(&req, "id", argv[optind]) != 0 ||
+        (strcmp(part, "all") != 0 && ctl_client_req_add(&req, "part", part) != 0)) {
         ctl_client_req_free(&req);
         etrnctl_warn("out of memory");
         return EX_SOFTWARE;

@@ -193,13 +193,18 @@ static void show_cut(struct ctl_conn *k)
     jw_end(&k->sw);
 }
 
-/* One chunk of the body: escape it into the record, and ask for the next
- * once the client has taken what is written (ctl_pump's on_drain), so a
- * connection holds one escaped chunk, never the whole body. */
+/* One chunk of the message: escape the part asked for into the record,
+ * and ask for the next once the client has taken what is written
+ * (ctl_pump's on_drain), so a connection holds one escaped chunk, never the
+ * whole message. For part=header the record ends at the empty line; for
+ * part=body the bytes before it are read and passed over. */
 static void on_show_chunk(const char *data, size_t len, int status, void *arg)
 {
     struct ctl_conn *k = arg;
-    size_t used;
+    const struct header_end *he = &k->show_he;
+    const char *p = data;
+    uint64_t off = k->show_off, skip = 0;
+    size_t used, n = len;
     int more;
 
     if (!ctl_back(k))
@@ -214,14 +219,27 @@ static void on_show_chunk(const char *data, size_t len, int status, void *arg)
         ctl_finish(k, "internal", "cannot read the queue");
         return;
     }
-    /* fewer bytes than asked for: the end of the body */
+    /* fewer bytes than asked for: the end of the message */
     more = len == CTL_SHOW_CHUNK;
-    used = jw_str_part(&k->sw, data, len, more);
-    if (more && used == 0) { /* cannot happen: a chunk holds more than one sequence */
+    if (k->show_part != CTL_SHOW_ALL && !he->found && off + len > he->pos)
+        header_end_feed(&k->show_he, data + (he->pos - off), (size_t)(off + len - he->pos));
+    if (k->show_part == CTL_SHOW_HEADER && he->found && he->hdr_len <= off + len) {
+        n = he->hdr_len > off ? (size_t)(he->hdr_len - off) : 0;
         more = 0;
-        used = jw_str_part(&k->sw, data, len, 0);
+    } else if (k->show_part == CTL_SHOW_BODY) {
+        /* no empty line yet: nothing of the body; none at the end: no body */
+        skip = !he->found ? len : he->body_off > off ? he->body_off - off : 0;
+        if (skip > len)
+            skip = len;
+        p += skip;
+        n -= (size_t)skip;
     }
-    k->show_off += used;
+    used = n > 0 ? jw_str_part(&k->sw, p, n, more) : 0;
+    if (more && n > 0 && used == 0) { /* cannot happen: a chunk holds more than one sequence */
+        more = 0;
+        used = jw_str_part(&k->sw, p, n, 0);
+    }
+    k->show_off += skip + used;
     if (!more) {
         jw_str_close(&k->sw);
         jw_end(&k->sw);
@@ -265,6 +283,8 @@ static void on_show(struct store_batch *b, int status, void *arg)
         /* the envelope now, the body as the client takes it */
         jw_begin(&k->sw, k);
         message_fields(&k->sw, &b->msgs[0], 1);
+        if (k->show_part != CTL_SHOW_ALL)
+            jw_str(&k->sw, "part", k->show_part == CTL_SHOW_HEADER ? "header" : "body");
         jw_str_open(&k->sw, "body");
         k->show_id = b->msgs[0].id;
         k->show_off = 0;
@@ -296,10 +316,23 @@ static void cmd_show(struct ctl_conn *k)
 {
     int rc;
 
+    const char *part = ctl_arg_value(k, "part");
+
     if (k->nids != 1) {
         ctl_finish(k, "usage", "show needs one id=QUEUE_ID");
         return;
     }
+    if (part == NULL || strcmp(part, "all") == 0) {
+        k->show_part = CTL_SHOW_ALL;
+    } else if (strcmp(part, "header") == 0) {
+        k->show_part = CTL_SHOW_HEADER;
+    } else if (strcmp(part, "body") == 0) {
+        k->show_part = CTL_SHOW_BODY;
+    } else {
+        ctl_finish(k, "usage", "part is all, header or body");
+        return;
+    }
+    header_end_init(&k->show_he);
     if ((rc = read_message(k, k->ids[0], 0, on_show)) != 0)
         ctl_finish(k, "internal", "cannot read the queue: %s", uv_strerror(rc));
 }
@@ -366,7 +399,23 @@ static void on_summary(struct store_report *r, int status, void *arg)
 
 static void cmd_summary(struct ctl_conn *k)
 {
-    start_report(k, NULL, 0, on_summary);
+    struct store *st = k->c->srv->store;
+    int senders = ctl_parse_flag(ctl_arg_value(k, "senders")), rc;
+
+    if (senders < 0) {
+        ctl_finish(k, "usage", "senders takes 1 or 0");
+        return;
+    }
+    if (!senders) {
+        start_report(k, NULL, 0, on_summary);
+        return;
+    }
+    /* qshape -s: the same records, by the envelope sender's domain */
+    rc = st ? store_report_senders(st, ctl_now_unix(), on_summary, k) : UV_ECANCELED;
+    if (rc == 0)
+        k->busy++;
+    else
+        ctl_finish(k, "internal", "cannot read the queue: %s", uv_strerror(rc));
 }
 
 /* One `domains` record: d from the queue (NULL for a configured domain
@@ -954,9 +1003,9 @@ static void cmd_reload(struct ctl_conn *k)
 
 static const struct ctl_cmd commands[] = {
     {"queue", 0, "domain sender recipient older_than held limit", cmd_queue},
-    {"summary", 0, "", cmd_summary},
+    {"summary", 0, "senders", cmd_summary},
     {"domains", 0, "", cmd_domains},
-    {"show", 0, "id", cmd_show},
+    {"show", 0, "id part", cmd_show},
     {"stats", 0, "", cmd_stats},
     {"flush", 0, "domain id all", cmd_flush},
     {"hold", 1, "id domain all", cmd_hold},

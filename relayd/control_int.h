@@ -15,9 +15,14 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "header_end.h"
 #include "store.h"
 
 struct ctl_conn;
+
+/* What `show` sends of the message (part=): all of it, the header section
+ * (postcat -h) or the body (postcat -b). */
+enum { CTL_SHOW_ALL = 0, CTL_SHOW_HEADER, CTL_SHOW_BODY };
 
 /* One command: its name, whether only root (and relayd's own user) may run
  * it, the keys it takes (space separated), and what runs it. */
@@ -102,6 +107,8 @@ struct ctl_conn {
     struct jw sw;              /* show: the record, open while its body streams */
     int64_t show_id;           /* show: the message, and how much of its body is out */
     uint64_t show_off;
+    int show_part;               /* show: CTL_SHOW_ALL, _HEADER or _BODY */
+    struct header_end show_he;   /* show: where the header ends, once seen */
     struct store_backup *backup; /* backup: the copy being made or sent, */
     uint64_t backup_size;        /* its size, */
     uint64_t backup_off;         /* and how much of it is out */

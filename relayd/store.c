@@ -1019,7 +1019,7 @@ static void job_run(struct store *st, struct store_req *r)
         else if (r->kind == REQ_LIST)
             rc = store_job_list(st, r);
         else if (r->kind == REQ_REPORT)
-            rc = store_job_report(st, r);
+            rc = r->by_sender ? store_job_senders(st, r) : store_job_report(st, r);
         else if (r->kind == REQ_CHUNK)
             rc = store_job_chunk(st, r);
         else

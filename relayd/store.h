@@ -351,6 +351,16 @@ void store_report_free(struct store_report *r);
 int store_report(struct store *st, const char *domain, int subdomains, int64_t now,
                  store_report_cb cb, void *arg);
 
+/* The queue per sender domain (qshape -s, `etrnctl summary --senders`):
+ * d[i].domain is the part of the envelope sender after its first '@',
+ * lower case ("" for the null sender), with messages, bytes, oldest and
+ * ages as store_report gives them per recipient domain; recipients, held
+ * and the domain_state fields stay 0. The STORE_SENDERS_MAX busiest
+ * domains, by messages; the totals are the whole queue's. Unlike
+ * store_report this reads every message row (on the reader thread). */
+#define STORE_SENDERS_MAX 1000
+int store_report_senders(struct store *st, int64_t now, store_report_cb cb, void *arg);
+
 /* Operator changes. Each applies to the recipients in scope: every recipient
  * of the messages named by queue_ids, or every recipient in domain (and
  * below it, with subdomains), or (all) every recipient in the queue. */

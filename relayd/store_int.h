@@ -125,6 +125,7 @@ struct store_req {
     struct store_list_opts lo; /* LIST; lo.domain is domain, the other strings below */
     char *lo_qid, *lo_sender, *lo_rcpt;
     int64_t now;                 /* REPORT */
+    int by_sender;               /* REPORT: per sender domain (store_senders.c) */
     struct store_report *report; /* REPORT: allocated at the start */
     struct store_op_opts oo;     /* OP; oo.queue_ids is ids, oo.domain is domain */
     char **ids;
@@ -236,5 +237,8 @@ const char *store_op_name(enum store_op op);
 int store_op_apply(struct store *st, struct store_req *r, char *why, size_t whylen);
 int store_job_list(struct store *st, struct store_req *r);
 int store_job_report(struct store *st, struct store_req *r);
+
+/* store_senders.c: the queue per sender domain (etrnctl summary --senders) */
+int store_job_senders(struct store *st, struct store_req *r);
 
 #endif /* RELAYD_STORE_INT_H */
