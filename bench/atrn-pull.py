@@ -6,7 +6,11 @@
 # smtp-sink plays the site's MTA in both runs; relayd, the sink and the
 # injection all run on 127.0.0.1. Everything it starts it stops, by PID.
 #
-#   python3 bench/atrn-pull.py [-n 10000] [--size 4096] [--reps 1]
+#   python3 bench/atrn-pull.py [-n 10000] [--size 4096] [--reps 1] [--fetchmail]
+#
+# --fetchmail adds a third pull of the same queue per repetition: fetchmail's
+# ODMR client (--protocol ODMR, AUTH CRAM-MD5, smtphost = the sink), which
+# relays the turned-round session to the site's MTA as a byte pump.
 #
 # RELAYD_BIN / ETRNCTL_BIN override the binaries (default: _build/, then _b/,
 # relative to the project root). Build them without sanitizers.
@@ -82,7 +86,10 @@ def main():
     ap.add_argument("-n", type=int, default=10000, help="messages (default 10000)")
     ap.add_argument("--size", type=int, default=4096, help="body bytes (default 4096)")
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--fetchmail", action="store_true", help="also pull with fetchmail's ODMR client")
     a = ap.parse_args()
+    if a.fetchmail and shutil.which("fetchmail") is None:
+        sys.exit("atrn-pull: fetchmail not found (Debian package fetchmail)")
     relayd, etrnctl = binary("RELAYD_BIN", "relayd/relayd"), binary("ETRNCTL_BIN", "etrnctl/etrnctl")
     for tool in ("smtp-source", "smtp-sink"):
         if shutil.which(tool) is None:
@@ -115,7 +122,14 @@ def main():
         wait_port(sink_port)
         print("atrn-pull: %d messages of %d bytes, one domain, smtp-sink as the site, "
               "one connection each way" % (a.n, a.size))
-        etrn_rates, atrn_rates = [], []
+        etrn_rates, atrn_rates, fm_rates = [], [], []
+        fmrc, fmhome = os.path.join(tmp, "fetchmailrc"), os.path.join(tmp, "fmhome")
+        with open(fmrc, "w") as f:
+            f.write('poll 127.0.0.1 port %d protocol ODMR auth cram-md5 user "bench" '
+                    'password "bench-secret"\n  fetchdomains pull.test smtphost 127.0.0.1/%d\n'
+                    % (odmr_port, sink_port))
+        os.chmod(fmrc, 0o600)
+        os.mkdir(fmhome)
         for rep in range(a.reps):
             inject(smtp_port, a.n, a.size)
             assert queued(db) == a.n, queued(db)
@@ -141,8 +155,25 @@ def main():
             atrn_rates.append(a.n / (t1 - t0))
             print("rep %d: ETRN flush %.0f msg/s, ATRN pull via etrnctl %.0f msg/s (%.0f %%)"
                   % (rep + 1, etrn_rates[-1], atrn_rates[-1], 100 * atrn_rates[-1] / etrn_rates[-1]))
+            if a.fetchmail:
+                inject(smtp_port, a.n, a.size)
+                assert queued(db) == a.n, queued(db)
+                t0 = time.monotonic()
+                # exit 1 is fetchmail's "no mail" after an ODMR pump
+                p = subprocess.run(["fetchmail", "-f", fmrc, "--nosyslog", "--nodetach"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900,
+                                   env=dict(os.environ, HOME=fmhome, FETCHMAILHOME=fmhome))
+                t1 = wait_empty(db, timeout=60)
+                assert p.returncode in (0, 1), p.stdout
+                fm_rates.append(a.n / (t1 - t0))
+                print("rep %d: ATRN pull via fetchmail %.0f msg/s (%.0f %% of the ETRN flush)"
+                      % (rep + 1, fm_rates[-1], 100 * fm_rates[-1] / etrn_rates[-1]))
         e, t = sorted(etrn_rates)[len(etrn_rates) // 2], sorted(atrn_rates)[len(atrn_rates) // 2]
         print("RESULT etrn_flush_rate=%.0f atrn_pull_rate=%.0f ratio=%.2f" % (e, t, t / e))
+        if fm_rates:
+            fm = sorted(fm_rates)[len(fm_rates) // 2]
+            print("RESULT fetchmail_odmr_rate=%.0f ratio_to_etrn=%.2f ratio_to_etrnctl=%.2f"
+                  % (fm, fm / e, fm / t))
     finally:
         for p in reversed(procs):
             if p.poll() is None:
