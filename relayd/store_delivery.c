@@ -269,6 +269,18 @@ int store_job_chunk(struct store *st, struct store_req *r)
     return rc;
 }
 
+/* The domain parameters of an RS_*_EXACT / RS_*_SUB statement: the domain
+ * reversed, and for its subdomains too the range below it. */
+static void bind_domain(sqlite3_stmt *s, const char *rev, const char *lo, const char *hi,
+                        int subdomains)
+{
+    store_bind_str(s, 1, rev);
+    if (subdomains) {
+        store_bind_str(s, 2, lo);
+        store_bind_str(s, 3, hi);
+    }
+}
+
 /* store_count: totals, then the distinct domains (each read back from a
  * row, not un-reversed). Reader thread, inside the job's read transaction. */
 int store_job_count(struct store *st, struct store_req *r)
@@ -288,11 +300,7 @@ int store_job_count(struct store *st, struct store_req *r)
         rc = sqlite3_errcode(st->xdb);
         goto done;
     }
-    store_bind_str(s, 1, rev);
-    if (r->subdomains) {
-        store_bind_str(s, 2, lo);
-        store_bind_str(s, 3, hi);
-    }
+    bind_domain(s, rev, lo, hi, r->subdomains);
     rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
         c->messages = sqlite3_column_int64(s, 0);
@@ -308,11 +316,7 @@ int store_job_count(struct store *st, struct store_req *r)
         rc = sqlite3_errcode(st->xdb);
         goto done;
     }
-    store_bind_str(s, 1, rev);
-    if (r->subdomains) {
-        store_bind_str(s, 2, lo);
-        store_bind_str(s, 3, hi);
-    }
+    bind_domain(s, rev, lo, hi, r->subdomains);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         if ((rc = store_grow((void **)&c->domains, &cap, c->ndomains, sizeof *c->domains)) !=
                 SQLITE_OK ||
