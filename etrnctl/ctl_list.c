@@ -19,6 +19,31 @@
 
 enum { Q_TEXT = 0, Q_IDS, Q_COUNT };
 
+/* A recipient's attempts and what comes next (issue 9): the next attempt
+ * of a retry domain, or "waiting for ETRN" / "waiting for ATRN" for a hold
+ * domain, whose mail has no retry time. Nothing for mail never tried that
+ * is simply due. */
+static void rcpt_progress(struct ctx *cx, struct json_object *r)
+{
+    const char *waiting = ctl_jstr0(r, "waiting");
+    int64_t attempts = ctl_jint(r, "attempts"), next = ctl_jint(r, "next_attempt");
+    char when[64];
+
+    if (attempts < 0)
+        attempts = 0;
+    if (!*waiting && attempts == 0)
+        return;
+    printf("%46s", "");
+    if (*waiting) {
+        printf("attempts=%" PRId64 ", waiting for ", attempts);
+        ctl_put_clean(stdout, waiting);
+    } else {
+        ctl_fmt_rel(cx, next, when, sizeof(when));
+        printf("attempts=%" PRId64 ", next %s", attempts, next <= 0 ? "now" : when);
+    }
+    fputc('\n', stdout);
+}
+
 static void queue_print_text(struct ctx *cx, struct json_object *rec)
 {
     struct json_object *rcpts;
@@ -53,6 +78,7 @@ static void queue_print_text(struct ctx *cx, struct json_object *rec)
         if (ctl_jbool(r, "held") && !held)
             printf(" (held)");
         fputc('\n', stdout);
+        rcpt_progress(cx, r);
     }
     fputc('\n', stdout);
 }
@@ -478,12 +504,18 @@ static int show_cb(void *arg, struct json_object *rec, const char *raw)
         json_object_is_type(rcpts, json_type_array)) {
         for (size_t i = 0; i < json_object_array_length(rcpts); i++) {
             struct json_object *r = json_object_array_get_idx(rcpts, i);
+            const char *waiting = ctl_jstr0(r, "waiting");
             ctl_fmt_rel(cx, ctl_jint(r, "next_attempt"), next, sizeof(next));
             printf("recipient: <");
             ctl_put_clean(stdout, ctl_jstr0(r, "address"));
-            printf(">%s attempts=%" PRId64 " next=%s", ctl_jbool(r, "held") ? " held" : "",
-                   ctl_jint(r, "attempts") < 0 ? 0 : ctl_jint(r, "attempts"),
-                   ctl_jint(r, "next_attempt") <= 0 ? "now" : next);
+            printf(">%s attempts=%" PRId64, ctl_jbool(r, "held") ? " held" : "",
+                   ctl_jint(r, "attempts") < 0 ? 0 : ctl_jint(r, "attempts"));
+            if (*waiting) { /* a hold domain: no retry time (issue 9) */
+                printf(" waiting for ");
+                ctl_put_clean(stdout, waiting);
+            } else {
+                printf(" next=%s", ctl_jint(r, "next_attempt") <= 0 ? "now" : next);
+            }
             if (*ctl_jstr0(r, "delay_reason")) {
                 printf(" reason=");
                 ctl_put_clean(stdout, ctl_jstr0(r, "delay_reason"));

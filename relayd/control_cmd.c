@@ -31,19 +31,44 @@
 
 /* ---- records -------------------------------------------------------------------- */
 
+/* What a recipient's mail waits for when its domain is not retried on a
+ * schedule (issue 9): "ETRN" for a hold domain, "ATRN" for route = odmr;
+ * NULL for a retry domain, whose next_attempt is a real time. The stored
+ * next_attempt of a hold domain's recipient is only a backoff that no
+ * timer acts on, so it is never shown as a retry time. */
+static const char *rcpt_waits_for(const struct config *cfg, const struct store_drcpt *r)
+{
+    const struct cfg_domain *cd = config_delivery_domain(cfg, r->domain);
+
+    if (cd->route_odmr)
+        return "ATRN";
+    return cd->mode == CFG_MODE_HOLD ? "ETRN" : NULL;
+}
+
 /* A message's members as `queue` and `show` write them: Postfix's
  * postqueue -j names, plus domain (the first recipient's), attempts (most)
- * and next_attempt (soonest). full adds the envelope details; show then
+ * and next_attempt (soonest among the recipients that are retried on a
+ * schedule; null when every one waits for ETRN or ATRN, then waiting says
+ * which). Each recipient: its last reason (delay_reason), attempts, and
+ * next_attempt or waiting. full adds the envelope details; show then
  * streams the body after them. */
 static void message_fields(struct jw *w, const struct store_dmsg *m, int full)
 {
-    int held = 0, attempts = 0;
+    const struct config *cfg = w->k->c->srv->cfg;
+    int held = 0, attempts = 0, timed = 0;
     int64_t next = INT64_MAX;
+    const char *waits = NULL, *rw;
 
     for (size_t i = 0; i < m->nrcpts; i++) {
         held |= m->rcpts[i].state == STORE_RCPT_HELD;
         if (m->rcpts[i].attempts > attempts)
             attempts = m->rcpts[i].attempts;
+        if ((rw = rcpt_waits_for(cfg, &m->rcpts[i])) != NULL) {
+            if (!waits)
+                waits = rw;
+            continue;
+        }
+        timed = 1;
         if (m->rcpts[i].next_attempt < next)
             next = m->rcpts[i].next_attempt;
     }
@@ -54,17 +79,26 @@ static void message_fields(struct jw *w, const struct store_dmsg *m, int full)
     jw_str(w, "sender", m->sender ? m->sender : "");
     jw_str(w, "domain", m->nrcpts ? m->rcpts[0].domain : "");
     jw_int(w, "attempts", attempts);
-    jw_int(w, "next_attempt", m->nrcpts ? next : 0);
+    if (timed || !waits)
+        jw_int(w, "next_attempt", m->nrcpts ? next : 0);
+    else
+        jw_time(w, "next_attempt", 0); /* null: nothing is scheduled */
+    jw_str(w, "waiting", timed ? NULL : waits);
     jw_open(w, "recipients", '[');
     for (size_t i = 0; i < m->nrcpts; i++) {
         const struct store_drcpt *r = &m->rcpts[i];
 
+        rw = rcpt_waits_for(cfg, r);
         jw_open(w, NULL, '{');
         jw_str(w, "address", r->address);
         jw_str(w, "domain", r->domain);
         jw_str(w, "delay_reason", r->last_reply ? r->last_reply : "");
         jw_int(w, "attempts", r->attempts);
-        jw_int(w, "next_attempt", r->next_attempt);
+        if (rw)
+            jw_time(w, "next_attempt", 0);
+        else
+            jw_int(w, "next_attempt", r->next_attempt);
+        jw_str(w, "waiting", rw);
         jw_bool(w, "held", r->state == STORE_RCPT_HELD);
         jw_close(w, '}');
     }
@@ -504,6 +538,15 @@ static int cmp_strp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Has any domain in the report mail queued (held or not)? */
+static int report_has_mail(const struct store_report *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (r->d[i].messages > 0)
+            return 1;
+    return 0;
+}
+
 /* Start a flush (the path ETRN takes: sched_flush) of every domain in the
  * report that has mail not held; for flush id=, only the domains of the
  * named messages. One record per domain started. */
@@ -517,6 +560,12 @@ static void on_flush_report(struct store_report *r, int status, void *arg)
     if (!report_usable(k, r, status))
         return;
     srv = k->c->srv;
+    if (k->domain && !config_find_domain(srv->cfg, k->domain) && !report_has_mail(r)) {
+        /* neither a relay domain nor anything queued for it (issue 9) */
+        store_report_free(r);
+        ctl_finish(k, "notfound", "%s is not a relay domain and has nothing queued", k->domain);
+        return;
+    }
     for (size_t i = 0; i < r->n; i++) {
         const struct store_domain_report *d = &r->d[i];
         char *key = d->domain;

@@ -181,7 +181,7 @@ static void req_finish(struct etrn_req *q)
         for (i = 0; i < q->nflush; i++) {
             if (srv->stats != NULL)
                 stats_add(srv->stats, q->flush[i], STATS_ETRN, 1);
-            sched_flush(srv->sched, q->flush[i], "ETRN");
+            sched_etrn(srv->sched, q->flush[i]);
             store_domain_event(srv->store, q->flush[i], STORE_EV_ETRN, (int64_t)time(NULL), NULL);
         }
     }

@@ -52,6 +52,7 @@ struct site {
     uint64_t backoff;  /* ms; 0 = the site is fine */
     uint64_t next_try; /* uv_now() ms when a retry site may be tried */
     uint64_t last_probe;
+    uint64_t etrn_reset; /* uv_now() ms when an ETRN last cleared backoff; 0 never */
 };
 
 struct sched {
@@ -236,6 +237,35 @@ void sched_flush(struct sched *sc, const char *domain, const char *why)
         return;
     }
     site_start(sc, st, INT64_MAX, why);
+}
+
+/* RFC 1985: an ETRN says the site is up, so it clears the site's backoff -
+ * but at most once per min_backoff (issue 9). `etrnctl etrn --wait` polls
+ * with repeated ETRNs, and a burst of them must give a site that still
+ * fails one extra attempt, not one each. Within min_backoff of the ETRN
+ * that last cleared it, the backoff stands: the mail waits for next_try
+ * (retry) or for an ETRN after min_backoff (hold). The same holds for an
+ * ETRN while a run is going (which would run again if that run found the
+ * site down). A site that is neither backed off nor running takes every
+ * ETRN. */
+void sched_etrn(struct sched *sc, const char *domain)
+{
+    struct site *st = site_get(sc, domain);
+    uint64_t now = uv_now(sc->srv->loop);
+
+    if (st == NULL)
+        return;
+    if (st->backoff > 0 || st->running) {
+        if (st->etrn_reset != 0 && now - st->etrn_reset < sc->srv->cfg->min_backoff) {
+            st->has_mail = 1;
+            log_debug("%s: ETRN within min_backoff of the last that cleared the backoff: "
+                      "next try in %" PRIu64 "s",
+                      domain, st->next_try > now ? (st->next_try - now) / 1000 : 0);
+            return;
+        }
+        st->etrn_reset = now;
+    }
+    sched_flush(sc, domain, "ETRN");
 }
 
 void sched_queued(struct sched *sc, const char *domain)

@@ -21,6 +21,9 @@ int sched_open(struct server *srv, struct sched **out);
 /* Deliver domain's mail now (ETRN, operator flush): clears its backoff.
  * Joins a flush already running. */
 void sched_flush(struct sched *sc, const char *domain, const char *why);
+/* ETRN (RFC 1985): sched_flush, but a site backed off has its backoff
+ * cleared at most once per min_backoff (relayd(8) ETRN). */
+void sched_etrn(struct sched *sc, const char *domain);
 /* A message was queued with recipients in domain (retry domains start). */
 void sched_queued(struct sched *sc, const char *domain);
 /* Is a flush of domain running? */

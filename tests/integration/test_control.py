@@ -197,12 +197,15 @@ def test_queue_lists_every_message_with_postqueue_fields(relayd):
         assert rec["arrival_time"] == row["arrival"] and abs(rec["arrival_time"] - now) < 60
         assert rec["message_size"] == row["size"] == len(row["body"])
         assert rec["sender"] == row["sender"]
-        assert rec["attempts"] == 0 and rec["next_attempt"] == 0
+        # hold domains: no retry time, they wait for ETRN (issue 9)
+        assert rec["attempts"] == 0 and rec["next_attempt"] is None and rec["waiting"] == "ETRN"
         assert [x["address"] for x in rec["recipients"]] == [x["address"] for x in row["recipients"]]
         assert rec["domain"] == row["recipients"][0]["domain"]
         for x in rec["recipients"]:
-            assert set(x) == {"address", "domain", "delay_reason", "attempts", "next_attempt", "held"}, x
+            assert set(x) == {"address", "domain", "delay_reason", "attempts", "next_attempt", "waiting",
+                              "held"}, x
             assert x["delay_reason"] == "" and x["held"] is False
+            assert x["next_attempt"] is None and x["waiting"] == "ETRN"
     assert recs[1]["sender"] == "Bob@B.test"
     assert [x["domain"] for x in recs[1]["recipients"]] == ["example.org", "host.sub.test"]
 
@@ -544,11 +547,12 @@ def test_requeue_resets_the_retry_state(denv):
 
     rec = wait_until(deferred, 15, what="a deferred attempt")
     x = rec["recipients"][0]
-    assert "451" in x["delay_reason"] and x["next_attempt"] > time.time() - 5
-    assert rec["next_attempt"] == x["next_attempt"]
+    # a hold domain: the reason and the count, and no retry time (issue 9)
+    assert "451" in x["delay_reason"] and x["next_attempt"] is None and x["waiting"] == "ETRN"
+    assert rec["next_attempt"] is None and rec["waiting"] == "ETRN"
     assert ok(r, "requeue", id=q) == [{"requeued": 1}]
     (rec,) = ok(r, "queue")
-    assert rec["attempts"] == 0 and rec["next_attempt"] == 0
+    assert rec["attempts"] == 0 and rec["recipients"][0]["attempts"] == 0
     assert rec["recipients"][0]["delay_reason"] == ""
     assert ok(r, "requeue") == [{"requeued": 1}]  # bare: all of them
     fails(r, "notfound", "requeue", id="0000000000000Z")
