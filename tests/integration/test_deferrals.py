@@ -41,9 +41,10 @@ def refusing_site():
 
 
 def test_queue_show_and_stats_say_why_and_what_next(tmp_path):
-    site = refusing_site()
+    # one site each: two domains on one next hop share its state
+    site, site2 = refusing_site(), refusing_site()
     doms = {"hold.test": {"mode": "hold", "route": "127.0.0.1:%d" % site.port},
-            "retry.test": {"mode": "retry", "route": "127.0.0.1:%d" % site.port}}
+            "retry.test": {"mode": "retry", "route": "127.0.0.1:%d" % site2.port}}
     r = Relayd(str(tmp_path / "r"), domains=doms, min_backoff="10m")
     r.start()
     try:
@@ -90,6 +91,7 @@ def test_queue_show_and_stats_say_why_and_what_next(tmp_path):
     finally:
         r.stop()
         site.stop()
+        site2.stop()
 
 
 def test_etrn_burst_gives_a_failing_site_one_extra_attempt(tmp_path):
