@@ -737,9 +737,17 @@ static void fetch_done_inner(struct store_batch *b, int status, struct dl_run *r
     struct dl_nexthop *nh = run->nh;
     struct dl_batch *owner = NULL;
     size_t i;
+    int late_defer;
 
     run->fetching = 0;
-    if (status != 0 || b == NULL || b->n == 0 || run->dl->stopping || run->exhausted) {
+    /* The site went down while this fetch was out (another run on the same
+     * next hop found it unreachable): the batch is the attempt's, so its
+     * recipients are deferred with the reason like any the attempt covered,
+     * rather than left without one. */
+    late_defer = run->exhausted && run->res.site_down && status == 0 && b != NULL && b->n > 0 &&
+                 !run->dl->stopping;
+    if (!late_defer &&
+        (status != 0 || b == NULL || b->n == 0 || run->dl->stopping || run->exhausted)) {
         if (status != 0)
             snprintf(run->res.why, sizeof(run->res.why), "cannot read the queue");
         if (b != NULL)
@@ -786,6 +794,11 @@ static void fetch_done_inner(struct store_batch *b, int status, struct dl_run *r
     }
     if (b->n < FETCH_BATCH)
         run->exhausted = 1;
+    if (late_defer) {
+        run_defer_unreachable(run, run->res.why);
+        run_check(run);
+        return;
+    }
     if (run->unroutable) {
         run_bounce_items(run);
         if (!run->exhausted)
