@@ -20,6 +20,7 @@ import tempfile
 import time
 
 from relayd_fixture import free_port
+from maildir import read_maildir, wait_maildir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PACKAGES = ("exim4-base", "exim4-config", "exim4-daemon-light")
@@ -230,22 +231,7 @@ class EximSite:
 
     def mailbox(self, user):
         """The messages (bytes, LF line ends as Maildir stores them) delivered to user."""
-        out = []
-        for sub in ("new", "cur"):
-            d = os.path.join(self.mail, user, sub)
-            if os.path.isdir(d):
-                for name in sorted(os.listdir(d)):
-                    with open(os.path.join(d, name), "rb") as f:
-                        out.append(f.read())
-        return out
+        return read_maildir(os.path.join(self.mail, user))
 
     def wait_mail(self, user, n, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            box = self.mailbox(user)
-            if len(box) >= n:
-                return box
-            if time.monotonic() >= deadline:
-                raise AssertionError("%d of %d messages in %s's mailbox after %ss; Exim log:\n%s" % (
-                    len(box), n, user, timeout, self.log_text()[-3000:]))
-            time.sleep(0.1)
+        return wait_maildir(os.path.join(self.mail, user), n, timeout, "%s's mailbox (Exim)" % user, self.log_text)

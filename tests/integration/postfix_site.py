@@ -15,6 +15,7 @@ import tempfile
 import time
 
 from relayd_fixture import free_port
+from maildir import read_maildir, wait_maildir
 
 MASTER_CF = """\
 # service type  private unpriv  chroot  wakeup  maxproc command + args
@@ -205,22 +206,7 @@ maillog_file_prefixes = {dir}/log
 
     def mailbox(self, user):
         """The messages (bytes, LF line ends as Maildir stores them) delivered to user."""
-        out = []
-        for sub in ("new", "cur"):
-            d = os.path.join(self.mail, self.domain, user, sub)
-            if os.path.isdir(d):
-                for name in sorted(os.listdir(d)):
-                    with open(os.path.join(d, name), "rb") as f:
-                        out.append(f.read())
-        return out
+        return read_maildir(os.path.join(self.mail, self.domain, user))
 
     def wait_mail(self, user, n, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            box = self.mailbox(user)
-            if len(box) >= n:
-                return box
-            if time.monotonic() >= deadline:
-                raise AssertionError("%d of %d messages in %s's mailbox after %ss; Postfix log:\n%s" % (
-                    len(box), n, user, timeout, self.log_text()[-3000:]))
-            time.sleep(0.1)
+        return wait_maildir(os.path.join(self.mail, self.domain, user), n, timeout, "%s's mailbox (Postfix)" % user, self.log_text)
