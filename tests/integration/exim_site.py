@@ -78,10 +78,27 @@ begin retry
 """
 
 
+def _reachable_by_all(path):
+    """Can every user enter every directory down to path? Exim re-executes
+    itself as its own user to deliver, so its binary must be reachable."""
+    path = os.path.abspath(path)
+    while True:
+        if os.path.isdir(path) and not os.stat(path).st_mode & 0o001:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
+
+
 def cache_dir():
-    """Where the unpacked packages live: below the build dir the tests run from."""
-    base = os.environ.get("top_builddir") or os.path.join(HERE, "..", "..")
-    return os.path.join(os.path.abspath(base), "tests", "exim-cache")
+    """Where the unpacked packages live: below the build dir the tests run
+    from, or, when that sits in a directory others may not enter (a clone in
+    a 0700 mktemp directory), a fixed cache in /var/tmp."""
+    base = os.path.abspath(os.environ.get("top_builddir") or os.path.join(HERE, "..", ".."))
+    if _reachable_by_all(base):
+        return os.path.join(base, "tests", "exim-cache")
+    return "/var/tmp/relayd-tests-exim-cache"
 
 
 def _run(args, cwd=None, timeout=300):

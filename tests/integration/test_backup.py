@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import tempfile
 import threading
 
 from relayd_fixture import SANITIZER_MARKERS, wait_until
@@ -37,13 +38,29 @@ def etrnctl_binary():
     return os.path.abspath(path)
 
 
+_copies = {}
+
+
+def reachable_copy(path):
+    """A copy of path that nobody can execute, for a build tree under a
+    directory nobody may enter (a clone in a 0700 mktemp directory)."""
+    if path not in _copies:
+        d = tempfile.mkdtemp(prefix="relayd-etrnctl-", dir="/tmp")
+        os.chmod(d, 0o755)
+        _copies[path] = shutil.copy(path, os.path.join(d, "etrnctl"))
+        os.chmod(_copies[path], 0o755)
+    return _copies[path]
+
 def etrnctl(r, *args, user=None):
     def drop():
         os.setgroups([])
         os.setgid(NOGROUP)
         os.setuid(NOBODY)
 
-    p = subprocess.run([etrnctl_binary(), "-S", r.keys["control_socket"]] + list(args),
+    binary = etrnctl_binary()
+    if user == "nobody":
+        binary = reachable_copy(binary)
+    p = subprocess.run([binary, "-S", r.keys["control_socket"]] + list(args),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120,
                        preexec_fn=drop if user == "nobody" else None)
     assert not any(m.encode() in p.stderr for m in SANITIZER_MARKERS), p.stderr.decode()
